@@ -1,0 +1,171 @@
+//! The bucket as an upstream: where it is, how its object URLs look (path or
+//! virtual-host addressing) and SigV4 signing of every request sent to it.
+
+use crate::config::{Addressing, Credentials, Endpoint, RemoteBucket};
+use crate::key::encode_key;
+use aws_sigv4::http_request::{
+    sign, PayloadChecksumKind, PercentEncodingMode, SignableBody, SignableRequest, SigningSettings,
+    UriPathNormalizationMode,
+};
+use aws_sigv4::sign::v4;
+use aws_smithy_runtime_api::client::identity::Identity;
+use pingora::upstreams::peer::HttpPeer;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::{Duration, SystemTime};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BucketError {
+    #[error("cannot resolve bucket endpoint {0}: {1}")]
+    Resolve(String, String),
+    #[error("cannot sign the bucket request: {0}")]
+    Sign(String),
+}
+
+/// A ready-to-use bucket: resolved address, host header, signing identity.
+#[derive(Debug)]
+pub struct Bucket {
+    pub name: String,
+    region: String,
+    tls: bool,
+    /// Resolved once at start-up (DNS lookups are blocking in Pingora's
+    /// peer constructor, so they stay off the request path).
+    addr: SocketAddr,
+    /// `Host` header value and TLS SNI.
+    host: String,
+    sni: String,
+    /// `/<bucket>` with path addressing, empty with virtual-host addressing.
+    path_prefix: String,
+    identity: Identity,
+}
+
+/// Header name/value pairs a signature adds to a request.
+pub type SignedHeaders = Vec<(String, String)>;
+
+/// Payload hash mode for a signed request.
+pub enum Payload<'a> {
+    /// Bodies that stream (GET has none; PUT parts stream through).
+    Unsigned,
+    Bytes(&'a [u8]),
+}
+
+impl Bucket {
+    pub fn new(cfg: &RemoteBucket) -> Result<Bucket, BucketError> {
+        let Endpoint { tls, host, port } = &cfg.endpoint;
+        let (host_name, path_prefix) = match cfg.addressing {
+            Addressing::Path => (host.clone(), format!("/{}", cfg.name)),
+            Addressing::Virtual => (format!("{}.{host}", cfg.name), String::new()),
+        };
+        let default_port = if *tls { 443 } else { 80 };
+        let host_header = if *port == default_port {
+            host_name.clone()
+        } else if host_name.contains(':') {
+            format!("[{host_name}]:{port}")
+        } else {
+            format!("{host_name}:{port}")
+        };
+        let target = format!("{host_name}:{port}");
+        let lookup = if host_name.contains(':') {
+            (host_name.as_str(), *port).to_socket_addrs()
+        } else {
+            target.to_socket_addrs()
+        };
+        let addr = lookup
+            .map_err(|e| BucketError::Resolve(target.clone(), e.to_string()))?
+            .next()
+            .ok_or_else(|| BucketError::Resolve(target.clone(), "no address".into()))?;
+        Ok(Bucket {
+            name: cfg.name.clone(),
+            region: cfg.region.clone(),
+            tls: *tls,
+            addr,
+            host: host_header,
+            sni: host_name,
+            path_prefix,
+            identity: identity(&cfg.credentials),
+        })
+    }
+
+    /// `Host` header to send.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// Base URL (scheme, host, port) for clients outside Pingora.
+    pub fn base_url(&self) -> String {
+        let scheme = if self.tls { "https" } else { "http" };
+        let host = if self.addr.is_ipv6() {
+            format!("[{}]", self.addr.ip())
+        } else {
+            self.addr.ip().to_string()
+        };
+        format!("{scheme}://{host}:{}", self.addr.port())
+    }
+
+    /// The peer for Pingora. Timeouts: the bucket is expected to be near.
+    pub fn peer(&self) -> HttpPeer {
+        let mut peer = HttpPeer::new(self.addr, self.tls, self.sni.clone());
+        peer.options.connection_timeout = Some(Duration::from_secs(5));
+        peer.options.total_connection_timeout = Some(Duration::from_secs(10));
+        peer.options.read_timeout = Some(Duration::from_secs(60));
+        peer.options.write_timeout = Some(Duration::from_secs(60));
+        peer.options.idle_timeout = Some(Duration::from_secs(60));
+        peer
+    }
+
+    /// Encoded request path of an object, e.g. `/assets/a%20b.txt`.
+    pub fn object_path(&self, key: &str) -> String {
+        format!("{}/{}", self.path_prefix, encode_key(key))
+    }
+
+    /// SigV4 headers (`authorization`, `x-amz-date`,
+    /// `x-amz-content-sha256`) for a request to `path_and_query` that also
+    /// carries `headers` (all of them are signed, so pass only what is sent).
+    pub fn sign(
+        &self,
+        method: &str,
+        path_and_query: &str,
+        headers: &[(&str, &str)],
+        payload: Payload,
+    ) -> Result<SignedHeaders, BucketError> {
+        let mut settings = SigningSettings::default();
+        // S3 signs the path as sent: encoded once, never normalised.
+        settings.percent_encoding_mode = PercentEncodingMode::Single;
+        settings.uri_path_normalization_mode = UriPathNormalizationMode::Disabled;
+        settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
+        let params = v4::SigningParams::builder()
+            .identity(&self.identity)
+            .region(&self.region)
+            .name("s3")
+            .time(SystemTime::now())
+            .settings(settings)
+            .build()
+            .map_err(|e| BucketError::Sign(e.to_string()))?
+            .into();
+        let url = format!("{}{}", self.base_url(), path_and_query);
+        let all = std::iter::once(("host", self.host.as_str())).chain(headers.iter().copied());
+        let body = match payload {
+            Payload::Unsigned => SignableBody::UnsignedPayload,
+            Payload::Bytes(b) => SignableBody::Bytes(b),
+        };
+        let req = SignableRequest::new(method, url, all, body)
+            .map_err(|e| BucketError::Sign(e.to_string()))?;
+        let (instructions, _) = sign(req, &params)
+            .map_err(|e| BucketError::Sign(e.to_string()))?
+            .into_parts();
+        Ok(instructions
+            .headers()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect())
+    }
+}
+
+fn identity(c: &Credentials) -> Identity {
+    aws_credential_types::Credentials::new(
+        c.access_key_id.clone(),
+        c.secret_access_key.clone(),
+        None,
+        None,
+        "origin-pull",
+    )
+    .into()
+}

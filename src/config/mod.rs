@@ -1,0 +1,119 @@
+//! Configuration: one YAML file (SPEC section 5), parsed into `raw` structs
+//! and validated into the model below before anything binds. Every error
+//! names `file:line:column` and the field.
+
+mod locate;
+mod raw;
+mod validate;
+
+pub use locate::{FieldPath, Seg};
+pub use raw::Addressing;
+
+use crate::rules::Rule;
+use std::path::{Path, PathBuf};
+
+/// Most rules a site may have (the OSS limit).
+pub const MAX_RULES: usize = 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{file}: cannot read: {source}")]
+    Io {
+        file: String,
+        source: std::io::Error,
+    },
+    #[error("{file}:{line}:{column}: {message}")]
+    Invalid {
+        file: String,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: Vec<String>,
+    pub threads: Option<usize>,
+    pub admin: Option<String>,
+    pub sites: Vec<SiteConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SiteConfig {
+    pub name: String,
+    /// Empty: the default site.
+    pub hosts: Vec<HostPattern>,
+    pub bucket: BucketSource,
+    pub rules: Vec<Rule>,
+}
+
+/// A `hosts` entry, lower-cased.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostPattern {
+    Exact(String),
+    /// `*.cdn.example.com` is kept as `.cdn.example.com`: it matches any
+    /// name ending in it (one or more labels), not the bare suffix itself.
+    Suffix(String),
+}
+
+#[derive(Debug, Clone)]
+pub enum BucketSource {
+    Remote(RemoteBucket),
+    /// The embedded local-disk bucket: objects are the files in this folder.
+    Local(PathBuf),
+}
+
+#[derive(Debug, Clone)]
+pub struct RemoteBucket {
+    pub endpoint: Endpoint,
+    pub name: String,
+    pub region: String,
+    pub addressing: Addressing,
+    pub credentials: Credentials,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    pub tls: bool,
+    pub host: String,
+    pub port: u16,
+}
+
+#[derive(Clone)]
+pub struct Credentials {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    // Never print the secret, even in debug logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Credentials({}, ***)", self.access_key_id)
+    }
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let src = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            file: file.clone(),
+            source,
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Config::parse(&src, &file, base, &|name| std::env::var(name).ok())
+    }
+
+    /// Parses and validates YAML text. `file` only names the source in
+    /// errors; relative `local:` folders resolve against `base`; `env`
+    /// looks up credential variables (injectable for tests).
+    pub fn parse(
+        src: &str,
+        file: &str,
+        base: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        validate::parse(src, file, base, env)
+    }
+}

@@ -1,0 +1,128 @@
+//! The YAML schema as written by users (SPEC section 5). Every struct denies
+//! unknown fields so a typo is an error, not a silently ignored setting.
+//! These types carry no invariants; `validate` turns them into the model.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub listen: Vec<String>,
+    #[serde(default)]
+    pub threads: Option<usize>,
+    #[serde(default)]
+    pub admin: Option<String>,
+    pub sites: Vec<RawSite>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSite {
+    pub name: String,
+    #[serde(default)]
+    pub hosts: Option<Vec<String>>,
+    pub bucket: RawBucket,
+    #[serde(default)]
+    pub rules: Vec<RawRule>,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Addressing {
+    Path,
+    Virtual,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBucket {
+    pub endpoint: Option<String>,
+    pub name: Option<String>,
+    pub region: Option<String>,
+    pub addressing: Option<Addressing>,
+    pub access_key_id_env: Option<String>,
+    pub secret_access_key_env: Option<String>,
+    pub local: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRule {
+    #[serde(default)]
+    pub condition: RawCondition,
+    pub mirror: Option<RawMirror>,
+    pub redirect: Option<RawRedirect>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawCondition {
+    pub key_prefix: Option<String>,
+    pub key_suffix: Option<String>,
+    pub key_regex: Option<String>,
+    pub http_error_code: Option<u16>,
+    #[serde(default)]
+    pub include_headers: Vec<RawHeaderCondition>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHeaderCondition {
+    pub key: String,
+    pub equals: Option<String>,
+    pub starts_with: Option<String>,
+    pub ends_with: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMirror {
+    pub url: String,
+    pub secondary_url: Option<String>,
+    #[serde(default)]
+    pub pass_query_string: bool,
+    /// OSS `MirrorFollowRedirect` defaults to true; so does ours.
+    #[serde(default = "yes")]
+    pub follow_redirect: bool,
+    #[serde(default)]
+    pub check_md5: bool,
+    #[serde(default)]
+    pub allow_head: bool,
+    #[serde(default)]
+    pub mirror_on_bucket_error: bool,
+    pub replace_key_prefix_with: Option<String>,
+    pub replace_key_with: Option<String>,
+    #[serde(default)]
+    pub headers: RawMirrorHeaders,
+    pub timeout_seconds: Option<u64>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawMirrorHeaders {
+    #[serde(default)]
+    pub pass_all: bool,
+    #[serde(default)]
+    pub pass: Vec<String>,
+    #[serde(default)]
+    pub remove: Vec<String>,
+    #[serde(default)]
+    pub set: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRedirect {
+    pub code: Option<u16>,
+    pub protocol: Option<String>,
+    pub host: Option<String>,
+    pub replace_key_prefix_with: Option<String>,
+    pub replace_key_with: Option<String>,
+    #[serde(default)]
+    pub pass_query_string: bool,
+}
+
+fn yes() -> bool {
+    true
+}

@@ -1,0 +1,19 @@
+//! origin-pull: a back-to-origin edge proxy for S3-compatible buckets.
+//!
+//! Serve from the bucket first; on 404 fetch from the rule's origin, stream
+//! it to the client and write it back (see `SPEC.md`). Use [`OriginPull`]
+//! as a Pingora `ProxyHttp`, or run the `origin-pull` binary.
+#![forbid(unsafe_code)]
+
+pub mod bucket;
+pub mod config;
+pub mod errors;
+pub mod key;
+pub mod local;
+pub mod proxy;
+pub mod rules;
+pub mod server;
+pub mod site;
+
+pub use config::Config;
+pub use proxy::OriginPull;

@@ -1,0 +1,294 @@
+//! Rules (SPEC sections 2, 3 and 5): conditions, actions, first-match
+//! selection and key rewriting. Shared by the mirror and redirect phases.
+
+use http::HeaderMap;
+use regex::Regex;
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct Rule {
+    pub condition: Condition,
+    pub action: Action,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Condition {
+    pub key_prefix: Option<String>,
+    pub key_suffix: Option<String>,
+    pub key_regex: Option<Regex>,
+    /// `None`: the rule is answered from the request filter (redirects
+    /// only; mirror rules always carry 404).
+    pub http_error_code: Option<u16>,
+    pub include_headers: Vec<HeaderCondition>,
+}
+
+#[derive(Debug, Clone)]
+pub struct HeaderCondition {
+    /// Lower-case header name.
+    pub name: String,
+    pub test: HeaderTest,
+}
+
+#[derive(Debug, Clone)]
+pub enum HeaderTest {
+    Equals(String),
+    StartsWith(String),
+    EndsWith(String),
+}
+
+#[derive(Debug, Clone)]
+pub enum Action {
+    Mirror(Box<Mirror>),
+    Redirect(Redirect),
+}
+
+/// How the object key becomes the key sent to the origin or put in a
+/// `Location`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyRewrite {
+    Keep,
+    /// Replace the condition's `key_prefix` with this.
+    Prefix {
+        from: String,
+        to: String,
+    },
+    /// `${key}` and `$1`..`$9` (from `key_regex`) are substituted.
+    Template(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OriginUrl {
+    /// As configured, e.g. `http://origin.example.com/dir1/`.
+    pub raw: String,
+    pub tls: bool,
+    pub host: String,
+    pub port: u16,
+    /// Value for the `Host` header: the host, plus the port when not default.
+    pub authority: String,
+    /// Path part, always ending in `/`.
+    pub base_path: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Mirror {
+    pub url: OriginUrl,
+    pub secondary_url: Option<OriginUrl>,
+    pub pass_query_string: bool,
+    pub follow_redirect: bool,
+    pub check_md5: bool,
+    pub allow_head: bool,
+    pub mirror_on_bucket_error: bool,
+    pub rewrite: KeyRewrite,
+    pub headers: HeaderPolicy,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct HeaderPolicy {
+    pub pass_all: bool,
+    /// Lower-case names.
+    pub pass: Vec<String>,
+    pub remove: Vec<String>,
+    pub set: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Redirect {
+    pub code: u16,
+    pub protocol: Option<String>,
+    pub host: Option<String>,
+    pub rewrite: KeyRewrite,
+    pub pass_query_string: bool,
+}
+
+/// What a request looks like to the matcher.
+pub struct Probe<'a> {
+    pub key: &'a str,
+    pub headers: &'a HeaderMap,
+    /// `None` in the request filter; the bucket's status afterwards.
+    pub status: Option<u16>,
+}
+
+/// The first rule whose condition matches, with the regex captures (if the
+/// rule has a `key_regex`) needed to rewrite the key.
+pub fn first_match<'r>(rules: &'r [Rule], probe: &Probe) -> Option<(&'r Rule, Vec<String>)> {
+    rules.iter().find_map(|rule| {
+        let caps = rule.condition.matches(probe)?;
+        Some((rule, caps))
+    })
+}
+
+impl Condition {
+    /// `Some(captures)` when it matches (captures empty without a regex).
+    pub fn matches(&self, p: &Probe) -> Option<Vec<String>> {
+        if self.http_error_code != p.status {
+            return None;
+        }
+        if let Some(prefix) = &self.key_prefix {
+            if !p.key.starts_with(prefix.as_str()) {
+                return None;
+            }
+        }
+        if let Some(suffix) = &self.key_suffix {
+            if !p.key.ends_with(suffix.as_str()) {
+                return None;
+            }
+        }
+        if !self.include_headers.iter().all(|h| h.matches(p.headers)) {
+            return None;
+        }
+        match &self.key_regex {
+            None => Some(Vec::new()),
+            Some(re) => {
+                let caps = re.captures(p.key)?;
+                Some(
+                    caps.iter()
+                        .map(|m| m.map(|m| m.as_str().to_string()).unwrap_or_default())
+                        .collect(),
+                )
+            }
+        }
+    }
+}
+
+impl HeaderCondition {
+    fn matches(&self, headers: &HeaderMap) -> bool {
+        // A header sent several times matches when any value does.
+        headers.get_all(self.name.as_str()).iter().any(|v| {
+            let Ok(v) = v.to_str() else { return false };
+            match &self.test {
+                HeaderTest::Equals(s) => v == s,
+                HeaderTest::StartsWith(s) => v.starts_with(s.as_str()),
+                HeaderTest::EndsWith(s) => v.ends_with(s.as_str()),
+            }
+        })
+    }
+}
+
+impl KeyRewrite {
+    /// The rewritten key. `captures[0]` is the whole match, `[1]`.. groups.
+    pub fn apply(&self, key: &str, captures: &[String]) -> String {
+        match self {
+            KeyRewrite::Keep => key.to_string(),
+            KeyRewrite::Prefix { from, to } => match key.strip_prefix(from.as_str()) {
+                Some(rest) => format!("{to}{rest}"),
+                None => key.to_string(),
+            },
+            KeyRewrite::Template(t) => substitute(t, key, captures),
+        }
+    }
+}
+
+fn substitute(template: &str, key: &str, captures: &[String]) -> String {
+    let mut out = String::with_capacity(template.len() + key.len());
+    let mut rest = template;
+    while let Some(pos) = rest.find('$') {
+        out.push_str(&rest[..pos]);
+        let after = &rest[pos + 1..];
+        if let Some(tail) = after.strip_prefix("{key}") {
+            out.push_str(key);
+            rest = tail;
+        } else if let Some(d) = after.chars().next().and_then(|c| c.to_digit(10)) {
+            if let Some(c) = captures.get(d as usize) {
+                out.push_str(c);
+            }
+            rest = &after[1..];
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn redirect_rule(cond: Condition) -> Rule {
+        Rule {
+            condition: cond,
+            action: Action::Redirect(Redirect {
+                code: 302,
+                protocol: None,
+                host: None,
+                rewrite: KeyRewrite::Keep,
+                pass_query_string: false,
+            }),
+        }
+    }
+
+    #[test]
+    fn first_match_respects_order_and_status() {
+        let rules = vec![
+            redirect_rule(Condition {
+                key_prefix: Some("a/".into()),
+                http_error_code: Some(404),
+                ..Default::default()
+            }),
+            redirect_rule(Condition {
+                key_prefix: Some("a/".into()),
+                ..Default::default()
+            }),
+        ];
+        let h = HeaderMap::new();
+        let probe = |status| Probe {
+            key: "a/x",
+            headers: &h,
+            status,
+        };
+        let (r, _) = first_match(&rules, &probe(None)).unwrap();
+        assert!(r.condition.http_error_code.is_none());
+        let (r, _) = first_match(&rules, &probe(Some(404))).unwrap();
+        assert_eq!(r.condition.http_error_code, Some(404));
+        assert!(first_match(&rules, &probe(Some(500))).is_none());
+    }
+
+    #[test]
+    fn header_conditions() {
+        let cond = Condition {
+            include_headers: vec![HeaderCondition {
+                name: "x-from".into(),
+                test: HeaderTest::StartsWith("app".into()),
+            }],
+            ..Default::default()
+        };
+        let mut h = HeaderMap::new();
+        let p = |h| Probe {
+            key: "k",
+            headers: h,
+            status: None,
+        };
+        assert!(cond.matches(&p(&h)).is_none());
+        h.insert("x-from", "application".parse().unwrap());
+        assert!(cond.matches(&p(&h)).is_some());
+    }
+
+    #[test]
+    fn rewrites() {
+        let re = Regex::new("^images/(.*)\\.(jpg)$").unwrap();
+        let cond = Condition {
+            key_regex: Some(re),
+            ..Default::default()
+        };
+        let h = HeaderMap::new();
+        let caps = cond
+            .matches(&Probe {
+                key: "images/a b.jpg",
+                headers: &h,
+                status: None,
+            })
+            .unwrap();
+        let t = KeyRewrite::Template("img/$1.$2?${key}$x$".into());
+        assert_eq!(
+            t.apply("images/a b.jpg", &caps),
+            "img/a b.jpg?images/a b.jpg$x$"
+        );
+        let p = KeyRewrite::Prefix {
+            from: "old/".into(),
+            to: "new/".into(),
+        };
+        assert_eq!(p.apply("old/x/y", &[]), "new/x/y");
+    }
+}
