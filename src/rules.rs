@@ -255,14 +255,17 @@ mod tests {
             ..Default::default()
         };
         let mut h = HeaderMap::new();
-        let p = |h| Probe {
-            key: "k",
-            headers: h,
-            status: None,
+        let probe = |h: &HeaderMap| {
+            cond.matches(&Probe {
+                key: "k",
+                headers: h,
+                status: None,
+            })
+            .is_some()
         };
-        assert!(cond.matches(&p(&h)).is_none());
+        assert!(!probe(&h));
         h.insert("x-from", "application".parse().unwrap());
-        assert!(cond.matches(&p(&h)).is_some());
+        assert!(probe(&h));
     }
 
     #[test]

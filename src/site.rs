@@ -30,7 +30,7 @@ impl HostTable {
                 }
             }
         }
-        t.suffixes.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        t.suffixes.sort_by_key(|s| std::cmp::Reverse(s.0.len()));
         t
     }
 
