@@ -1,0 +1,152 @@
+//! Bad configurations: non-zero exit, `file:line:column` and the field in
+//! the message, nothing bound. No external services needed.
+
+mod common;
+use common::*;
+use std::net::TcpStream;
+use std::process::Command;
+
+/// Runs the binary (not `-t`: it must refuse before binding) and returns
+/// (exit code, stderr, whether the listen port got bound).
+fn run_bad(yaml: &str) -> (i32, String, bool) {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let path = dir.path().join("bad.yaml");
+    std::fs::write(&path, yaml.replace("{port}", &port.to_string())).unwrap();
+    let out = Command::new(binary())
+        .arg("-c")
+        .arg(&path)
+        .env("OP_KEY", "k")
+        .env_remove("OP_MISSING")
+        .env("OP_SECRET", "s")
+        .output()
+        .unwrap();
+    let bound = TcpStream::connect(("127.0.0.1", port)).is_ok();
+    let stderr = String::from_utf8_lossy(&out.stderr).replace(&path.display().to_string(), "FILE");
+    (out.status.code().unwrap_or(-1), stderr, bound)
+}
+
+fn site(rest: &str) -> String {
+    format!(
+        "listen: [\"127.0.0.1:{{port}}\"]\nsites:\n  - name: a\n    bucket:\n      endpoint: \"http://127.0.0.1:9\"\n      name: b\n      access_key_id_env: OP_KEY\n      secret_access_key_env: OP_SECRET\n{rest}"
+    )
+}
+
+fn assert_bad(yaml: &str, location: &str, words: &str) {
+    let (code, stderr, bound) = run_bad(yaml);
+    assert_ne!(code, 0, "accepted:\n{yaml}");
+    assert!(!bound, "port bound despite bad config");
+    assert!(
+        stderr.contains(&format!("FILE:{location}:")),
+        "want FILE:{location}: in {stderr:?}"
+    );
+    assert!(stderr.contains(words), "want {words:?} in {stderr:?}");
+}
+
+#[test]
+fn unknown_field() {
+    assert_bad(&site("    colour: blue\n"), "9:5", "unknown field `colour`");
+}
+
+#[test]
+fn wrong_type() {
+    let yaml = site("").replace("sites:", "threads: many\nsites:");
+    assert_bad(&yaml, "2:10", "threads");
+}
+
+#[test]
+fn invalid_regex() {
+    let rules = "    rules:\n      - condition: { key_regex: \"(unclosed\" }\n        mirror: { url: \"http://o/\" }\n";
+    assert_bad(
+        &site(rules),
+        "10:33",
+        "sites[0].rules[0].condition.key_regex: invalid regex",
+    );
+}
+
+#[test]
+fn bad_mirror_urls() {
+    for (url, words) in [
+        ("ftp://o/", "absolute http"),
+        ("/relative/", "absolute http"),
+        ("http://o/dir", "must end with `/`"),
+    ] {
+        let rules = format!("    rules:\n      - mirror:\n          url: \"{url}\"\n");
+        assert_bad(&site(&rules), "11:16", words);
+    }
+}
+
+#[test]
+fn duplicate_host() {
+    let yaml = "listen: [\"127.0.0.1:{port}\"]\nsites:\n  - name: a\n    hosts: [\"x.example.com\"]\n    bucket: { local: \"a-bucket\" }\n  - name: b\n    hosts: [\"X.example.com\"]\n    bucket: { local: \"b-bucket\" }\n";
+    assert_bad(
+        yaml,
+        "7:13",
+        "host `x.example.com` is already claimed; site `a` has it",
+    );
+}
+
+#[test]
+fn missing_credentials_variable() {
+    let yaml = site("").replace("access_key_id_env: OP_KEY", "access_key_id_env: OP_MISSING");
+    assert_bad(
+        &yaml,
+        "7:26",
+        "environment variable `OP_MISSING` is not set",
+    );
+}
+
+#[test]
+fn rule_shape_errors() {
+    let both =
+        "    rules:\n      - mirror: { url: \"http://o/\" }\n        redirect: { code: 301 }\n";
+    assert_bad(&site(both), "10:9", "has both `mirror` and `redirect`");
+    let code = "    rules:\n      - redirect: { code: 303 }\n";
+    assert_bad(&site(code), "10:27", "303 is not one of 301, 302, 307");
+    let prefix =
+        "    rules:\n      - mirror: { url: \"http://o/\", replace_key_prefix_with: \"x/\" }\n";
+    assert_bad(&site(prefix), "10:62", "needs `condition.key_prefix`");
+    let status = "    rules:\n      - condition: { http_error_code: 500 }\n        mirror: { url: \"http://o/\" }\n";
+    assert_bad(&site(status), "10:39", "mirror rules only act on 404");
+    let many = format!(
+        "    rules:\n{}",
+        "      - redirect: { code: 301 }\n".repeat(21)
+    );
+    assert_bad(&site(&many), "10:7", "at most 20");
+}
+
+#[test]
+fn reference_config_validates() {
+    let out = Command::new(binary())
+        .args([
+            "-t",
+            "-c",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/conf/reference.yaml"),
+        ])
+        .env("AWS_ACCESS_KEY_ID", "id")
+        .env("AWS_SECRET_ACCESS_KEY", "secret")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for f in ["quickstart.yaml", "garage.yaml"] {
+        let out = Command::new(binary())
+            .args([
+                "-t",
+                "-c",
+                &format!("{}/conf/{f}", env!("CARGO_MANIFEST_DIR")),
+            ])
+            .env("AWS_ACCESS_KEY_ID", "id")
+            .env("AWS_SECRET_ACCESS_KEY", "secret")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{f}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
