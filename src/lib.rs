@@ -10,6 +10,7 @@ pub mod config;
 pub mod errors;
 pub mod key;
 pub mod local;
+pub mod mirror;
 pub mod proxy;
 pub mod rules;
 pub mod server;

@@ -21,7 +21,10 @@ fn assert_same_as_bucket(b: &TestBucket, p: &Proxy, key: &str, path: &str) {
         assert_eq!(resp.headers().get(h), direct.headers.get(h), "{h} of {key}");
     }
     let body = resp.bytes().unwrap();
-    assert!(body.as_ref() == direct.body.as_slice(), "bytes of {key} differ");
+    assert!(
+        body.as_ref() == direct.body.as_slice(),
+        "bytes of {key} differ"
+    );
 }
 
 #[test]
@@ -44,7 +47,10 @@ fn awkward_keys() {
         ("with space.txt", "/with%20space.txt"),
         ("plus+sign.txt", "/plus+sign.txt"),
         ("per%cent.txt", "/per%25cent.txt"),
-        ("ünïcödé/日本.txt", "/%C3%BCn%C3%AFc%C3%B6d%C3%A9/%E6%97%A5%E6%9C%AC.txt"),
+        (
+            "ünïcödé/日本.txt",
+            "/%C3%BCn%C3%AFc%C3%B6d%C3%A9/%E6%97%A5%E6%9C%AC.txt",
+        ),
         ("a/b/c/d/e/f/deep.txt", "/a/b/c/d/e/f/deep.txt"),
     ] {
         b.put(key, key.as_bytes(), Some("text/plain"));
@@ -60,12 +66,20 @@ fn range_conditional_head_and_missing() {
     let p = one_site(&b);
     let c = client();
 
-    let r = c.get(p.url("/obj")).header("range", "bytes=0-9").send().unwrap();
+    let r = c
+        .get(p.url("/obj"))
+        .header("range", "bytes=0-9")
+        .send()
+        .unwrap();
     assert_eq!(r.status(), 206);
     assert_eq!(r.bytes().unwrap().as_ref(), &body[..10]);
 
     let etag = b.get("obj").headers["etag"].to_str().unwrap().to_string();
-    let r = c.get(p.url("/obj")).header("if-none-match", &etag).send().unwrap();
+    let r = c
+        .get(p.url("/obj"))
+        .header("if-none-match", &etag)
+        .send()
+        .unwrap();
     assert_eq!(r.status(), 304);
 
     let r = c.head(p.url("/obj")).send().unwrap();
@@ -85,7 +99,10 @@ fn client_credentials_and_query_never_reach_bucket() {
     let rec = Recorder::start(garage().s3_port);
     let yaml = format!(
         "listen: [\"127.0.0.1:{{port}}\"]\nsites:\n  - name: s\n    bucket: {}\n",
-        b.yaml().replace(&garage().endpoint(), &format!("http://127.0.0.1:{}", rec.port))
+        b.yaml().replace(
+            &garage().endpoint(),
+            &format!("http://127.0.0.1:{}", rec.port)
+        )
     );
     let p = Proxy::start_env(&yaml, &b.proxy_env());
     let r = client()
@@ -99,10 +116,22 @@ fn client_credentials_and_query_never_reach_bucket() {
     assert_eq!(r.bytes().unwrap().as_ref(), b"payload");
     let seen = rec.seen();
     assert!(seen.contains("GET /t-strip-"), "request not seen: {seen}");
-    for leaked in ["client-token-xyz", "cookie-abc", "custom-123", "versionId", "marker=q1"] {
-        assert!(!seen.contains(leaked), "{leaked} reached the bucket:\n{seen}");
+    for leaked in [
+        "client-token-xyz",
+        "cookie-abc",
+        "custom-123",
+        "versionId",
+        "marker=q1",
+    ] {
+        assert!(
+            !seen.contains(leaked),
+            "{leaked} reached the bucket:\n{seen}"
+        );
     }
-    assert!(seen.contains("AWS4-HMAC-SHA256"), "request not signed:\n{seen}");
+    assert!(
+        seen.contains("AWS4-HMAC-SHA256"),
+        "request not signed:\n{seen}"
+    );
 }
 
 #[test]
@@ -112,13 +141,23 @@ fn methods_and_invalid_keys() {
     for m in ["PUT", "POST", "DELETE"] {
         let (status, text) = raw_request(
             p.port,
-            &format!("{m} /x HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"),
+            &format!(
+                "{m} /x HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            ),
         );
         assert_eq!(status, 405, "{m}");
         assert!(text.contains("<Code>MethodNotAllowed</Code>"));
     }
     let long = format!("/{}", "k".repeat(1025));
-    for path in ["/../x", "/a/./b", "/%2e%2e/x", "/%2E%2E%2Fx", "/a%00b", long.as_str(), "/"] {
+    for path in [
+        "/../x",
+        "/a/./b",
+        "/%2e%2e/x",
+        "/%2E%2E%2Fx",
+        "/a%00b",
+        long.as_str(),
+        "/",
+    ] {
         let (status, text) = raw_get(p.port, "a", path);
         assert_eq!(status, 400, "{path}: {text}");
         assert!(text.contains("<Code>InvalidURI</Code>"), "{path}: {text}");
@@ -137,14 +176,22 @@ fn sites_by_host() {
         two.yaml()
     );
     let p = Proxy::start_env(&sites, &one.proxy_env());
-    assert!(raw_get(p.port, "ONE.example.com:80", "/k").1.ends_with("from one"));
-    assert!(raw_get(p.port, "a.b.two.example.com", "/k").1.ends_with("from two"));
+    assert!(raw_get(p.port, "ONE.example.com:80", "/k")
+        .1
+        .ends_with("from one"));
+    assert!(raw_get(p.port, "a.b.two.example.com", "/k")
+        .1
+        .ends_with("from two"));
     let (status, text) = raw_get(p.port, "two.example.com", "/k");
     assert_eq!(status, 404);
     assert!(text.contains("<Code>NoSuchWebsiteConfiguration</Code>"));
 
     let with_default = format!("{sites}  - name: fallback\n    bucket: {}\n", two.yaml());
     let p = Proxy::start_env(&with_default, &one.proxy_env());
-    assert!(raw_get(p.port, "unknown.example.org", "/k").1.ends_with("from two"));
-    assert!(raw_get(p.port, "one.example.com", "/k").1.ends_with("from one"));
+    assert!(raw_get(p.port, "unknown.example.org", "/k")
+        .1
+        .ends_with("from two"));
+    assert!(raw_get(p.port, "one.example.com", "/k")
+        .1
+        .ends_with("from one"));
 }

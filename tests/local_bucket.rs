@@ -16,10 +16,16 @@ fn file_in_folder_is_served() {
         folder.display()
     );
     let proxy = Proxy::start(&yaml);
-    let resp = client().get(proxy.url("/deep/dir/file%20name.bin")).send().unwrap();
+    let resp = client()
+        .get(proxy.url("/deep/dir/file%20name.bin"))
+        .send()
+        .unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.bytes().unwrap().as_ref(), body.as_slice());
-    let resp = client().get(proxy.url("/deep/dir/missing.bin")).send().unwrap();
+    let resp = client()
+        .get(proxy.url("/deep/dir/missing.bin"))
+        .send()
+        .unwrap();
     assert_eq!(resp.status(), 404);
     assert!(resp.text().unwrap().contains("<Code>NoSuchKey</Code>"));
 }

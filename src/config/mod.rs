@@ -4,10 +4,11 @@
 
 mod locate;
 mod raw;
-mod validate;
+pub(crate) mod validate;
 
 pub use locate::{FieldPath, Seg};
 pub use raw::Addressing;
+pub use validate::parse_http_url as parse_origin_url;
 
 use crate::rules::Rule;
 use std::path::{Path, PathBuf};

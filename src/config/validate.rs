@@ -484,7 +484,7 @@ fn redirect(
 }
 
 /// An absolute `http://` or `https://` URL without query or fragment.
-pub(crate) fn parse_http_url(s: &str) -> Result<OriginUrl, String> {
+pub fn parse_http_url(s: &str) -> Result<OriginUrl, String> {
     let uri: http::Uri = s.parse().map_err(|_| format!("`{s}` is not a URL"))?;
     let tls = match uri.scheme_str() {
         Some("http") => false,

@@ -1,0 +1,278 @@
+//! The origin side of a mirror (SPEC section 2): the URL asked of the
+//! origin, the headers it receives, the headers the client gets back, and
+//! the peer to connect to.
+
+use crate::key::{encode_component, encode_key};
+use crate::rules::{HeaderPolicy, OriginUrl};
+use http::{HeaderMap, HeaderName, HeaderValue};
+use pingora::http::ResponseHeader;
+use pingora::upstreams::peer::HttpPeer;
+use std::time::Duration;
+
+/// The origin headers returned to the client and stored with the object.
+pub const STORED_HEADERS: [&str; 7] = [
+    "content-type",
+    "content-encoding",
+    "content-disposition",
+    "cache-control",
+    "expires",
+    "content-language",
+    "access-control-allow-origin",
+];
+
+/// Headers that stay with the origin answer because they frame the body.
+const FRAMING: [&str; 2] = ["content-length", "transfer-encoding"];
+
+/// Client headers that never reach the origin, whatever `pass`/`pass_all`
+/// say: credentials, our own framing and range (we need whole objects to
+/// store them), hop-by-hop headers and storage-specific ones.
+fn never_passed(name: &str) -> bool {
+    matches!(
+        name,
+        "authorization"
+            | "cookie"
+            | "host"
+            | "range"
+            | "content-length"
+            | "connection"
+            | "keep-alive"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "proxy-connection"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "expect"
+    ) || name.starts_with("x-amz-")
+        || name.starts_with("x-oss-")
+}
+
+/// Where one origin request goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OriginTarget {
+    pub tls: bool,
+    pub host: String,
+    pub port: u16,
+    /// `Host` header value.
+    pub authority: String,
+    /// Encoded path plus `?query` when passed.
+    pub path_and_query: String,
+    /// Absolute URL without the query, for `x-oss-tag` and logs.
+    pub url: String,
+}
+
+/// The URL of `key` under a configured origin: the origin's path kept, each
+/// key segment percent-encoded, never resolved as a relative reference
+/// (so a key cannot change the host, scheme or port).
+pub fn origin_target(base: &OriginUrl, key: &str, query: Option<&str>) -> OriginTarget {
+    let path = format!("{}{}", base.base_path, encode_key(key));
+    let scheme = if base.tls { "https" } else { "http" };
+    OriginTarget {
+        tls: base.tls,
+        host: base.host.clone(),
+        port: base.port,
+        authority: base.authority.clone(),
+        url: format!("{scheme}://{}{path}", base.authority),
+        path_and_query: match query {
+            Some(q) if !q.is_empty() => format!("{path}?{q}"),
+            _ => path,
+        },
+    }
+}
+
+/// The next hop of an origin redirect: absolute http(s) URLs, or a path
+/// on the same origin. Anything else (other schemes, garbage) is `None`.
+pub fn redirect_target(current: &OriginTarget, location: &str) -> Option<OriginTarget> {
+    let uri: http::Uri = location.trim().parse().ok()?;
+    let pq = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let pq = if pq.is_empty() { "/" } else { pq };
+    if !pq.starts_with('/') {
+        return None;
+    }
+    let path = pq.split('?').next().unwrap_or("/");
+    match (uri.scheme_str(), uri.authority()) {
+        (None, None) => {
+            let scheme = if current.tls { "https" } else { "http" };
+            Some(OriginTarget {
+                url: format!("{scheme}://{}{path}", current.authority),
+                path_and_query: pq.to_string(),
+                ..current.clone()
+            })
+        }
+        (Some(s @ ("http" | "https")), Some(auth)) => {
+            let tls = s == "https";
+            if auth.as_str().contains('@') {
+                return None;
+            }
+            Some(OriginTarget {
+                tls,
+                host: auth
+                    .host()
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .to_string(),
+                port: auth.port_u16().unwrap_or(if tls { 443 } else { 80 }),
+                authority: auth.as_str().to_string(),
+                path_and_query: pq.to_string(),
+                url: format!("{s}://{auth}{path}"),
+            })
+        }
+        _ => None,
+    }
+}
+
+/// `x-oss-tag` value for an object mirrored from `url`.
+pub fn oss_tag(url: &str) -> String {
+    format!("MIRROR {}", encode_component(url))
+}
+
+/// The headers the origin receives (besides `Host`), per the rule's policy.
+pub fn origin_request_headers(
+    policy: &HeaderPolicy,
+    client: &HeaderMap,
+) -> Vec<(HeaderName, HeaderValue)> {
+    let mut out: Vec<(HeaderName, HeaderValue)> = client
+        .iter()
+        .filter(|(name, _)| {
+            let n = name.as_str();
+            !never_passed(n)
+                && (policy.pass_all || policy.pass.iter().any(|p| p == n))
+                && !policy.remove.iter().any(|r| r == n)
+        })
+        .map(|(n, v)| (n.clone(), v.clone()))
+        .collect();
+    for (k, v) in &policy.set {
+        let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(k.as_bytes()),
+            HeaderValue::from_str(v),
+        ) else {
+            continue;
+        };
+        if matches!(
+            name.as_str(),
+            "host" | "content-length" | "transfer-encoding"
+        ) {
+            continue;
+        }
+        out.retain(|(n, _)| n != name);
+        out.push((name, value));
+    }
+    out
+}
+
+/// Strips an origin `200` down to the stored headers plus framing, and
+/// tags it.
+pub fn filter_origin_response(resp: &mut ResponseHeader, tag: &str) -> pingora::Result<()> {
+    let drop: Vec<HeaderName> = resp
+        .headers
+        .keys()
+        .filter(|n| !STORED_HEADERS.contains(&n.as_str()) && !FRAMING.contains(&n.as_str()))
+        .cloned()
+        .collect();
+    for n in drop {
+        resp.remove_header(&n);
+    }
+    resp.insert_header("x-oss-tag", tag)?;
+    Ok(())
+}
+
+/// The stored headers of an origin answer, as (name, value) pairs.
+pub fn stored_headers(resp: &ResponseHeader) -> Vec<(String, String)> {
+    STORED_HEADERS
+        .iter()
+        .filter_map(|n| {
+            let v = resp.headers.get(*n)?.to_str().ok()?;
+            Some((n.to_string(), v.to_string()))
+        })
+        .collect()
+}
+
+/// A Pingora peer for `target`. The name is resolved asynchronously (an
+/// origin may be any host a redirect names).
+pub async fn peer(target: &OriginTarget, timeout: Duration) -> std::io::Result<HttpPeer> {
+    let addr = tokio::net::lookup_host((target.host.as_str(), target.port))
+        .await?
+        .next()
+        .ok_or_else(|| std::io::Error::other("no address"))?;
+    let mut peer = HttpPeer::new(addr, target.tls, target.host.clone());
+    peer.options.connection_timeout = Some(timeout);
+    peer.options.total_connection_timeout = Some(timeout);
+    // Each read, the response header included, must make progress within
+    // the timeout: the idle timeout on the body.
+    peer.options.read_timeout = Some(timeout);
+    peer.options.write_timeout = Some(timeout);
+    Ok(peer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base(s: &str) -> OriginUrl {
+        crate::config::parse_origin_url(s).unwrap()
+    }
+
+    #[test]
+    fn builds_urls_without_resolving() {
+        let t = origin_target(&base("http://www.example.com/dir1/"), "image/a b.jpg", None);
+        assert_eq!(t.path_and_query, "/dir1/image/a%20b.jpg");
+        // The tag encodes the URL as fetched, so decoding it once gives that URL.
+        assert_eq!(
+            oss_tag(&t.url),
+            "MIRROR http%3A%2F%2Fwww.example.com%2Fdir1%2Fimage%2Fa%2520b.jpg"
+        );
+        let t = origin_target(&base("http://o:8080/"), "//evil.example/x", Some("a=1"));
+        assert_eq!(t.authority, "o:8080");
+        assert_eq!(t.path_and_query, "///evil.example/x?a=1");
+    }
+
+    #[test]
+    fn redirects() {
+        let cur = origin_target(&base("http://o/"), "k", None);
+        let r = redirect_target(&cur, "https://p:8443/x?y=1").unwrap();
+        assert_eq!(
+            (r.tls, r.port, r.path_and_query.as_str()),
+            (true, 8443, "/x?y=1")
+        );
+        let r = redirect_target(&cur, "/other").unwrap();
+        assert_eq!(
+            (r.host.as_str(), r.path_and_query.as_str()),
+            ("o", "/other")
+        );
+        assert!(redirect_target(&cur, "ftp://o/x").is_none());
+    }
+
+    #[test]
+    fn header_policy() {
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            ("authorization", "a"),
+            ("cookie", "c"),
+            ("x-custom", "x"),
+            ("x-amz-date", "d"),
+            ("accept", "*/*"),
+        ] {
+            h.insert(k, v.parse().unwrap());
+        }
+        let names = |p: &HeaderPolicy| -> Vec<String> {
+            origin_request_headers(p, &h)
+                .iter()
+                .map(|(n, _)| n.to_string())
+                .collect()
+        };
+        assert!(names(&HeaderPolicy::default()).is_empty());
+        let pass = HeaderPolicy {
+            pass: vec!["x-custom".into(), "authorization".into()],
+            ..Default::default()
+        };
+        assert_eq!(names(&pass), vec!["x-custom"]);
+        let all = HeaderPolicy {
+            pass_all: true,
+            remove: vec!["accept".into()],
+            set: vec![("x-set".into(), "1".into())],
+            ..Default::default()
+        };
+        assert_eq!(names(&all), vec!["x-custom", "x-set"]);
+    }
+}
