@@ -10,11 +10,13 @@ pub mod config;
 pub mod errors;
 pub mod key;
 pub mod local;
+pub mod metrics;
 pub mod mirror;
 pub mod proxy;
 pub mod rules;
 pub mod server;
 pub mod site;
+pub mod writeback;
 
 pub use config::Config;
 pub use proxy::OriginPull;

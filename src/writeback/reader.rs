@@ -1,0 +1,85 @@
+//! The uploader's view of the tee channel: chunks cut to part boundaries,
+//! and the checks that decide whether the stream was complete.
+
+use super::{Msg, WriteBackError};
+use bytes::Bytes;
+use md5::{Digest, Md5};
+use tokio::sync::mpsc;
+
+pub(crate) struct Reader {
+    rx: mpsc::Receiver<Msg>,
+    pending: Option<Bytes>,
+    received: u64,
+    expected: Option<u64>,
+    want_md5: Option<[u8; 16]>,
+    md5: Md5,
+    ended: bool,
+}
+
+impl Reader {
+    pub fn new(rx: mpsc::Receiver<Msg>, expected: Option<u64>, want_md5: Option<[u8; 16]>) -> Reader {
+        Reader { rx, pending: None, received: 0, expected, want_md5, md5: Md5::new(), ended: false }
+    }
+
+    /// The next chunk of at most `max` bytes; `None` at the verified end.
+    pub async fn next(&mut self, max: usize) -> Result<Option<Bytes>, WriteBackError> {
+        let mut chunk = match self.pending.take() {
+            Some(p) => p,
+            None => match self.recv().await? {
+                Some(b) => b,
+                None => return Ok(None),
+            },
+        };
+        if chunk.len() > max {
+            self.pending = Some(chunk.split_off(max));
+        }
+        Ok(Some(chunk))
+    }
+
+    /// After all bytes were taken: waits for the end marker and verifies.
+    pub async fn finish(&mut self) -> Result<u64, WriteBackError> {
+        if self.pending.as_ref().is_some_and(|p| !p.is_empty()) {
+            return Err(self.too_long());
+        }
+        if self.recv().await?.is_some() {
+            return Err(self.too_long());
+        }
+        Ok(self.received)
+    }
+
+    fn too_long(&self) -> WriteBackError {
+        WriteBackError::Length { got: self.received, want: self.expected.unwrap_or(0) }
+    }
+
+    /// One chunk from the channel, `None` once the end was verified.
+    async fn recv(&mut self) -> Result<Option<Bytes>, WriteBackError> {
+        if self.ended {
+            return Ok(None);
+        }
+        match self.rx.recv().await {
+            Some(Msg::Data(b)) => {
+                self.received += b.len() as u64;
+                if self.expected.is_some_and(|want| self.received > want) {
+                    return Err(self.too_long());
+                }
+                self.md5.update(&b);
+                Ok(Some(b))
+            }
+            Some(Msg::End) => {
+                self.ended = true;
+                if let Some(want) = self.expected {
+                    if want != self.received {
+                        return Err(WriteBackError::Length { got: self.received, want });
+                    }
+                }
+                if let Some(want) = self.want_md5 {
+                    if self.md5.clone().finalize().as_slice() != want {
+                        return Err(WriteBackError::Md5);
+                    }
+                }
+                Ok(None)
+            }
+            None => Err(WriteBackError::Abandoned),
+        }
+    }
+}
