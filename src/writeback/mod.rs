@@ -62,6 +62,7 @@ pub struct Job {
 /// The producer half, owned by the request.
 pub struct Tee {
     tx: Option<mpsc::Sender<Msg>>,
+    abandoned: bool,
 }
 
 impl Tee {
@@ -86,7 +87,10 @@ impl Tee {
                 }
             }
         });
-        Tee { tx: Some(tx) }
+        Tee {
+            tx: Some(tx),
+            abandoned: false,
+        }
     }
 
     /// Passes a chunk on; never waits.
@@ -99,8 +103,14 @@ impl Tee {
                 // Full (bucket too slow) or closed (upload failed): drop
                 // the sender so the uploader aborts rather than stores.
                 self.tx = None;
+                self.abandoned = true;
             }
         }
+    }
+
+    /// The tee gave up (channel full or uploader gone).
+    pub fn abandoned(&self) -> bool {
+        self.abandoned
     }
 
     /// Marks a clean end of the origin body.

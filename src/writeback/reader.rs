@@ -17,8 +17,20 @@ pub(crate) struct Reader {
 }
 
 impl Reader {
-    pub fn new(rx: mpsc::Receiver<Msg>, expected: Option<u64>, want_md5: Option<[u8; 16]>) -> Reader {
-        Reader { rx, pending: None, received: 0, expected, want_md5, md5: Md5::new(), ended: false }
+    pub fn new(
+        rx: mpsc::Receiver<Msg>,
+        expected: Option<u64>,
+        want_md5: Option<[u8; 16]>,
+    ) -> Reader {
+        Reader {
+            rx,
+            pending: None,
+            received: 0,
+            expected,
+            want_md5,
+            md5: Md5::new(),
+            ended: false,
+        }
     }
 
     /// The next chunk of at most `max` bytes; `None` at the verified end.
@@ -48,7 +60,10 @@ impl Reader {
     }
 
     fn too_long(&self) -> WriteBackError {
-        WriteBackError::Length { got: self.received, want: self.expected.unwrap_or(0) }
+        WriteBackError::Length {
+            got: self.received,
+            want: self.expected.unwrap_or(0),
+        }
     }
 
     /// One chunk from the channel, `None` once the end was verified.
@@ -69,7 +84,10 @@ impl Reader {
                 self.ended = true;
                 if let Some(want) = self.expected {
                     if want != self.received {
-                        return Err(WriteBackError::Length { got: self.received, want });
+                        return Err(WriteBackError::Length {
+                            got: self.received,
+                            want,
+                        });
                     }
                 }
                 if let Some(want) = self.want_md5 {

@@ -46,43 +46,46 @@ async fn cause<T>(shared: &Shared, r: Result<T, WriteBackError>) -> Result<T, Wr
 /// the final chunk is released only after the end marker arrived and the
 /// checks passed, so a bucket never receives a whole object that was not.
 fn part_body(shared: Shared, len: u64, is_last: bool) -> reqwest::Body {
-    let stream = futures_util::stream::unfold((shared, len, false), move |(shared, mut left, done)| async move {
-        if done {
-            return None;
-        }
-        let mut g = shared.lock().await;
-        let (reader, failure) = &mut *g;
-        let step = if left == 0 {
-            Ok(Bytes::new())
-        } else {
-            match reader.next(left as usize).await {
-                Ok(Some(chunk)) => Ok(chunk),
-                Ok(None) => Err(WriteBackError::Abandoned),
-                Err(e) => Err(e),
+    let stream = futures_util::stream::unfold(
+        (shared, len, false),
+        move |(shared, mut left, done)| async move {
+            if done {
+                return None;
             }
-        };
-        let step = match step {
-            Ok(chunk) => {
-                left -= chunk.len() as u64;
-                if left == 0 && is_last {
-                    reader.finish().await.map(|_| chunk)
-                } else {
-                    Ok(chunk)
+            let mut g = shared.lock().await;
+            let (reader, failure) = &mut *g;
+            let step = if left == 0 {
+                Ok(Bytes::new())
+            } else {
+                match reader.next(left as usize).await {
+                    Ok(Some(chunk)) => Ok(chunk),
+                    Ok(None) => Err(WriteBackError::Abandoned),
+                    Err(e) => Err(e),
                 }
-            }
-            Err(e) => Err(e),
-        };
-        let item = match step {
-            Ok(chunk) => Ok(chunk),
-            Err(e) => {
-                *failure = Some(e);
-                Err(std::io::Error::other("write-back stream failed"))
-            }
-        };
-        let finished = left == 0 || item.is_err();
-        drop(g);
-        Some((item, (shared, left, finished)))
-    });
+            };
+            let step = match step {
+                Ok(chunk) => {
+                    left -= chunk.len() as u64;
+                    if left == 0 && is_last {
+                        reader.finish().await.map(|_| chunk)
+                    } else {
+                        Ok(chunk)
+                    }
+                }
+                Err(e) => Err(e),
+            };
+            let item = match step {
+                Ok(chunk) => Ok(chunk),
+                Err(e) => {
+                    *failure = Some(e);
+                    Err(std::io::Error::other("write-back stream failed"))
+                }
+            };
+            let finished = left == 0 || item.is_err();
+            drop(g);
+            Some((item, (shared, left, finished)))
+        },
+    );
     reqwest::Body::wrap_stream(stream)
 }
 
@@ -176,9 +179,17 @@ fn spawn_part(
 }
 
 /// Aborts the upload when anything failed, so no parts linger.
-async fn finish_multipart<T>(job: &Job, upload_id: &str, r: Result<T, WriteBackError>) -> Result<T, WriteBackError> {
+async fn finish_multipart<T>(
+    job: &Job,
+    upload_id: &str,
+    r: Result<T, WriteBackError>,
+) -> Result<T, WriteBackError> {
     if r.is_err() {
-        let q = format!("{}?uploadId={}", job.bucket.object_path(&job.key), enc(upload_id));
+        let q = format!(
+            "{}?uploadId={}",
+            job.bucket.object_path(&job.key),
+            enc(upload_id)
+        );
         if let Err(e) = send(job, Method::DELETE, &q, &[], reqwest::Body::from(""), None).await {
             log::warn!("abort of multipart upload for {:?} failed: {e}", job.key);
         }
@@ -196,9 +207,20 @@ async fn put_object(job: &Job, body: reqwest::Body, len: u64) -> Result<(), Writ
     let mut headers = object_headers(job);
     if let Some(md5) = job.md5 {
         use base64::Engine;
-        headers.push(("content-md5".into(), base64::engine::general_purpose::STANDARD.encode(md5)));
+        headers.push((
+            "content-md5".into(),
+            base64::engine::general_purpose::STANDARD.encode(md5),
+        ));
     }
-    send(job, Method::PUT, &job.bucket.object_path(&job.key), &headers, body, Some(len)).await?;
+    send(
+        job,
+        Method::PUT,
+        &job.bucket.object_path(&job.key),
+        &headers,
+        body,
+        Some(len),
+    )
+    .await?;
     Ok(())
 }
 
@@ -210,15 +232,37 @@ struct InitiateMultipartUploadResult {
 
 async fn create(job: &Job) -> Result<String, WriteBackError> {
     let q = format!("{}?uploads=", job.bucket.object_path(&job.key));
-    let resp = send(job, Method::POST, &q, &object_headers(job), reqwest::Body::from(""), Some(0)).await?;
-    let text = resp.text().await.map_err(|e| WriteBackError::Http(e.to_string()))?;
-    let r: InitiateMultipartUploadResult = quick_xml::de::from_str(&text)
-        .map_err(|e| WriteBackError::Bucket(200, format!("unreadable CreateMultipartUpload answer: {e}")))?;
+    let resp = send(
+        job,
+        Method::POST,
+        &q,
+        &object_headers(job),
+        reqwest::Body::from(""),
+        Some(0),
+    )
+    .await?;
+    let text = resp
+        .text()
+        .await
+        .map_err(|e| WriteBackError::Http(e.to_string()))?;
+    let r: InitiateMultipartUploadResult = quick_xml::de::from_str(&text).map_err(|e| {
+        WriteBackError::Bucket(200, format!("unreadable CreateMultipartUpload answer: {e}"))
+    })?;
     Ok(r.upload_id)
 }
 
-async fn upload_part(job: &Job, upload_id: &str, n: usize, body: reqwest::Body, len: u64) -> Result<String, WriteBackError> {
-    let q = format!("{}?partNumber={n}&uploadId={}", job.bucket.object_path(&job.key), enc(upload_id));
+async fn upload_part(
+    job: &Job,
+    upload_id: &str,
+    n: usize,
+    body: reqwest::Body,
+    len: u64,
+) -> Result<String, WriteBackError> {
+    let q = format!(
+        "{}?partNumber={n}&uploadId={}",
+        job.bucket.object_path(&job.key),
+        enc(upload_id)
+    );
     let resp = send(job, Method::PUT, &q, &[], body, Some(len)).await?;
     resp.headers()
         .get("etag")
@@ -231,14 +275,33 @@ async fn complete(job: &Job, upload_id: &str, etags: &[String]) -> Result<(), Wr
     use quick_xml::escape::escape;
     let mut xml = String::from("<CompleteMultipartUpload>");
     for (i, etag) in etags.iter().enumerate() {
-        xml.push_str(&format!("<Part><PartNumber>{}</PartNumber><ETag>{}</ETag></Part>", i + 1, escape(etag.as_str())));
+        xml.push_str(&format!(
+            "<Part><PartNumber>{}</PartNumber><ETag>{}</ETag></Part>",
+            i + 1,
+            escape(etag.as_str())
+        ));
     }
     xml.push_str("</CompleteMultipartUpload>");
-    let q = format!("{}?uploadId={}", job.bucket.object_path(&job.key), enc(upload_id));
+    let q = format!(
+        "{}?uploadId={}",
+        job.bucket.object_path(&job.key),
+        enc(upload_id)
+    );
     let len = xml.len() as u64;
-    let resp = send(job, Method::POST, &q, &[], reqwest::Body::from(xml), Some(len)).await?;
+    let resp = send(
+        job,
+        Method::POST,
+        &q,
+        &[],
+        reqwest::Body::from(xml),
+        Some(len),
+    )
+    .await?;
     // S3 can answer 200 with an error document for Complete.
-    let text = resp.text().await.map_err(|e| WriteBackError::Http(e.to_string()))?;
+    let text = resp
+        .text()
+        .await
+        .map_err(|e| WriteBackError::Http(e.to_string()))?;
     if text.contains("<Error>") {
         return Err(WriteBackError::Bucket(200, text));
     }
@@ -258,20 +321,30 @@ async fn send(
     body: reqwest::Body,
     len: Option<u64>,
 ) -> Result<reqwest::Response, WriteBackError> {
-    let refs: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let refs: Vec<(&str, &str)> = headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
     let signed = job
         .bucket
         .sign(method.as_str(), path_and_query, &refs, Payload::Unsigned)
         .map_err(|e| WriteBackError::Sign(e.to_string()))?;
     let url = format!("{}{}", job.bucket.base_url(), path_and_query);
-    let mut req = job.client.request(method, url).header("host", job.bucket.host());
+    let mut req = job
+        .client
+        .request(method, url)
+        .header("host", job.bucket.host());
     for (k, v) in headers.iter().chain(signed.iter()) {
         req = req.header(k.as_str(), v.as_str());
     }
     if let Some(len) = len {
         req = req.header("content-length", len.to_string());
     }
-    let resp = req.body(body).send().await.map_err(|e| WriteBackError::Http(e.to_string()))?;
+    let resp = req
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| WriteBackError::Http(e.to_string()))?;
     let status = resp.status().as_u16();
     if !(200..300).contains(&status) {
         let mut text = resp.text().await.unwrap_or_default();

@@ -1,0 +1,502 @@
+//! The `ProxyHttp` implementation: the request's phases in order.
+//!
+//! - request_filter: site by `Host`, method, key (answered here when bad).
+//! - upstream_peer / upstream_request_filter: the bucket, signed; or, in
+//!   the mirror phase, the origin with the rule's header policy.
+//! - upstream_response_filter: a bucket 404 that a rule covers reroutes to
+//!   the origin through Pingora's retry loop (nothing has reached the
+//!   client yet); the origin's answer is classified in `origin`.
+//! - upstream_response_body_filter: the tee to the bucket.
+//! - fail_to_proxy: every answer decided above, and every error, is
+//!   written here (S3 XML through `errors`).
+
+mod origin;
+
+use crate::bucket::{Bucket, Payload};
+use crate::config::{BucketSource, Config};
+use crate::errors::{new_request_id, S3Error};
+use crate::key::key_from_path;
+use crate::metrics::COUNTERS;
+use crate::mirror::origin_request_headers;
+use crate::rules::{first_match, Action, Probe, Rule};
+use crate::site::HostTable;
+use async_trait::async_trait;
+use bytes::Bytes;
+use origin::MirrorRun;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::*;
+use pingora::proxy::{FailToProxy, ProxyHttp, ProxyWarnLogContext, Session};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Client headers forwarded to the bucket (SPEC 1.5); all others dropped.
+const FORWARDED_TO_BUCKET: [&str; 5] = [
+    "range",
+    "if-match",
+    "if-none-match",
+    "if-modified-since",
+    "if-unmodified-since",
+];
+
+/// User metadata under which the mirror source is stored with an object.
+pub const TAG_META: &str = "x-amz-meta-x-oss-tag";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("site `{0}`: {1}")]
+    Bucket(String, String),
+}
+
+/// One site, ready to serve.
+#[derive(Debug)]
+pub struct Site {
+    pub name: String,
+    pub bucket: Arc<Bucket>,
+    pub rules: Vec<Rule>,
+}
+
+/// The proxy. Build it from a validated [`Config`] and hand it to
+/// `pingora::proxy::http_proxy_service`.
+pub struct OriginPull {
+    sites: Vec<Arc<Site>>,
+    hosts: HostTable,
+    /// For write-back uploads (pooled connections to the buckets).
+    client: reqwest::Client,
+}
+
+/// What the proxy answers itself.
+pub enum Answer {
+    Error(S3Error),
+    Redirect { code: u16, location: String },
+}
+
+/// Per-request state.
+pub struct RequestCtx {
+    pub request_id: String,
+    pub site: Option<Arc<Site>>,
+    /// The decoded object key.
+    pub key: String,
+    /// Decided in a filter, written by `fail_to_proxy`.
+    pub answer: Option<Answer>,
+    /// Set while the request is in the mirror phase.
+    pub mirror: Option<MirrorRun>,
+    /// The current error is our own reroute, not a failure.
+    rerouting: bool,
+}
+
+impl OriginPull {
+    /// Resolves buckets and starts embedded local buckets.
+    pub fn new(config: &Config) -> Result<OriginPull, StartError> {
+        let mut sites = Vec::with_capacity(config.sites.len());
+        for s in &config.sites {
+            let fail =
+                |e: &dyn std::fmt::Display| StartError::Bucket(s.name.clone(), e.to_string());
+            let remote = match &s.bucket {
+                BucketSource::Remote(r) => r.clone(),
+                BucketSource::Local(dir) => crate::local::start(dir).map_err(|e| fail(&e))?,
+            };
+            let bucket = Bucket::new(&remote).map_err(|e| fail(&e))?;
+            sites.push(Arc::new(Site {
+                name: s.name.clone(),
+                bucket: Arc::new(bucket),
+                rules: s.rules.clone(),
+            }));
+        }
+        let hosts = HostTable::new(config.sites.iter().map(|s| s.hosts.as_slice()));
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build()
+            .map_err(|e| StartError::Bucket("*".into(), e.to_string()))?;
+        Ok(OriginPull {
+            sites,
+            hosts,
+            client,
+        })
+    }
+
+    fn site_for(&self, req: &RequestHeader) -> Option<Arc<Site>> {
+        let host = req
+            .headers
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| req.uri.host());
+        self.hosts.select(host).map(|i| self.sites[i].clone())
+    }
+
+    /// The bucket answered `status` (an error): which rule acts on it.
+    fn on_bucket_error(
+        &self,
+        session: &Session,
+        ctx: &mut RequestCtx,
+        status: u16,
+    ) -> Option<Box<Error>> {
+        let site = ctx.site.clone()?;
+        let req = session.req_header();
+        let probe = Probe {
+            key: &ctx.key,
+            headers: &req.headers,
+            status: Some(status),
+        };
+        let (rule, caps) = first_match(&site.rules, &probe)?;
+        let idx = site.rules.iter().position(|r| std::ptr::eq(r, rule))?;
+        match &rule.action {
+            Action::Mirror(m) => {
+                let head = req.method == http::Method::HEAD;
+                if head && !m.allow_head {
+                    return None; // HEAD of a missing key: the bucket's 404
+                }
+                origin::start(&site, ctx, idx, &caps, req.uri.query(), !head);
+                Some(origin::reroute(ctx, "bucket 404: mirroring"))
+            }
+            Action::Redirect(_) => None,
+        }
+    }
+
+    /// The bucket could not be reached: 502, or the origin without
+    /// write-back when the matching mirror rule allows it.
+    fn on_bucket_unreachable(
+        &self,
+        session: &Session,
+        ctx: &mut RequestCtx,
+        why: &str,
+    ) -> Box<Error> {
+        let req = session.req_header();
+        if let Some(site) = ctx.site.clone() {
+            let probe = Probe {
+                key: &ctx.key,
+                headers: &req.headers,
+                status: Some(404),
+            };
+            if let Some((rule, caps)) = first_match(&site.rules, &probe) {
+                if let Action::Mirror(m) = &rule.action {
+                    let head = req.method == http::Method::HEAD;
+                    if m.mirror_on_bucket_error && (!head || m.allow_head) {
+                        let idx = site
+                            .rules
+                            .iter()
+                            .position(|r| std::ptr::eq(r, rule))
+                            .unwrap_or(0);
+                        origin::start(&site, ctx, idx, &caps, req.uri.query(), false);
+                        return origin::reroute(ctx, "bucket unreachable: serving from origin");
+                    }
+                }
+            }
+        }
+        origin::answer(
+            ctx,
+            Answer::Error(S3Error::BucketUnreachable(why.to_string())),
+        )
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for OriginPull {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx {
+            request_id: new_request_id(),
+            site: None,
+            key: String::new(),
+            answer: None,
+            mirror: None,
+            rerouting: false,
+        }
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let req = session.req_header();
+        let Some(site) = self.site_for(req) else {
+            return respond(
+                session,
+                ctx,
+                Answer::Error(S3Error::NoSuchWebsiteConfiguration),
+            )
+            .await;
+        };
+        if req.method != http::Method::GET && req.method != http::Method::HEAD {
+            return respond(session, ctx, Answer::Error(S3Error::MethodNotAllowed)).await;
+        }
+        match key_from_path(req.uri.path()) {
+            Ok(key) => ctx.key = key,
+            Err(e) => return respond(session, ctx, Answer::Error(S3Error::InvalidUri(e))).await,
+        }
+        ctx.site = Some(site);
+        Ok(false)
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        let site = ctx.site.clone().ok_or_else(|| Error::new(InternalError))?;
+        let Some(run) = ctx.mirror.as_ref() else {
+            return Ok(Box::new(site.bucket.peer()));
+        };
+        let timeout = origin::rule(&site, run.rule)
+            .map(|m| m.timeout)
+            .unwrap_or(Duration::from_secs(10));
+        match crate::mirror::peer(&run.target, timeout).await {
+            Ok(p) => Ok(Box::new(p)),
+            Err(e) => Err(origin::origin_failed(
+                ctx,
+                format!("cannot resolve the origin: {e}"),
+            )),
+        }
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let site = ctx.site.clone().ok_or_else(|| Error::new(InternalError))?;
+        if let Some(run) = &ctx.mirror {
+            // Nothing of the client's reaches the origin but what the
+            // rule's header policy lets through.
+            let names: Vec<http::HeaderName> = upstream.headers.keys().cloned().collect();
+            for n in names {
+                upstream.remove_header(&n);
+            }
+            let uri = run
+                .target
+                .path_and_query
+                .parse::<http::Uri>()
+                .map_err(|e| Error::because(InternalError, "origin path", e))?;
+            upstream.set_uri(uri);
+            upstream.insert_header(http::header::HOST, run.target.authority.as_str())?;
+            if let Some(m) = origin::rule(&site, run.rule) {
+                for (n, v) in origin_request_headers(&m.headers, &session.req_header().headers) {
+                    upstream.insert_header(n, v)?;
+                }
+            }
+            return Ok(());
+        }
+        let bucket = &site.bucket;
+        let drop: Vec<http::HeaderName> = upstream
+            .headers
+            .keys()
+            .filter(|n| !FORWARDED_TO_BUCKET.contains(&n.as_str()))
+            .cloned()
+            .collect();
+        for name in drop {
+            upstream.remove_header(&name);
+        }
+        let path = bucket.object_path(&ctx.key);
+        let uri = path
+            .parse::<http::Uri>()
+            .map_err(|e| Error::because(InternalError, "object path", e))?;
+        upstream.set_uri(uri);
+        upstream.insert_header(http::header::HOST, bucket.host())?;
+        let method = upstream.method.as_str().to_string();
+        let signed = bucket
+            .sign(&method, &path, &[], Payload::Unsigned)
+            .map_err(|e| Error::because(InternalError, "signing", e))?;
+        for (k, v) in signed {
+            upstream.insert_header(k, v)?;
+        }
+        Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if ctx.mirror.is_some() {
+            return origin::on_response(session, resp, ctx, &self.client);
+        }
+        let status = resp.status.as_u16();
+        if status >= 400 {
+            if let Some(e) = self.on_bucket_error(session, ctx, status) {
+                return Err(e);
+            }
+        }
+        // A mirrored object carries its source as metadata; show it as
+        // `x-oss-tag` like OSS does.
+        if let Some(tag) = resp.headers.get(TAG_META).cloned() {
+            resp.remove_header(TAG_META);
+            resp.insert_header("x-oss-tag", tag)?;
+        }
+        Ok(())
+    }
+
+    fn upstream_response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<Duration>> {
+        if let Some(run) = ctx.mirror.as_mut() {
+            if let Some(b) = body {
+                run.bytes += b.len() as u64;
+                if let Some(tee) = run.tee.as_mut() {
+                    tee.push(b);
+                }
+            }
+            if end {
+                if let Some(tee) = run.tee.as_mut() {
+                    tee.finish();
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    fn fail_to_connect(
+        &self,
+        session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        e: Box<Error>,
+    ) -> Box<Error> {
+        if ctx.mirror.is_some() {
+            return origin::origin_failed(
+                ctx,
+                format!("cannot connect to the origin: {}", e.etype().as_str()),
+            );
+        }
+        self.on_bucket_unreachable(session, ctx, e.etype().as_str())
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        _session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut RequestCtx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        if std::mem::take(&mut ctx.rerouting) || ctx.answer.is_some() {
+            return e; // our own reroute or answer: keep its retry decision
+        }
+        match &ctx.mirror {
+            // No origin header yet (timeout, reset): a failed fetch.
+            Some(run) if run.status == 0 => {
+                origin::origin_failed(ctx, format!("origin failed: {}", e.etype().as_str()))
+            }
+            // Mid-body: the client already has the header; just end.
+            Some(_) => {
+                let mut e = e;
+                e.set_retry(false);
+                e
+            }
+            None => {
+                let mut e = e.more_context(format!("Peer: {peer}"));
+                e.retry.decide_reuse(client_reused);
+                e
+            }
+        }
+    }
+
+    fn suppress_proxy_warn_log(
+        &self,
+        _s: &Session,
+        ctx: &RequestCtx,
+        _e: &Error,
+        _c: ProxyWarnLogContext,
+    ) -> bool {
+        // Reroutes to the origin are the normal miss path, logged below.
+        ctx.mirror.is_some()
+    }
+
+    fn suppress_error_log(&self, _session: &Session, ctx: &RequestCtx, _error: &Error) -> bool {
+        ctx.answer.is_some()
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        let answer = match ctx.answer.take() {
+            Some(a) => a,
+            None => match e.esource() {
+                ErrorSource::Upstream if ctx.mirror.is_some() => {
+                    Answer::Error(S3Error::MirrorFailed(e.etype().as_str().to_string()))
+                }
+                ErrorSource::Upstream => {
+                    Answer::Error(S3Error::BucketUnreachable(e.etype().as_str().to_string()))
+                }
+                // The client is gone or sent garbage: nothing to answer.
+                ErrorSource::Downstream => {
+                    return FailToProxy {
+                        error_code: 0,
+                        can_reuse_downstream: false,
+                    }
+                }
+                _ => Answer::Error(S3Error::Internal(e.etype().as_str().to_string())),
+            },
+        };
+        let code = answer.status();
+        // Once the header went out, the only honest signal is to close
+        // the connection without a valid end of body.
+        if session.response_written().is_none() {
+            if let Err(we) = write_answer(session, &ctx.request_id, &answer).await {
+                log::debug!("{}: could not send answer: {we}", ctx.request_id);
+            }
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, _session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        if let Some(run) = &ctx.mirror {
+            COUNTERS
+                .bytes_mirrored
+                .fetch_add(run.bytes, std::sync::atomic::Ordering::Relaxed);
+            let wb = match &run.tee {
+                None => "none",
+                Some(t) if t.abandoned() => "abandoned",
+                Some(_) if e.is_some() => "aborted",
+                Some(_) => "queued",
+            };
+            log::info!(
+                "{} mirror key={:?} origin={} status={} bytes={} write_back={} ms={}",
+                ctx.request_id,
+                ctx.key,
+                run.target.url,
+                run.status,
+                run.bytes,
+                wb,
+                run.started.elapsed().as_millis()
+            );
+        }
+    }
+}
+
+impl Answer {
+    fn status(&self) -> u16 {
+        match self {
+            Answer::Error(e) => e.status(),
+            Answer::Redirect { code, .. } => *code,
+        }
+    }
+}
+
+/// Writes `answer` from a filter and ends the request.
+async fn respond(session: &mut Session, ctx: &RequestCtx, answer: Answer) -> Result<bool> {
+    write_answer(session, &ctx.request_id, &answer).await?;
+    Ok(true)
+}
+
+async fn write_answer(session: &mut Session, request_id: &str, answer: &Answer) -> Result<()> {
+    match answer {
+        Answer::Error(e) => e.respond(session, request_id).await,
+        Answer::Redirect { code, location } => {
+            let mut resp = ResponseHeader::build(*code, Some(3))?;
+            resp.insert_header(http::header::LOCATION, location.as_str())?;
+            resp.insert_header(http::header::CONTENT_LENGTH, "0")?;
+            resp.insert_header("x-amz-request-id", request_id)?;
+            session.write_response_header(Box::new(resp), true).await
+        }
+    }
+}

@@ -1,0 +1,222 @@
+//! The mirror phase of a request: from a bucket 404 to the origin's
+//! answer, with retries (redirect hops, secondary origin) driven through
+//! Pingora's retry loop, and the tee started on a 200.
+
+use super::{Answer, RequestCtx, Site};
+use crate::errors::S3Error;
+use crate::metrics::{inc, COUNTERS};
+use crate::mirror::{
+    filter_origin_response, origin_target, oss_tag, redirect_target, stored_headers, OriginTarget,
+};
+use crate::rules::{Action, Mirror};
+use crate::writeback::{Job, Tee};
+use pingora::http::ResponseHeader;
+use pingora::prelude::*;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Most origin 3xx hops followed (SPEC 2).
+pub const MAX_HOPS: u8 = 10;
+
+/// State of one mirror attempt.
+pub struct MirrorRun {
+    /// Index of the rule in the site's rules.
+    pub rule: usize,
+    /// Key as sent to the origin (after rewriting).
+    pub origin_key: String,
+    /// The client's query string, when the rule passes it.
+    pub query: Option<String>,
+    pub target: OriginTarget,
+    /// URL for `x-oss-tag`: the configured origin's URL of the object.
+    pub tag_url: String,
+    pub hops: u8,
+    pub on_secondary: bool,
+    pub write_back: bool,
+    pub tee: Option<Tee>,
+    pub status: u16,
+    pub bytes: u64,
+    pub started: Instant,
+}
+
+/// The mirror settings of rule `idx`.
+pub fn rule(site: &Site, idx: usize) -> Option<&Mirror> {
+    match &site.rules.get(idx)?.action {
+        Action::Mirror(m) => Some(m),
+        Action::Redirect(_) => None,
+    }
+}
+
+impl MirrorRun {
+    pub fn new(
+        rule_idx: usize,
+        m: &Mirror,
+        origin_key: String,
+        query: Option<String>,
+        write_back: bool,
+    ) -> MirrorRun {
+        let target = origin_target(&m.url, &origin_key, query.as_deref());
+        MirrorRun {
+            rule: rule_idx,
+            tag_url: target.url.clone(),
+            target,
+            origin_key,
+            query,
+            hops: 0,
+            on_secondary: false,
+            write_back,
+            tee: None,
+            status: 0,
+            bytes: 0,
+            started: Instant::now(),
+        }
+    }
+
+    /// Moves to the secondary origin if there is one not yet tried.
+    pub fn switch_to_secondary(&mut self, m: &Mirror) -> bool {
+        match (&m.secondary_url, self.on_secondary) {
+            (Some(url), false) => {
+                self.on_secondary = true;
+                self.hops = 0;
+                self.target = origin_target(url, &self.origin_key, self.query.as_deref());
+                self.tag_url = self.target.url.clone();
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+/// A deliberate retry: Pingora calls `upstream_peer` again, nothing has
+/// reached the client yet.
+pub fn reroute(ctx: &mut RequestCtx, why: &'static str) -> Box<Error> {
+    ctx.rerouting = true;
+    let mut e = Error::explain(ErrorType::Custom("reroute"), why);
+    e.set_retry(true);
+    e
+}
+
+/// Ends the request with `answer` (sent by `fail_to_proxy`).
+pub fn answer(ctx: &mut RequestCtx, answer: Answer) -> Box<Error> {
+    ctx.answer = Some(answer);
+    let mut e = Error::explain(ErrorType::Custom("answered"), "answered by origin-pull");
+    e.set_retry(false);
+    e
+}
+
+/// The origin could not give the object (non-200/404, or no answer
+/// before the timeout): try the secondary, else 424.
+pub fn origin_failed(ctx: &mut RequestCtx, why: String) -> Box<Error> {
+    let site = ctx.site.clone();
+    if let (Some(site), Some(run)) = (site, ctx.mirror.as_mut()) {
+        if let Some(m) = rule(&site, run.rule) {
+            if run.switch_to_secondary(m) {
+                log::info!(
+                    "{} mirror: primary failed ({why}), trying secondary",
+                    ctx.request_id
+                );
+                return reroute(ctx, "secondary origin");
+            }
+        }
+    }
+    inc(&COUNTERS.mirror_failures);
+    answer(ctx, Answer::Error(S3Error::MirrorFailed(why)))
+}
+
+/// Handles the origin's response header.
+pub fn on_response(
+    session: &Session,
+    resp: &mut ResponseHeader,
+    ctx: &mut RequestCtx,
+    client: &reqwest::Client,
+) -> Result<()> {
+    let (Some(site), Some(run)) = (ctx.site.clone(), ctx.mirror.as_mut()) else {
+        return Ok(());
+    };
+    let Some(m) = rule(&site, run.rule) else {
+        return Ok(());
+    };
+    let status = resp.status.as_u16();
+    run.status = status;
+    match status {
+        200 => {
+            let tag = oss_tag(&run.tag_url);
+            let is_get = session.req_header().method == http::Method::GET;
+            if run.write_back && is_get {
+                run.tee = Some(Tee::start(Job {
+                    bucket: site.bucket.clone(),
+                    client: client.clone(),
+                    key: ctx.key.clone(),
+                    headers: stored_headers(resp),
+                    tag: tag.clone(),
+                    expected_len: content_length(resp),
+                    md5: if m.check_md5 { content_md5(resp) } else { None },
+                }));
+            }
+            filter_origin_response(resp, &tag)?;
+            inc(&COUNTERS.mirrors);
+            Ok(())
+        }
+        404 => Err(answer(ctx, Answer::Error(S3Error::NoSuchKey))),
+        301 | 302 | 303 | 307 | 308 if m.follow_redirect && run.hops < MAX_HOPS => {
+            let next = resp
+                .headers
+                .get(http::header::LOCATION)
+                .and_then(|l| l.to_str().ok())
+                .and_then(|l| redirect_target(&run.target, l));
+            match next {
+                Some(t) => {
+                    run.hops += 1;
+                    run.target = t;
+                    Err(reroute(ctx, "origin redirect"))
+                }
+                None => Err(origin_failed(
+                    ctx,
+                    format!("origin answered {status} without a usable Location"),
+                )),
+            }
+        }
+        _ => Err(origin_failed(ctx, format!("origin answered {status}"))),
+    }
+}
+
+/// The body length the origin announced (none when chunked).
+fn content_length(resp: &ResponseHeader) -> Option<u64> {
+    if resp.headers.contains_key(http::header::TRANSFER_ENCODING) {
+        return None;
+    }
+    resp.headers
+        .get(http::header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+fn content_md5(resp: &ResponseHeader) -> Option<[u8; 16]> {
+    use base64::Engine;
+    let v = resp.headers.get("content-md5")?.to_str().ok()?;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(v.trim())
+        .ok()?;
+    <[u8; 16]>::try_from(bytes.as_slice()).ok()
+}
+
+/// Starts a mirror for the bucket's answer when a rule says so.
+pub fn start(
+    site: &Arc<Site>,
+    ctx: &mut RequestCtx,
+    idx: usize,
+    captures: &[String],
+    query: Option<&str>,
+    write_back: bool,
+) {
+    let Some(m) = rule(site, idx) else { return };
+    let origin_key = m.rewrite.apply(&ctx.key, captures);
+    let query = if m.pass_query_string {
+        query.map(str::to_string)
+    } else {
+        None
+    };
+    ctx.mirror = Some(MirrorRun::new(idx, m, origin_key, query, write_back));
+}
