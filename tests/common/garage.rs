@@ -10,6 +10,8 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 pub struct Garage {
+    /// The watchdog shell that owns the server process.
+    _watchdog: std::process::Child,
     _dir: tempfile::TempDir,
     bin: PathBuf,
     config: PathBuf,
@@ -70,7 +72,7 @@ impl Garage {
              while kill -0 {me} 2>/dev/null && kill -0 $g 2>/dev/null; do sleep 0.5; done; kill $g 2>/dev/null",
             me = std::process::id()
         );
-        Command::new("bash")
+        let watchdog = Command::new("bash")
             .arg("-c")
             .arg(script)
             .arg(&bin)
@@ -86,6 +88,7 @@ impl Garage {
             "garage did not start"
         );
         let mut g = Garage {
+            _watchdog: watchdog,
             _dir: dir,
             bin,
             config,
