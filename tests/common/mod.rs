@@ -5,9 +5,11 @@
 
 pub mod garage;
 pub mod net;
+pub mod origin;
 
 pub use garage::{garage, TestBucket};
 pub use net::*;
+pub use origin::{Body, Fault, Origin, Reply};
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -99,4 +101,57 @@ pub fn pattern(len: usize, seed: u8) -> Vec<u8> {
             x as u8
         })
         .collect()
+}
+
+impl Proxy {
+    /// Waits (polling the log, 60 s at most) for a line containing `needle`.
+    pub fn wait_log(&self, needle: &str) -> String {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let log = self.log();
+            if let Some(line) = log.lines().find(|l| l.contains(needle)) {
+                return line.to_string();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no log line with {needle:?}:\n{log}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    /// Waits for the write-back outcome of `key` and returns the line.
+    pub fn write_back_outcome(&self, key: &str) -> String {
+        self.wait_log(&format!("key={key:?}"))
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let log = self.log();
+            let needle = format!("key={key:?}");
+            if let Some(l) = log
+                .lines()
+                .find(|l| l.contains("write-back ") && l.contains(&needle))
+            {
+                return l.to_string();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no write-back outcome for {key}:\n{log}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
+
+/// A proxy for `bucket` with one mirror rule to `origin` (extra rule
+/// fields in `mirror_extra`, e.g. `pass_query_string: true`).
+pub fn mirror_proxy(bucket: &TestBucket, origin_url: &str, mirror_extra: &str) -> Proxy {
+    let yaml = format!(
+        "listen: [\"127.0.0.1:{{port}}\"]\nsites:\n  - name: s\n    bucket: {}\n    rules:\n      - condition: {{ key_prefix: \"\" }}\n        mirror: {{ url: \"{origin_url}\", timeout_seconds: 3 {mirror_extra} }}\n",
+        bucket.yaml()
+    );
+    Proxy::start_env(&yaml, &bucket.proxy_env())
 }

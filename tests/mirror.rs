@@ -1,0 +1,329 @@
+//! Mirror back-to-origin against a real Garage and a real origin server.
+
+mod common;
+use common::*;
+
+#[test]
+fn miss_is_fetched_stored_and_then_hit() {
+    let b = garage().bucket("miss");
+    let o = Origin::start();
+    let body = pattern(200_000, 9);
+    o.set(
+        "/dir1/img/a%20b%20%C3%BC.jpg",
+        Reply::ok(&body, "image/jpeg")
+            .header("Cache-Control", "max-age=60")
+            .header("Set-Cookie", "s=1")
+            .header("Server", "origin/1.0")
+            .header("X-Powered-By", "php"),
+    );
+    let p = mirror_proxy(&b, &format!("{}dir1/", o.url()), "");
+    let r = client()
+        .get(p.url("/img/a%20b%20%C3%BC.jpg"))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let want_tag = format!(
+        "MIRROR http%3A%2F%2F127.0.0.1%3A{}%2Fdir1%2Fimg%2Fa%2520b%2520%25C3%25BC.jpg",
+        o.port
+    );
+    assert_eq!(r.headers()["x-oss-tag"], want_tag.as_str());
+    assert_eq!(r.headers()["content-type"], "image/jpeg");
+    for h in ["set-cookie", "server", "x-powered-by"] {
+        assert!(r.headers().get(h).is_none(), "{h} returned");
+    }
+    assert!(r.bytes().unwrap().as_ref() == body.as_slice());
+    assert_eq!(o.seen()[0].target, "/dir1/img/a%20b%20%C3%BC.jpg");
+
+    let key = "img/a b ü.jpg";
+    assert!(p.write_back_outcome(key).contains("stored"));
+    let stored = b.get(key);
+    assert!(stored.body == body);
+    assert_eq!(stored.headers["content-type"], "image/jpeg");
+    assert_eq!(stored.headers["cache-control"], "max-age=60");
+    assert!(stored.headers.get("set-cookie").is_none());
+
+    // The origin changes: the stored object keeps being served, tagged.
+    o.set(
+        "/dir1/img/a%20b%20%C3%BC.jpg",
+        Reply::ok(b"changed", "text/plain"),
+    );
+    let r = client()
+        .get(p.url("/img/a%20b%20%C3%BC.jpg"))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-oss-tag"], want_tag.as_str());
+    assert!(r.bytes().unwrap().as_ref() == body.as_slice());
+    assert_eq!(o.hits("/dir1/img/a%20b%20%C3%BC.jpg"), 1);
+}
+
+#[test]
+fn client_headers_and_query_policy() {
+    let b = garage().bucket("hdrs");
+    let o = Origin::start();
+    o.set("/k", Reply::ok(b"x", "text/plain"));
+    let send = |p: &Proxy, key: &str| {
+        client()
+            .get(p.url(&format!("/{key}?q=1")))
+            .header("authorization", "Bearer t")
+            .header("cookie", "c=1")
+            .header("x-custom", "yes")
+            .send()
+            .unwrap()
+            .status()
+    };
+    o.set("/a", Reply::ok(b"x", "text/plain"));
+    let p = mirror_proxy(&b, &o.url(), "");
+    assert_eq!(send(&p, "a"), 200);
+    let s = &o.seen()[0];
+    assert_eq!(s.target, "/a");
+    for h in ["authorization", "cookie", "x-custom"] {
+        assert!(s.header(h).is_none(), "{h} reached the origin");
+    }
+    assert_eq!(
+        s.header("host"),
+        Some(format!("127.0.0.1:{}", o.port).as_str())
+    );
+
+    let extra = ", pass_query_string: true, headers: { pass: [x-custom, authorization, cookie], set: { x-set: v1 } }";
+    let p = mirror_proxy(&b, &o.url(), extra);
+    o.set("/b", Reply::ok(b"x", "text/plain"));
+    assert_eq!(send(&p, "b"), 200);
+    let s = o
+        .seen()
+        .into_iter()
+        .find(|s| s.target.starts_with("/b"))
+        .unwrap();
+    assert_eq!(s.target, "/b?q=1");
+    assert_eq!(s.header("x-custom"), Some("yes"));
+    assert_eq!(s.header("x-set"), Some("v1"));
+    assert!(s.header("authorization").is_none() && s.header("cookie").is_none());
+
+    let p = mirror_proxy(&b, &o.url(), ", headers: { pass_all: true }");
+    o.set("/c", Reply::ok(b"x", "text/plain"));
+    assert_eq!(send(&p, "c"), 200);
+    let s = o
+        .seen()
+        .into_iter()
+        .find(|s| s.target.starts_with("/c"))
+        .unwrap();
+    assert_eq!(s.header("x-custom"), Some("yes"));
+    assert!(s.header("authorization").is_none() && s.header("cookie").is_none());
+}
+
+#[test]
+fn framing_is_kept() {
+    let b = garage().bucket("frame");
+    let o = Origin::start();
+    let body = pattern(300_000, 4);
+    o.set(
+        "/chunked",
+        Reply::ok(&body, "application/octet-stream").fault(Fault::Chunked),
+    );
+    o.set("/sized", Reply::ok(&body, "application/octet-stream"));
+    let p = mirror_proxy(&b, &o.url(), "");
+    let r = client().get(p.url("/chunked")).send().unwrap();
+    assert_eq!(
+        r.headers()
+            .get("transfer-encoding")
+            .map(|v| v.to_str().unwrap()),
+        Some("chunked")
+    );
+    assert!(r.headers().get("content-length").is_none());
+    assert!(r.bytes().unwrap().as_ref() == body.as_slice());
+    let r = client().get(p.url("/sized")).send().unwrap();
+    assert_eq!(r.headers()["content-length"], "300000");
+    assert!(r.bytes().unwrap().as_ref() == body.as_slice());
+    assert!(p.write_back_outcome("chunked").contains("stored"));
+    assert!(b.get("chunked").body == body);
+}
+
+#[test]
+fn origin_failures() {
+    let b = garage().bucket("fail");
+    let o = Origin::start();
+    o.set("/gone", Reply::status(404));
+    o.set("/e500", Reply::status(500));
+    o.set("/e403", Reply::status(403));
+    o.set("/e206", Reply::status(206));
+    o.set(
+        "/moved",
+        Reply::status(302).header("Location", "/elsewhere"),
+    );
+    o.set(
+        "/slow",
+        Reply::ok(b"late", "text/plain").fault(Fault::Delay(std::time::Duration::from_secs(6))),
+    );
+    let p = mirror_proxy(&b, &o.url(), ", follow_redirect: false");
+    let r = client().get(p.url("/gone")).send().unwrap();
+    assert_eq!(r.status(), 404);
+    assert!(r.text().unwrap().contains("<Code>NoSuchKey</Code>"));
+    for key in ["e500", "e403", "e206", "moved", "slow"] {
+        let r = client().get(p.url(&format!("/{key}"))).send().unwrap();
+        assert_eq!(r.status(), 424, "{key}");
+        assert!(
+            r.text().unwrap().contains("<Code>MirrorFailed</Code>"),
+            "{key}"
+        );
+    }
+    let refused = format!("http://127.0.0.1:{}/", free_port());
+    let p2 = mirror_proxy(&b, &refused, "");
+    let r = client().get(p2.url("/any")).send().unwrap();
+    assert_eq!(r.status(), 424);
+    for key in ["gone", "e500", "e403", "e206", "moved", "slow", "any"] {
+        assert!(!b.exists(key), "{key} stored");
+    }
+    assert!(!p.log().contains("write-back ") && !p2.log().contains("write-back "));
+}
+
+#[test]
+fn redirects_and_secondary() {
+    let b = garage().bucket("hops");
+    let o = Origin::start();
+    let second = Origin::start();
+    o.set("/r1", Reply::status(302).header("Location", "/r2"));
+    o.set(
+        "/r2",
+        Reply::status(301).header(
+            "Location",
+            &format!("http://127.0.0.1:{}/final", second.port),
+        ),
+    );
+    second.set("/final", Reply::ok(b"at the end", "text/plain"));
+    let p = mirror_proxy(&b, &o.url(), "");
+    let r = client().get(p.url("/r1")).send().unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().unwrap(), "at the end");
+    assert!(p.write_back_outcome("r1").contains("stored"));
+    assert_eq!(b.get("r1").body, b"at the end");
+
+    let down = format!("http://127.0.0.1:{}/", free_port());
+    second.set("/k2", Reply::ok(b"from secondary", "text/plain"));
+    let p = mirror_proxy(&b, &down, &format!(", secondary_url: \"{}\"", second.url()));
+    let r = client().get(p.url("/k2")).send().unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().unwrap(), "from secondary");
+}
+
+#[test]
+fn broken_bodies_store_nothing_and_retry_later() {
+    let b = garage().bucket("broken");
+    let o = Origin::start();
+    let body = pattern(1 << 20, 5);
+    o.set(
+        "/short",
+        Reply::ok(&body, "application/octet-stream").fault(Fault::Truncate(300_000)),
+    );
+    o.set(
+        "/reset",
+        Reply::ok(&body, "application/octet-stream").fault(Fault::Reset(300_000)),
+    );
+    let p = mirror_proxy(&b, &o.url(), "");
+    for key in ["short", "reset"] {
+        let r = client().get(p.url(&format!("/{key}"))).send().unwrap();
+        assert_eq!(r.status(), 200);
+        assert!(
+            r.bytes().is_err(),
+            "{key}: the client must see a truncated transfer"
+        );
+        assert!(!p.write_back_outcome(key).contains("stored"), "{key}");
+        assert!(!b.exists(key), "{key} stored");
+    }
+    o.set("/short", Reply::ok(&body, "application/octet-stream"));
+    let r = client().get(p.url("/short")).send().unwrap();
+    assert!(r.bytes().unwrap().as_ref() == body.as_slice());
+    assert_eq!(o.hits("/short"), 2);
+}
+
+#[test]
+fn client_disconnect_stores_nothing() {
+    use std::io::Read;
+    let b = garage().bucket("disc");
+    let o = Origin::start();
+    let body = pattern(4 << 20, 6);
+    o.set(
+        "/big",
+        Reply::ok(&body, "application/octet-stream").fault(Fault::Gate),
+    );
+    let p = mirror_proxy(&b, &o.url(), "");
+    let mut r = client().get(p.url("/big")).send().unwrap();
+    let mut first = vec![0u8; 100_000];
+    r.read_exact(&mut first).unwrap();
+    drop(r); // the client goes away mid-body
+    o.release();
+    assert!(!p.write_back_outcome("big").contains("stored"));
+    assert!(!b.exists("big"));
+}
+
+#[test]
+fn md5_mismatch_is_not_stored() {
+    use base64::Engine;
+    let b = garage().bucket("md5");
+    let o = Origin::start();
+    let wrong = base64::engine::general_purpose::STANDARD.encode([0u8; 16]);
+    o.set(
+        "/bad",
+        Reply::ok(b"some bytes", "text/plain").header("Content-MD5", &wrong),
+    );
+    let p = mirror_proxy(&b, &o.url(), ", check_md5: true");
+    let r = client().get(p.url("/bad")).send().unwrap();
+    assert_eq!(r.status(), 200);
+    let _ = r.bytes();
+    assert!(p.write_back_outcome("bad").contains("failed"));
+    assert!(!b.exists("bad"));
+}
+
+#[test]
+fn refused_write_back_is_invisible_to_client() {
+    let g = garage();
+    let b = g.bucket("ro");
+    let o = Origin::start();
+    let body = pattern(100_000, 8);
+    o.set("/k", Reply::ok(&body, "text/plain"));
+    let yaml = format!(
+        "listen: [\"127.0.0.1:{{port}}\"]\nsites:\n  - name: s\n    bucket: {}\n    rules:\n      - mirror: {{ url: \"{}\" }}\n",
+        b.yaml(),
+        o.url()
+    );
+    let p = Proxy::start_env(
+        &yaml,
+        &[
+            ("OP_KEY", g.ro_key_id.as_str()),
+            ("OP_SECRET", g.ro_secret.as_str()),
+        ],
+    );
+    let r = client().get(p.url("/k")).send().unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.bytes().unwrap().as_ref() == body.as_slice());
+    assert!(p.write_back_outcome("k").contains("failed"));
+    assert!(!b.exists("k"));
+}
+
+#[test]
+fn head_and_uncovered_keys() {
+    let b = garage().bucket("head");
+    let o = Origin::start();
+    o.set("/h", Reply::ok(b"0123456789", "text/plain"));
+    o.set("/other/x", Reply::ok(b"x", "text/plain"));
+    let yaml = |extra: &str| {
+        format!(
+            "listen: [\"127.0.0.1:{{port}}\"]\nsites:\n  - name: s\n    bucket: {}\n    rules:\n      - condition: {{ key_prefix: \"h\" }}\n        mirror: {{ url: \"{}\" {extra} }}\n",
+            b.yaml(),
+            o.url()
+        )
+    };
+    let p = Proxy::start_env(&yaml(""), &b.proxy_env());
+    let r = client().head(p.url("/h")).send().unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(o.hits("/h"), 0);
+    let r = client().get(p.url("/other/x")).send().unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(o.hits("/other/x"), 0);
+
+    let p = Proxy::start_env(&yaml(", allow_head: true"), &b.proxy_env());
+    let r = client().head(p.url("/h")).send().unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "text/plain");
+    assert_eq!(o.hits("/h"), 1);
+    assert!(!b.exists("h"));
+}
