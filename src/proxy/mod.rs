@@ -332,11 +332,12 @@ impl ProxyHttp for OriginPull {
         end: bool,
         ctx: &mut RequestCtx,
     ) -> Result<Option<Duration>> {
+        let mut pause = None;
         if let Some(run) = ctx.mirror.as_mut() {
             if let Some(b) = body {
                 run.bytes += b.len() as u64;
                 if let Some(tee) = run.tee.as_mut() {
-                    tee.push(b);
+                    pause = tee.push(b);
                 }
             }
             if end {
@@ -345,7 +346,7 @@ impl ProxyHttp for OriginPull {
                 }
             }
         }
-        Ok(None)
+        Ok(pause)
     }
 
     fn fail_to_connect(

@@ -5,8 +5,16 @@
 //! background task uploads what arrives. The object becomes visible only
 //! when complete and verified: a single PUT whose last bytes are held back
 //! until the end marker and checks passed, or a multipart upload completed
-//! only then. A full channel (the bucket is slower than client and origin)
-//! abandons the write-back instead of slowing the client.
+//! only then.
+//!
+//! Pacing: a bucket a little slower than the client (Garage on loopback
+//! writes slower than a local client reads) would overflow any fixed
+//! channel. So when the channel is more than half full, the body filter
+//! asks Pingora to pause 1 ms before the next chunk (Pingora's own
+//! throttle, no blocking), which lets the uploader catch up. The pauses of
+//! one request add up to at most `MAX_PACING`; past that, or when the
+//! channel is full, the write-back is abandoned and the client streams at
+//! full speed again. Memory stays bounded by the channel either way.
 
 mod reader;
 mod upload;
@@ -16,11 +24,16 @@ use crate::metrics::{inc, COUNTERS};
 use bytes::Bytes;
 use reader::Reader;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::mpsc;
 
 /// Chunks (each at most 64 KiB from Pingora) buffered between the client
 /// stream and the uploader: 2 MiB per mirror at most.
 pub const CHANNEL_CHUNKS: usize = 32;
+
+/// One pause, and the most pausing one request may take for its write-back.
+const PACE: Duration = Duration::from_millis(1);
+pub const MAX_PACING: Duration = Duration::from_secs(10);
 
 pub(crate) enum Msg {
     Data(Bytes),
@@ -63,6 +76,7 @@ pub struct Job {
 pub struct Tee {
     tx: Option<mpsc::Sender<Msg>>,
     abandoned: bool,
+    paced: Duration,
 }
 
 impl Tee {
@@ -90,22 +104,29 @@ impl Tee {
         Tee {
             tx: Some(tx),
             abandoned: false,
+            paced: Duration::ZERO,
         }
     }
 
-    /// Passes a chunk on; never waits.
-    pub fn push(&mut self, data: &Bytes) {
+    /// Passes a chunk on without waiting; returns a pause for Pingora to
+    /// take before the next chunk when the uploader lags.
+    pub fn push(&mut self, data: &Bytes) -> Option<Duration> {
+        let tx = self.tx.as_ref()?;
         if data.is_empty() {
-            return;
+            return None;
         }
-        if let Some(tx) = &self.tx {
-            if tx.try_send(Msg::Data(data.clone())).is_err() {
-                // Full (bucket too slow) or closed (upload failed): drop
-                // the sender so the uploader aborts rather than stores.
-                self.tx = None;
-                self.abandoned = true;
-            }
+        if tx.try_send(Msg::Data(data.clone())).is_err() {
+            // Full (bucket too slow) or closed (upload failed): drop the
+            // sender so the uploader aborts rather than stores.
+            self.tx = None;
+            self.abandoned = true;
+            return None;
         }
+        if tx.capacity() < CHANNEL_CHUNKS / 2 && self.paced < MAX_PACING {
+            self.paced += PACE;
+            return Some(PACE);
+        }
+        None
     }
 
     /// The tee gave up (channel full or uploader gone).
