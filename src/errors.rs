@@ -15,6 +15,8 @@ pub enum S3Error {
     MethodNotAllowed,
     #[error("{0}")]
     InvalidUri(#[from] KeyError),
+    #[error("{0}")]
+    InvalidArgument(String),
     #[error("the specified key does not exist")]
     NoSuchKey,
     #[error("the origin did not provide the object: {0}")]
@@ -30,7 +32,7 @@ impl S3Error {
         match self {
             S3Error::NoSuchWebsiteConfiguration | S3Error::NoSuchKey => 404,
             S3Error::MethodNotAllowed => 405,
-            S3Error::InvalidUri(_) => 400,
+            S3Error::InvalidUri(_) | S3Error::InvalidArgument(_) => 400,
             S3Error::MirrorFailed(_) => 424,
             S3Error::BucketUnreachable(_) => 502,
             S3Error::Internal(_) => 500,
@@ -42,6 +44,7 @@ impl S3Error {
             S3Error::NoSuchWebsiteConfiguration => "NoSuchWebsiteConfiguration",
             S3Error::MethodNotAllowed => "MethodNotAllowed",
             S3Error::InvalidUri(_) => "InvalidURI",
+            S3Error::InvalidArgument(_) => "InvalidArgument",
             S3Error::NoSuchKey => "NoSuchKey",
             S3Error::MirrorFailed(_) => "MirrorFailed",
             S3Error::BucketUnreachable(_) => "BadGateway",

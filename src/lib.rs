@@ -13,6 +13,7 @@ pub mod local;
 pub mod metrics;
 pub mod mirror;
 pub mod proxy;
+pub mod redirect;
 pub mod rules;
 pub mod server;
 pub mod site;

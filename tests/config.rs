@@ -132,7 +132,13 @@ fn reference_config_validates() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    for f in ["quickstart.yaml", "garage.yaml"] {
+    for f in [
+        "quickstart.yaml",
+        "garage.yaml",
+        "redirect-migration.yaml",
+        "redirect-hide-prefix.yaml",
+        "redirect-error-pages.yaml",
+    ] {
         let out = Command::new(binary())
             .args([
                 "-t",

@@ -18,7 +18,8 @@ use crate::errors::{new_request_id, S3Error};
 use crate::key::key_from_path;
 use crate::metrics::COUNTERS;
 use crate::mirror::origin_request_headers;
-use crate::rules::{first_match, Action, Probe, Rule};
+use crate::redirect::{location, RequestParts};
+use crate::rules::{first_match, Action, Probe, Redirect, Rule};
 use crate::site::HostTable;
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -149,7 +150,11 @@ impl OriginPull {
                 origin::start(&site, ctx, idx, &caps, req.uri.query(), !head);
                 Some(origin::reroute(ctx, "bucket 404: mirroring"))
             }
-            Action::Redirect(_) => None,
+            Action::Redirect(r) => {
+                // The bucket's body is never read, so it cannot leak.
+                let answer = redirect_answer(session, &ctx.key, r, &caps);
+                Some(origin::answer(ctx, answer))
+            }
         }
     }
 
@@ -221,6 +226,19 @@ impl ProxyHttp for OriginPull {
         match key_from_path(req.uri.path()) {
             Ok(key) => ctx.key = key,
             Err(e) => return respond(session, ctx, Answer::Error(S3Error::InvalidUri(e))).await,
+        }
+        // Rules without `http_error_code` are answered here; the bucket
+        // is not contacted.
+        let probe = Probe {
+            key: &ctx.key,
+            headers: &req.headers,
+            status: None,
+        };
+        if let Some((rule, caps)) = first_match(&site.rules, &probe) {
+            if let Action::Redirect(r) = &rule.action {
+                let answer = redirect_answer(session, &ctx.key, r, &caps);
+                return respond(session, ctx, answer).await;
+            }
         }
         ctx.site = Some(site);
         Ok(false)
@@ -480,6 +498,33 @@ impl Answer {
             Answer::Error(e) => e.status(),
             Answer::Redirect { code, .. } => *code,
         }
+    }
+}
+
+/// The redirect for this request, or 400 when the `Location` would need
+/// the client's `Host` and that is not a plain host name.
+fn redirect_answer(session: &Session, key: &str, r: &Redirect, caps: &[String]) -> Answer {
+    let req = session.req_header();
+    let parts = RequestParts {
+        // origin-pull listens on plain TCP; TLS is terminated in front of
+        // it, so without a configured `protocol` the request's is http.
+        scheme: "http",
+        host: req
+            .headers
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| req.uri.host()),
+        key,
+        query: req.uri.query(),
+    };
+    match location(r, &parts, caps) {
+        Some(location) => Answer::Redirect {
+            code: r.code,
+            location,
+        },
+        None => Answer::Error(S3Error::InvalidArgument(
+            "the Host header is not a plain host name".into(),
+        )),
     }
 }
 

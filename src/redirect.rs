@@ -1,0 +1,112 @@
+//! Redirect rules (SPEC section 3): the `Location` is assembled from
+//! configured parts and the request's own host and key. The key part is
+//! percent-encoded per segment, so no key can change the scheme or host
+//! (`//evil`, `\`, `@`, CR/LF all end up encoded inside the path).
+
+use crate::key::encode_key;
+use crate::rules::Redirect;
+
+/// The request facts a redirect may reuse.
+pub struct RequestParts<'a> {
+    /// `http` or `https`, as the client reached us.
+    pub scheme: &'a str,
+    pub host: Option<&'a str>,
+    pub key: &'a str,
+    pub query: Option<&'a str>,
+}
+
+/// The `Location` for `r`, or `None` when the request's own `Host` is
+/// needed but is not a plain `host[:port]`.
+pub fn location(r: &Redirect, req: &RequestParts, captures: &[String]) -> Option<String> {
+    let scheme = r.protocol.as_deref().unwrap_or(req.scheme);
+    let host = match &r.host {
+        Some(h) => h.clone(),
+        None => plain_authority(req.host?)?,
+    };
+    let key = r.rewrite.apply(req.key, captures);
+    let mut loc = format!("{scheme}://{host}/{}", encode_key(&key));
+    if r.pass_query_string {
+        if let Some(q) = req.query.filter(|q| !q.is_empty()) {
+            loc.push('?');
+            loc.push_str(q);
+        }
+    }
+    Some(loc)
+}
+
+/// A client-sent `Host` accepted as a redirect target: an authority with
+/// no user info, path or odd characters.
+fn plain_authority(h: &str) -> Option<String> {
+    let h = h.trim();
+    let ok = !h.is_empty()
+        && h.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-.:[]_".contains(&b))
+        && h.parse::<http::uri::Authority>().is_ok();
+    ok.then(|| h.to_ascii_lowercase())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::KeyRewrite;
+
+    fn r(host: Option<&str>, rewrite: KeyRewrite, q: bool) -> Redirect {
+        Redirect {
+            code: 302,
+            protocol: None,
+            host: host.map(Into::into),
+            rewrite,
+            pass_query_string: q,
+        }
+    }
+
+    #[test]
+    fn builds_locations() {
+        let req = RequestParts {
+            scheme: "http",
+            host: Some("Edge.example.com:8080"),
+            key: "a b/ü.txt",
+            query: Some("x=1"),
+        };
+        assert_eq!(
+            location(&r(None, KeyRewrite::Keep, false), &req, &[]).unwrap(),
+            "http://edge.example.com:8080/a%20b/%C3%BC.txt"
+        );
+        assert_eq!(
+            location(
+                &r(
+                    Some("o.example"),
+                    KeyRewrite::Template("n/${key}".into()),
+                    true
+                ),
+                &req,
+                &[]
+            )
+            .unwrap(),
+            "http://o.example/n/a%20b/%C3%BC.txt?x=1"
+        );
+    }
+
+    #[test]
+    fn keys_cannot_change_the_host() {
+        for key in ["//evil.example/x", "\\evil", "@evil", "a\r\nSet-Cookie: x"] {
+            let req = RequestParts {
+                scheme: "https",
+                host: Some("edge"),
+                key,
+                query: None,
+            };
+            let loc = location(&r(None, KeyRewrite::Keep, false), &req, &[]).unwrap();
+            let uri: http::Uri = loc.parse().unwrap();
+            assert_eq!(uri.authority().map(|a| a.as_str()), Some("edge"), "{loc}");
+            assert!(!loc.contains(['\\', '@', '\r', '\n']), "{loc}");
+        }
+        let bad = RequestParts {
+            scheme: "http",
+            host: Some("evil.example/x@y"),
+            key: "k",
+            query: None,
+        };
+        assert!(location(&r(None, KeyRewrite::Keep, false), &bad, &[]).is_none());
+    }
+}
