@@ -8,6 +8,15 @@ fn proxy_with_rules(bucket_yaml: &str, env: &[(&str, &str)], rules: &str) -> Pro
     Proxy::start_env(&yaml, env)
 }
 
+/// A bucket on a closed port (any contact would be a 502), and its env.
+fn dead_bucket() -> (String, [(&'static str, &'static str); 2]) {
+    let yaml = format!(
+        "{{ endpoint: \"http://127.0.0.1:{}\", name: b, access_key_id_env: OP_KEY, secret_access_key_env: OP_SECRET }}",
+        free_port()
+    );
+    (yaml, [("OP_KEY", "k"), ("OP_SECRET", "s")])
+}
+
 fn location(p: &Proxy, host: &str, path: &str) -> (u16, String) {
     let (status, text) = raw_get(p.port, host, path);
     let loc = text
@@ -42,11 +51,7 @@ fn migration_redirect_on_bucket_404() {
 #[test]
 fn hidden_prefix_never_touches_the_bucket() {
     // The bucket endpoint is a closed port: any contact would be a 502.
-    let dead = format!(
-        "{{ endpoint: \"http://127.0.0.1:{}\", name: b, access_key_id_env: OP_KEY, secret_access_key_env: OP_SECRET }}",
-        free_port()
-    );
-    let env = [("OP_KEY", "k"), ("OP_SECRET", "s")];
+    let (dead, env) = dead_bucket();
     let rules = "      - condition: { key_prefix: \"private/\" }\n        redirect: { replace_key_with: \"notice.html\" }\n      - condition: { key_prefix: \"old/\" }\n        redirect: { code: 301, replace_key_prefix_with: \"new/\" }\n      - condition: { key_regex: \"^img/(.*)\\\\.(png)$\" }\n        redirect: { code: 307, host: \"cdn.example.com\", replace_key_with: \"$2/$1/${key}\" }\n";
     let p = proxy_with_rules(&dead, &env, rules);
     assert_eq!(
@@ -89,8 +94,7 @@ fn error_pages_for_bucket_404_and_500() {
 
 #[test]
 fn header_condition_selects_rule() {
-    let dead = format!("{{ endpoint: \"http://127.0.0.1:{}\", name: b, access_key_id_env: OP_KEY, secret_access_key_env: OP_SECRET }}", free_port());
-    let env = [("OP_KEY", "k"), ("OP_SECRET", "s")];
+    let (dead, env) = dead_bucket();
     let rules = "      - condition: { include_headers: [{ key: x-from, equals: app }] }\n        redirect: { host: app.example.com }\n      - condition: { key_prefix: \"\" }\n        redirect: { host: web.example.com }\n";
     let p = proxy_with_rules(&dead, &env, rules);
     let (_, app) = raw_request(
@@ -103,8 +107,7 @@ fn header_condition_selects_rule() {
 
 #[test]
 fn open_redirect_attempts_stay_on_host() {
-    let dead = format!("{{ endpoint: \"http://127.0.0.1:{}\", name: b, access_key_id_env: OP_KEY, secret_access_key_env: OP_SECRET }}", free_port());
-    let env = [("OP_KEY", "k"), ("OP_SECRET", "s")];
+    let (dead, env) = dead_bucket();
     let rules = "      - condition: { key_prefix: \"\" }\n        redirect: { code: 301 }\n";
     let p = proxy_with_rules(&dead, &env, rules);
     let mut redirected = 0;
