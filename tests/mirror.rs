@@ -327,3 +327,35 @@ fn head_and_uncovered_keys() {
     assert_eq!(o.hits("/h"), 1);
     assert!(!b.exists("h"));
 }
+
+#[test]
+fn bucket_unreachable_502_or_origin_without_write_back() {
+    let o = Origin::start();
+    o.set("/k", Reply::ok(b"from origin", "text/plain"));
+    let dead = format!(
+        "{{ endpoint: \"http://127.0.0.1:{}\", name: b, access_key_id_env: OP_KEY, secret_access_key_env: OP_SECRET }}",
+        free_port()
+    );
+    let env = [("OP_KEY", "k"), ("OP_SECRET", "s")];
+    let yaml = |extra: &str| {
+        format!(
+            "listen: [\"127.0.0.1:{{port}}\"]\nsites:\n  - name: s\n    bucket: {dead}\n    rules:\n      - mirror: {{ url: \"{}\" {extra} }}\n",
+            o.url()
+        )
+    };
+    let p = Proxy::start_env(&yaml(""), &env);
+    let (status, text) = raw_get(p.port, "e", "/k");
+    assert_eq!(status, 502, "{text}");
+    assert_eq!(o.hits("/k"), 0);
+
+    let p = Proxy::start_env(&yaml(", mirror_on_bucket_error: true"), &env);
+    let (status, text) = raw_get(p.port, "e", "/k");
+    assert_eq!(status, 200, "{text}");
+    assert!(text.ends_with("from origin"));
+    assert_eq!(o.hits("/k"), 1);
+    p.wait_log("mirror key=\"k\"");
+    assert!(
+        !p.log().contains("write-back "),
+        "no write-back when the bucket is down"
+    );
+}
