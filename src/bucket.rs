@@ -33,6 +33,8 @@ pub struct Bucket {
     /// `Host` header value and TLS SNI.
     host: String,
     sni: String,
+    /// `scheme://ip:port`, built once (it prefixes every signed URL).
+    base_url: String,
     /// `/<bucket>` with path addressing, empty with virtual-host addressing.
     path_prefix: String,
     identity: Identity,
@@ -73,7 +75,11 @@ impl Bucket {
             .map_err(|e| BucketError::Resolve(target.clone(), e.to_string()))?
             .next()
             .ok_or_else(|| BucketError::Resolve(target.clone(), "no address".into()))?;
+        let scheme = if *tls { "https" } else { "http" };
+        // SocketAddr's Display brackets IPv6 addresses.
+        let base_url = format!("{scheme}://{addr}");
         Ok(Bucket {
+            base_url,
             name: cfg.name.clone(),
             region: cfg.region.clone(),
             tls: *tls,
@@ -91,14 +97,8 @@ impl Bucket {
     }
 
     /// Base URL (scheme, host, port) for clients outside Pingora.
-    pub fn base_url(&self) -> String {
-        let scheme = if self.tls { "https" } else { "http" };
-        let host = if self.addr.is_ipv6() {
-            format!("[{}]", self.addr.ip())
-        } else {
-            self.addr.ip().to_string()
-        };
-        format!("{scheme}://{host}:{}", self.addr.port())
+    pub fn base_url(&self) -> &str {
+        &self.base_url
     }
 
     /// The peer for Pingora. Timeouts: the bucket is expected to be near.

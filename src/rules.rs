@@ -109,12 +109,12 @@ pub struct Probe<'a> {
     pub status: Option<u16>,
 }
 
-/// The first rule whose condition matches, with the regex captures (if the
-/// rule has a `key_regex`) needed to rewrite the key.
-pub fn first_match<'r>(rules: &'r [Rule], probe: &Probe) -> Option<(&'r Rule, Vec<String>)> {
-    rules.iter().find_map(|rule| {
+/// The first rule whose condition matches, with its index and the regex
+/// captures (if the rule has a `key_regex`) needed to rewrite the key.
+pub fn first_match<'r>(rules: &'r [Rule], probe: &Probe) -> Option<(usize, &'r Rule, Vec<String>)> {
+    rules.iter().enumerate().find_map(|(i, rule)| {
         let caps = rule.condition.matches(probe)?;
-        Some((rule, caps))
+        Some((i, rule, caps))
     })
 }
 
@@ -238,9 +238,11 @@ mod tests {
             headers: &h,
             status,
         };
-        let (r, _) = first_match(&rules, &probe(None)).unwrap();
+        let (i, r, _) = first_match(&rules, &probe(None)).unwrap();
+        assert_eq!(i, 1);
         assert!(r.condition.http_error_code.is_none());
-        let (r, _) = first_match(&rules, &probe(Some(404))).unwrap();
+        let (i, r, _) = first_match(&rules, &probe(Some(404))).unwrap();
+        assert_eq!(i, 0);
         assert_eq!(r.condition.http_error_code, Some(404));
         assert!(first_match(&rules, &probe(Some(500))).is_none());
     }

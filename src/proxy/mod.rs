@@ -139,8 +139,7 @@ impl OriginPull {
             headers: &req.headers,
             status: Some(status),
         };
-        let (rule, caps) = first_match(&site.rules, &probe)?;
-        let idx = site.rules.iter().position(|r| std::ptr::eq(r, rule))?;
+        let (idx, rule, caps) = first_match(&site.rules, &probe)?;
         match &rule.action {
             Action::Mirror(m) => {
                 let head = req.method == http::Method::HEAD;
@@ -173,15 +172,10 @@ impl OriginPull {
                 headers: &req.headers,
                 status: Some(404),
             };
-            if let Some((rule, caps)) = first_match(&site.rules, &probe) {
+            if let Some((idx, rule, caps)) = first_match(&site.rules, &probe) {
                 if let Action::Mirror(m) = &rule.action {
                     let head = req.method == http::Method::HEAD;
                     if m.mirror_on_bucket_error && (!head || m.allow_head) {
-                        let idx = site
-                            .rules
-                            .iter()
-                            .position(|r| std::ptr::eq(r, rule))
-                            .unwrap_or(0);
                         origin::start(&site, ctx, idx, &caps, req.uri.query(), false);
                         return origin::reroute(ctx, "bucket unreachable: serving from origin");
                     }
@@ -234,7 +228,7 @@ impl ProxyHttp for OriginPull {
             headers: &req.headers,
             status: None,
         };
-        if let Some((rule, caps)) = first_match(&site.rules, &probe) {
+        if let Some((_, rule, caps)) = first_match(&site.rules, &probe) {
             if let Action::Redirect(r) = &rule.action {
                 let answer = redirect_answer(session, &ctx.key, r, &caps);
                 return respond(session, ctx, answer).await;
