@@ -332,11 +332,7 @@ fn head_and_uncovered_keys() {
 fn bucket_unreachable_502_or_origin_without_write_back() {
     let o = Origin::start();
     o.set("/k", Reply::ok(b"from origin", "text/plain"));
-    let dead = format!(
-        "{{ endpoint: \"http://127.0.0.1:{}\", name: b, access_key_id_env: OP_KEY, secret_access_key_env: OP_SECRET }}",
-        free_port()
-    );
-    let env = [("OP_KEY", "k"), ("OP_SECRET", "s")];
+    let (dead, env) = dead_bucket();
     let yaml = |extra: &str| {
         format!(
             "listen: [\"127.0.0.1:{{port}}\"]\nsites:\n  - name: s\n    bucket: {dead}\n    rules:\n      - mirror: {{ url: \"{}\" {extra} }}\n",

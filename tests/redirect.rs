@@ -8,15 +8,6 @@ fn proxy_with_rules(bucket_yaml: &str, env: &[(&str, &str)], rules: &str) -> Pro
     Proxy::start_env(&yaml, env)
 }
 
-/// A bucket on a closed port (any contact would be a 502), and its env.
-fn dead_bucket() -> (String, [(&'static str, &'static str); 2]) {
-    let yaml = format!(
-        "{{ endpoint: \"http://127.0.0.1:{}\", name: b, access_key_id_env: OP_KEY, secret_access_key_env: OP_SECRET }}",
-        free_port()
-    );
-    (yaml, [("OP_KEY", "k"), ("OP_SECRET", "s")])
-}
-
 fn location(p: &Proxy, host: &str, path: &str) -> (u16, String) {
     let (status, text) = raw_get(p.port, host, path);
     let loc = text

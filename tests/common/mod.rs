@@ -106,15 +106,20 @@ pub fn pattern(len: usize, seed: u8) -> Vec<u8> {
 impl Proxy {
     /// Waits (polling the log, 60 s at most) for a line containing `needle`.
     pub fn wait_log(&self, needle: &str) -> String {
+        self.wait_line(|l| l.contains(needle))
+    }
+
+    /// Waits (polling the log, 60 s at most) for a line matching `want`.
+    fn wait_line(&self, want: impl Fn(&str) -> bool) -> String {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
         loop {
             let log = self.log();
-            if let Some(line) = log.lines().find(|l| l.contains(needle)) {
+            if let Some(line) = log.lines().find(|l| want(l)) {
                 return line.to_string();
             }
             assert!(
                 std::time::Instant::now() < deadline,
-                "no log line with {needle:?}:\n{log}"
+                "no matching log line:\n{log}"
             );
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
@@ -122,27 +127,8 @@ impl Proxy {
 
     /// Waits for the write-back outcome of `key` and returns the line.
     pub fn write_back_outcome(&self, key: &str) -> String {
-        self.wait_log(&format!("key={key:?}"))
-            .lines()
-            .next()
-            .unwrap_or_default()
-            .to_string();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        loop {
-            let log = self.log();
-            let needle = format!("key={key:?}");
-            if let Some(l) = log
-                .lines()
-                .find(|l| l.contains("write-back ") && l.contains(&needle))
-            {
-                return l.to_string();
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "no write-back outcome for {key}:\n{log}"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
+        let needle = format!("key={key:?}");
+        self.wait_line(|l| l.contains("write-back ") && l.contains(&needle))
     }
 }
 
@@ -154,4 +140,13 @@ pub fn mirror_proxy(bucket: &TestBucket, origin_url: &str, mirror_extra: &str) -
         bucket.yaml()
     );
     Proxy::start_env(&yaml, &bucket.proxy_env())
+}
+
+/// A bucket on a closed port (any contact would be a 502), and its env.
+pub fn dead_bucket() -> (String, [(&'static str, &'static str); 2]) {
+    let yaml = format!(
+        "{{ endpoint: \"http://127.0.0.1:{}\", name: b, access_key_id_env: OP_KEY, secret_access_key_env: OP_SECRET }}",
+        free_port()
+    );
+    (yaml, [("OP_KEY", "k"), ("OP_SECRET", "s")])
 }
