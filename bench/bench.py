@@ -1,0 +1,260 @@
+#!/usr/bin/env python3
+"""origin-pull side by side with the bucket itself and the nginx DIY setup.
+
+Run through `bench/run` (installs what is missing, builds the release
+binary). Prints one table and writes bench/results/<timestamp>.json and
+bench/results/latest.json. Loopback only; every loop and wait is bounded.
+`--quick` shortens every measurement (a smoke run, not for the README).
+"""
+import argparse
+import datetime
+import http.client
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import harness as h
+from setup import HIT_SIZES, SWEEP_N, Bench
+from report import print_table
+
+ROUNDS = 3
+
+
+def hit_rows(b, secs, rounds):
+    """Row 1 (Garage behind every path) and row 2 (the stand-in bucket)."""
+    out = {}
+    px = f"http://127.0.0.1:{b.proxy_port}"
+    paths = {
+        "garage": {
+            "direct": lambda n: (b.presigned(f"obj-{n}"), None),
+            "origin_pull": lambda n: (f"{px}/obj-{n}", None),
+            "nginx": lambda n: (f"http://127.0.0.1:{b.nginx_garage}/obj-{n}", None),
+        },
+        "standin": {
+            "direct": lambda n: (f"http://127.0.0.1:{b.standin}/{h.BUCKET}/obj-{n}", None),
+            "origin_pull": lambda n: (f"http://127.0.0.1:{b.proxy_standin_port}/obj-{n}", None),
+            "nginx": lambda n: (f"http://127.0.0.1:{b.nginx_standin}/obj-{n}", None),
+        },
+    }
+    pids = {
+        "origin_pull": lambda row: [(b.proxy if row == "garage" else b.proxy_standin).pid],
+        "nginx": lambda row: h.children_of(b.nginx.pid),
+    }
+    for row, targets in paths.items():
+        for name in HIT_SIZES:
+            runs = {p: [] for p in targets}
+            cpu = {p: 0.0 for p in pids}
+            served = {p: 0.0 for p in pids}
+            for p, url in targets.items():
+                h.wrk(url(name)[0], secs=1)  # warm-up: connections, caches
+            for _ in range(rounds):  # interleaved, so drift hits all paths alike
+                for p, url in targets.items():
+                    before = h.cpu_seconds(pids[p](row)) if p in pids else 0
+                    r = h.wrk(url(name)[0], secs=secs)
+                    if p in pids:
+                        cpu[p] += h.cpu_seconds(pids[p](row)) - before
+                        served[p] += r["MBps"] * secs / 1024
+                    runs[p].append(r)
+            res = {p: {k: statistics.median(x[k] for x in rs) for k in rs[0]} for p, rs in runs.items()}
+            for p in pids:
+                res[p]["cpu_s_per_GiB"] = cpu[p] / served[p]
+            res["ratio_direct"] = res["origin_pull"]["rps"] / res["direct"]["rps"]
+            res["ratio_nginx"] = res["origin_pull"]["rps"] / res["nginx"]["rps"]
+            out[f"{row}_{name}"] = res
+            print(f"  {row} {name}: x{res['ratio_direct']:.2f} direct, x{res['ratio_nginx']:.2f} nginx",
+                  file=sys.stderr)
+    return out
+
+
+def latency_row(b, max_rps, secs):
+    """p50/p99 of 4 KiB hits at half the direct maximum: 8 connections,
+    each pausing between requests (wrk's `delay()`; its timer is in whole
+    milliseconds)."""
+    conns = 8
+    pause = max(1, round(conns / (max_rps / 2) * 1000 - 1))
+    script = os.path.join(b.procs.tmp, "pace.lua")
+    with open(script, "w") as f:
+        f.write(f"function delay() return {pause} end\n")
+    targets = {
+        "direct": b.presigned("obj-4k"),
+        "origin_pull": f"http://127.0.0.1:{b.proxy_port}/obj-4k",
+        "nginx": f"http://127.0.0.1:{b.nginx_garage}/obj-4k",
+    }
+    res = {p: h.wrk(u, conns=conns, secs=secs, script=script) for p, u in targets.items()}
+    res["target_rps"] = max_rps / 2
+    res["added_p50_ms"] = res["origin_pull"]["p50_ms"] - res["direct"]["p50_ms"]
+    res["added_p99_ms"] = res["origin_pull"]["p99_ms"] - res["direct"]["p99_ms"]
+    return res
+
+
+def wait_stored(b, keys, timeout=120):
+    """Write-back runs after the answer: wait (bounded) until `keys` exist."""
+    end = time.time() + timeout
+    while time.time() < end:
+        have = b.stored(os.path.commonprefix(keys))
+        if all(k in have for k in keys):
+            return have
+        time.sleep(0.2)
+    return b.stored(os.path.commonprefix(keys))
+
+
+def ttfb_row(b, n):
+    """64 MiB from an origin that answers after 50 ms; each proxy GET is a
+    miss (distinct keys); the write-back is let finish between samples."""
+    direct, via = [], []
+    for i in range(n):
+        direct.append(h.ttfb_ms(f"http://127.0.0.1:{b.slow_origin}/slow/ttfb-{i}.bin"))
+        via.append(h.ttfb_ms(f"http://127.0.0.1:{b.proxy_port}/slow/ttfb-{i}.bin"))
+        wait_stored(b, [f"slow/ttfb-{i}.bin"])
+    d, v = statistics.median(direct), statistics.median(via)
+    return {"direct_p50_ms": d, "origin_pull_p50_ms": v, "added_ms": v - d, "samples": n}
+
+
+def fetch_all(port, paths, conns=32):
+    """GET every path once over `conns` keep-alive connections; seconds."""
+    todo = list(paths)
+    lock = threading.Lock()
+    failures = []
+
+    def worker():
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        while True:
+            with lock:
+                if not todo:
+                    return
+                p = todo.pop()
+            c.request("GET", p)
+            r = c.getresponse()
+            r.read()
+            if r.status != 200:
+                failures.append((p, r.status))
+
+    start = time.monotonic()
+    with ThreadPoolExecutor(conns) as ex:
+        for f in [ex.submit(worker) for _ in range(conns)]:
+            f.result()
+    if failures:
+        sys.exit(f"fetch failures: {failures[:5]}")
+    return time.monotonic() - start
+
+
+def sweep_row(b, origin, port_direct):
+    """2,000 distinct 16 KiB objects, read once; then all present and
+    intact (ETag = MD5 of a single PUT) in the bucket."""
+    paths = [f"/{origin}/sweep/{i}.bin" for i in range(SWEEP_N)]
+    direct = fetch_all(port_direct, paths)
+    via = fetch_all(b.proxy_port, paths)
+    have = wait_stored(b, [f"{origin}/sweep/{i}.bin" for i in range(SWEEP_N)])
+    intact = sum(1 for i, m in b.sweep_md5.items() if have.get(f"{origin}/sweep/{i}.bin") == m)
+    return {"direct_s": direct, "origin_pull_s": via, "ratio": via / direct, "stored_intact": intact,
+            "objects": SWEEP_N}
+
+
+def outcome(log, key):
+    """The write-back outcome the proxy logged for `key`, if any yet."""
+    with open(log) as f:
+        text = f.read()
+    for word in ("stored", "abandoned", "failed"):
+        if f"write-back {word} key={json.dumps(key)}" in text:
+            return word
+    return None
+
+
+def memory_row(b, clients=8):
+    """Peak RSS while `clients` pull distinct large objects (misses)."""
+    pid = b.proxy.pid
+    with open(f"/proc/{pid}/clear_refs", "w") as f:
+        f.write("5")  # resets VmHWM: the peak of this test alone
+    keys = [f"fast/big-{i}.bin" for i in range(clients)]
+    size = os.path.getsize(os.path.join(b.origin_dir, keys[0]))
+    procs = [h.subprocess.Popen(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code} %{size_download}",
+                                 f"http://127.0.0.1:{b.proxy_port}/{k}"], stdout=h.subprocess.PIPE, text=True)
+             for k in keys]
+    start = time.monotonic()
+    answers = [p.communicate(timeout=600)[0].split() for p in procs]
+    secs = time.monotonic() - start
+    if any(a != ["200", str(size)] for a in answers):
+        sys.exit(f"memory test: bad answers {answers}")
+    peak = h.peak_rss_mib(pid)
+    log = os.path.join(b.procs.tmp, "origin-pull.log")
+    end = time.time() + 300
+    while time.time() < end and any(outcome(log, k) is None for k in keys):
+        time.sleep(0.5)
+    outcomes = [outcome(log, k) for k in keys]
+    return {"clients": clients, "object_MiB": size >> 20, "peak_rss_MiB": peak, "seconds": secs,
+            "stored": outcomes.count("stored"), "abandoned": outcomes.count("abandoned")}
+
+
+def egress_row(b, n=100):
+    """`n` concurrent GETs of one missing 8 MiB key: origin GETs seen."""
+    def burst(port, key):
+        gate = threading.Barrier(n)
+        codes = []
+
+        def one():
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+            gate.wait(30)
+            c.request("GET", key)
+            r = c.getresponse()
+            codes.append((r.status, len(r.read())))
+
+        with ThreadPoolExecutor(n) as ex:
+            for f in [ex.submit(one) for _ in range(n)]:
+                f.result()
+        if any(c != (200, 8 << 20) for c in codes):
+            sys.exit(f"egress: bad answers {set(codes)}")
+        with open(b.origin_log) as f:
+            return sum(1 for line in f if f"GET {key} " in line)
+
+    return {"clients": n, "origin_pull_origin_gets": burst(b.proxy_port, "/fast/egress-0.bin"),
+            "nginx_diy_origin_gets": burst(b.nginx_garage, "/fast/egress-1.bin")}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--quick", action="store_true")
+    a = ap.parse_args()
+    secs, rounds = (2, 1) if a.quick else (5, ROUNDS)
+    tmp = tempfile.mkdtemp(prefix="op-bench-")
+    procs = h.Procs(tmp)
+    started = time.time()
+    try:
+        print(f"setting up in {tmp}", file=sys.stderr)
+        b = Bench(procs, quick=a.quick)
+        res = {}
+        print("hit throughput", file=sys.stderr)
+        res["hit"] = hit_rows(b, secs, rounds)
+        print("hit latency", file=sys.stderr)
+        res["latency"] = latency_row(b, res["hit"]["garage_4k"]["direct"]["rps"], secs)
+        print("miss ttfb", file=sys.stderr)
+        res["miss_ttfb"] = ttfb_row(b, 3 if a.quick else 9)
+        print("cold sweep", file=sys.stderr)
+        res["cold_sweep"] = sweep_row(b, "slow", b.slow_origin)
+        res["cold_sweep_fast_origin"] = sweep_row(b, "fast", b.fast_origin)
+        print("memory", file=sys.stderr)
+        res["memory"] = memory_row(b)
+        print("egress", file=sys.stderr)
+        res["egress"] = egress_row(b)
+    finally:
+        procs.close()
+    res["meta"] = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                   "quick": a.quick, "seconds": round(time.time() - started), "cpus": os.cpu_count(),
+                   "kernel": platform.release(), "wrk_seconds": secs, "rounds": rounds}
+    out_dir = os.path.join(h.ROOT, "bench", "results")
+    os.makedirs(out_dir, exist_ok=True)
+    stamp = res["meta"]["date"].replace(":", "").replace("+0000", "Z")
+    names = [f"{stamp}-quick.json"] if a.quick else [f"{stamp}.json", "latest.json"]
+    for name in names:
+        with open(os.path.join(out_dir, name), "w") as f:
+            json.dump(res, f, indent=2)
+    print_table(res)
+
+
+if __name__ == "__main__":
+    main()

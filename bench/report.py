@@ -1,0 +1,80 @@
+"""The table printed at the end of a run (Markdown, pasted into the README)."""
+
+
+def verdict(ok):
+    return "met" if ok else "**missed**"
+
+
+def print_table(r):
+    rows = []
+    for size in ("4k", "1m"):
+        g = r["hit"][f"garage_{size}"]
+        rows.append((
+            f"hit {size.upper()}iB, Garage, 64 conns",
+            f"origin-pull {g['origin_pull']['rps']:.0f} req/s ({g['origin_pull']['MBps']:.0f} MB/s), "
+            f"direct {g['direct']['rps']:.0f}, nginx {g['nginx']['rps']:.0f}",
+            f"x{g['ratio_direct']:.2f} direct, x{g['ratio_nginx']:.2f} nginx",
+            f">= 0.95x direct: {verdict(g['ratio_direct'] >= 0.95)}",
+        ))
+    for size in ("4k", "1m"):
+        s = r["hit"][f"standin_{size}"]
+        rows.append((
+            f"proxy cost {size.upper()}iB (stand-in bucket)",
+            f"origin-pull {s['origin_pull']['rps']:.0f} req/s, nginx {s['nginx']['rps']:.0f}, "
+            f"bucket alone {s['direct']['rps']:.0f}",
+            f"x{s['ratio_nginx']:.2f} nginx",
+            f">= 1.0x nginx: {verdict(s['ratio_nginx'] >= 1.0)}",
+        ))
+    lat = r["latency"]
+    rows.append((
+        f"hit latency 4KiB at {lat['target_rps']:.0f} req/s",
+        "p50/p99 ms: " + ", ".join(
+            f"{p} {lat[p]['p50_ms']:.2f}/{lat[p]['p99_ms']:.2f} ({lat[p]['rps']:.0f} req/s)"
+            for p in ("origin_pull", "direct", "nginx")),
+        f"+{lat['added_p99_ms']:.2f} ms p99",
+        f"<= 1 ms: {verdict(lat['added_p99_ms'] <= 1.0)}",
+    ))
+    t = r["miss_ttfb"]
+    rows.append((
+        "miss TTFB, 64 MiB, origin +50 ms",
+        f"origin-pull {t['origin_pull_p50_ms']:.1f} ms, origin {t['direct_p50_ms']:.1f} ms (p50 of {t['samples']})",
+        f"+{t['added_ms']:.2f} ms",
+        f"<= 2 ms: {verdict(t['added_ms'] <= 2.0)}",
+    ))
+    for name, label in (("cold_sweep", "origin +50 ms"), ("cold_sweep_fast_origin", "loopback nginx origin")):
+        c = r[name]
+        rows.append((
+            f"cold sweep {c['objects']} x 16 KiB, {label}",
+            f"origin-pull {c['origin_pull_s']:.2f} s, origin {c['direct_s']:.2f} s; "
+            f"{c['stored_intact']}/{c['objects']} stored intact",
+            f"x{c['ratio']:.2f}",
+            f"<= 1.1x: {verdict(c['ratio'] <= 1.1)}" if name == "cold_sweep" else "(no target)",
+        ))
+    m = r["memory"]
+    rows.append((
+        f"memory, {m['clients']} x {m['object_MiB']} MiB misses",
+        f"{m['seconds']:.0f} s; write-back stored {m['stored']}, abandoned {m['abandoned']}",
+        f"peak RSS {m['peak_rss_MiB']:.0f} MiB",
+        f"< 100 MiB: {verdict(m['peak_rss_MiB'] < 100)}",
+    ))
+    e = r["egress"]
+    rows.append((
+        f"egress, {e['clients']} concurrent GETs of one missing 8 MiB key",
+        f"origin GETs: origin-pull {e['origin_pull_origin_gets']}, nginx DIY {e['nginx_diy_origin_gets']}",
+        f"{e['origin_pull_origin_gets']} origin GETs",
+        "recorded (no coalescing yet)",
+    ))
+    cpu = r["hit"]["garage_1m"]
+    rows.append((
+        "CPU per GiB served, hit 1 MiB",
+        f"nginx {cpu['nginx']['cpu_s_per_GiB']:.2f} s/GiB",
+        f"{cpu['origin_pull']['cpu_s_per_GiB']:.2f} s/GiB",
+        "(no target)",
+    ))
+    print("| figure | measured | result | target |")
+    print("|---|---|---|---|")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+    meta = r["meta"]
+    print(f"\n{meta['date']}, {meta['cpus']} CPUs, kernel {meta['kernel']}, "
+          f"{meta['rounds']} x {meta['wrk_seconds']} s per throughput figure (median), run took {meta['seconds']} s")

@@ -1,0 +1,128 @@
+"""Starts the whole bench: Garage, two origins, a stand-in bucket, the nginx
+DIY proxy and origin-pull (twice: in front of Garage and of the stand-in).
+"""
+import hashlib
+import os
+import subprocess
+import sys
+
+from harness import BUCKET, WEB_HOST, Garage, free_port, start_nginx, start_proxy, wait_port
+
+HIT_SIZES = {"4k": 4096, "1m": 1 << 20}
+SWEEP_N = 2000
+SWEEP_SIZE = 16 << 10
+
+
+class Bench:
+    def __init__(self, procs, quick=False):
+        self.procs = procs
+        tmp = procs.tmp
+        self.garage = Garage(procs)
+        self.s3 = self.garage.client()
+        self.objects = {n: os.urandom(s) for n, s in HIT_SIZES.items()}
+        standin = os.path.join(tmp, "standin", BUCKET)
+        os.makedirs(standin)
+        for name, data in self.objects.items():
+            self.s3.put_object(Bucket=BUCKET, Key=f"obj-{name}", Body=data)
+            with open(os.path.join(standin, f"obj-{name}"), "wb") as f:
+                f.write(data)
+        self.origin_dir = os.path.join(tmp, "origin")
+        self.sweep_md5 = self.make_origin_files(quick)
+
+        # Origins: nginx (fast, counts GETs in its access log) and a
+        # Python one that answers after 50 ms, as a remote origin would.
+        self.fast_origin = free_port()
+        self.origin_log = os.path.join(tmp, "origin-access.log")
+        start_nginx(procs, "nginx-origin", f"""
+  server {{ listen 127.0.0.1:{self.fast_origin}; root {self.origin_dir};
+           access_log {self.origin_log}; }}
+""")
+        self.slow_origin = free_port()
+        procs.start([sys.executable, os.path.join(os.path.dirname(__file__), "origin.py"),
+                     "--dir", self.origin_dir, "--port", str(self.slow_origin), "--delay", "0.05"],
+                    "slow-origin")
+        # The stand-in bucket: static files at the bucket's paths, no
+        # signature checks, far faster than Garage.
+        self.standin = free_port()
+        start_nginx(procs, "nginx-standin", f"""
+  server {{ listen 127.0.0.1:{self.standin}; root {tmp}/standin; }}
+""")
+        self.nginx_garage, self.nginx_standin = free_port(), free_port()
+        self.nginx = start_nginx(procs, "nginx-diy", self.diy_conf(tmp))
+        for p in (self.fast_origin, self.slow_origin, self.standin, self.nginx_garage, self.nginx_standin):
+            wait_port(p)
+
+        slow = f"http://127.0.0.1:{self.slow_origin}/"
+        fast = f"http://127.0.0.1:{self.fast_origin}/"
+        self.proxy, self.proxy_port = start_proxy(
+            procs, self.garage, f"http://127.0.0.1:{self.garage.s3}", [("slow/", slow), ("", fast)])
+        self.proxy_standin, self.proxy_standin_port = start_proxy(
+            procs, self.garage, f"http://127.0.0.1:{self.standin}", [("", fast)], name="origin-pull-standin")
+
+    def make_origin_files(self, quick):
+        d = self.origin_dir
+        for sub in ("slow/sweep", "fast/sweep"):
+            os.makedirs(os.path.join(d, sub))
+        md5 = {}
+        for i in range(SWEEP_N):
+            data = os.urandom(SWEEP_SIZE)
+            for sub in ("slow/sweep", "fast/sweep"):
+                with open(os.path.join(d, sub, f"{i}.bin"), "wb") as f:
+                    f.write(data)
+            md5[i] = hashlib.md5(data).hexdigest()
+        # Large objects: one random file under many names (the proxy sees
+        # distinct keys; the disk holds one copy).
+        for name, size, copies in (("ttfb", 64 << 20, 10), ("big", (64 if quick else 1024) << 20, 8),
+                                   ("egress", 8 << 20, 2)):
+            src = os.path.join(d, f"{name}.src")
+            subprocess.run(["head", "-c", str(size), "/dev/urandom"], stdout=open(src, "wb"), check=True)
+            for i in range(copies):
+                for sub in ("slow", "fast"):
+                    os.symlink(src, os.path.join(d, sub, f"{name}-{i}.bin"))
+        return md5
+
+    def diy_conf(self, tmp):
+        """The do-it-yourself alternative: nginx in front of the bucket, a
+        404 goes to the origin and the answer is kept with `proxy_store`.
+        Upstream keep-alive is on, as any tuned setup has it."""
+        store = os.path.join(tmp, "nginx-store")
+        os.makedirs(store)
+        servers = f"""
+  upstream garage_web {{ server 127.0.0.1:{self.garage.web}; keepalive 64; }}
+  upstream standin {{ server 127.0.0.1:{self.standin}; keepalive 64; }}
+  upstream origin {{ server 127.0.0.1:{self.fast_origin}; keepalive 64; }}
+  proxy_http_version 1.1;
+  proxy_set_header Connection "";
+"""
+        for port, upstream, host, prefix in ((self.nginx_garage, "garage_web", WEB_HOST, ""),
+                                             (self.nginx_standin, "standin", "standin", f"/{BUCKET}")):
+            servers += f"""
+  server {{
+    listen 127.0.0.1:{port};
+    location / {{
+      proxy_pass http://{upstream}{prefix}$uri;
+      proxy_set_header Host {host};
+      proxy_intercept_errors on;
+      error_page 404 = @origin;
+    }}
+    location @origin {{
+      proxy_pass http://origin;
+      proxy_set_header Host origin;
+      proxy_store {store}$uri;
+      proxy_store_access user:rw group:r all:r;
+    }}
+  }}
+"""
+        return servers
+
+    def presigned(self, key):
+        return self.s3.generate_presigned_url("get_object", Params={"Bucket": BUCKET, "Key": key},
+                                              ExpiresIn=3600)
+
+    def stored(self, prefix):
+        """{key: etag} of the objects under `prefix` in Garage."""
+        out = {}
+        for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix):
+            for o in page.get("Contents", []):
+                out[o["Key"]] = o["ETag"].strip('"')
+        return out
