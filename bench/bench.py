@@ -12,6 +12,8 @@ import http.client
 import json
 import os
 import platform
+import shutil
+import signal
 import statistics
 import sys
 import tempfile
@@ -216,17 +218,36 @@ def egress_row(b, n=100):
             "nginx_diy_origin_gets": burst(b.nginx_garage, "/fast/egress-1.bin")}
 
 
+def serve(b):
+    """Keeps the bench up for manual probing and profiling."""
+    print(json.dumps({"proxy": b.proxy_port, "proxy_pid": b.proxy.pid, "proxy_standin": b.proxy_standin_port,
+                      "proxy_standin_pid": b.proxy_standin.pid, "garage_s3": b.garage.s3, "garage_web": b.garage.web,
+                      "garage_pid": b.garage.proc.pid, "nginx_pid": b.nginx.pid, "standin": b.standin, "nginx_garage": b.nginx_garage,
+                      "nginx_standin": b.nginx_standin, "slow_origin": b.slow_origin, "fast_origin": b.fast_origin,
+                      "direct_4k": b.presigned("obj-4k"), "direct_1m": b.presigned("obj-1m")}), flush=True)
+    try:
+        time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--serve", action="store_true", help="start everything, print the ports, wait (for profiling)")
     a = ap.parse_args()
     secs, rounds = (2, 1) if a.quick else (5, ROUNDS)
+    # SIGTERM ends the run through `finally`, so no child outlives it.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("terminated"))
     tmp = tempfile.mkdtemp(prefix="op-bench-")
     procs = h.Procs(tmp)
     started = time.time()
     try:
         print(f"setting up in {tmp}", file=sys.stderr)
         b = Bench(procs, quick=a.quick)
+        if a.serve:
+            serve(b)
+            return
         res = {}
         print("hit throughput", file=sys.stderr)
         res["hit"] = hit_rows(b, secs, rounds)
@@ -243,6 +264,7 @@ def main():
         res["egress"] = egress_row(b)
     finally:
         procs.close()
+        shutil.rmtree(tmp, ignore_errors=True)
     res["meta"] = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                    "quick": a.quick, "seconds": round(time.time() - started), "cpus": os.cpu_count(),
                    "kernel": platform.release(), "wrk_seconds": secs, "rounds": rounds}

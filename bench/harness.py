@@ -50,10 +50,16 @@ class Procs:
         return p
 
     def close(self):
+        # SIGTERM first: an nginx master killed outright leaves its
+        # workers running.
         for p in self.children:
-            p.kill()
+            p.terminate()
         for p in self.children:
-            p.wait(10)
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(10)
 
 
 class Garage:

@@ -53,23 +53,27 @@ impl S3Error {
     }
 
     /// The XML document S3 would send.
-    pub fn body(&self, request_id: &str) -> String {
+    pub fn body(&self, request_id: RequestId) -> String {
         use quick_xml::escape::escape;
         format!(
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{}</Code><Message>{}</Message><RequestId>{}</RequestId></Error>",
             self.code(),
             escape(self.to_string().as_str()),
-            escape(request_id)
+            request_id
         )
     }
 
     /// Writes this error as the whole response (no body for HEAD).
-    pub async fn respond(&self, session: &mut Session, request_id: &str) -> pingora::Result<()> {
+    pub async fn respond(
+        &self,
+        session: &mut Session,
+        request_id: RequestId,
+    ) -> pingora::Result<()> {
         let body = Bytes::from(self.body(request_id));
         let mut resp = ResponseHeader::build(self.status(), Some(4))?;
         resp.insert_header("content-type", "application/xml")?;
         resp.insert_header("content-length", body.len().to_string())?;
-        resp.insert_header("x-amz-request-id", request_id)?;
+        resp.insert_header("x-amz-request-id", request_id.to_string())?;
         if matches!(self, S3Error::MethodNotAllowed) {
             resp.insert_header("allow", "GET, HEAD")?;
         }
@@ -82,17 +86,27 @@ impl S3Error {
     }
 }
 
-/// A short unique id per request, for the `RequestId` of our errors and logs.
-pub fn new_request_id() -> String {
+/// A short unique id per request, for the `RequestId` of our errors and
+/// logs. A number until shown: most requests (hits) never show it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestId(u64);
+
+impl std::fmt::Display for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        static START: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+        let start = *START.get_or_init(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0)
+        });
+        write!(f, "{start:X}{:08X}", self.0)
+    }
+}
+
+pub fn new_request_id() -> RequestId {
     static NEXT: AtomicU64 = AtomicU64::new(0);
-    static START: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    let start = *START.get_or_init(|| {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0)
-    });
-    format!("{start:X}{:08X}", NEXT.fetch_add(1, Ordering::Relaxed))
+    RequestId(NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
 #[cfg(test)]
@@ -102,7 +116,9 @@ mod tests {
     #[test]
     fn xml_is_escaped_and_coded() {
         let e = S3Error::MirrorFailed("origin said <500> & left".into());
-        let b = e.body("R1");
+        let id = new_request_id();
+        let b = e.body(id);
+        assert!(b.contains(&format!("<RequestId>{id}</RequestId>")));
         assert!(b.contains("<Code>MirrorFailed</Code>"));
         assert!(b.contains("&lt;500&gt; &amp; left"));
         assert_eq!(e.status(), 424);

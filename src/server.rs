@@ -8,7 +8,15 @@ use pingora::server::Server;
 /// A server ready for `run_forever`.
 pub fn build(config: &Config) -> Result<Server, StartError> {
     let conf = ServerConf {
-        threads: config.threads.unwrap_or(1),
+        // Like nginx's `worker_processes auto`: one thread per core unless
+        // the config says otherwise (Pingora's own default is 1).
+        threads: config
+            .threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+        // One single-threaded runtime per thread: a request's downstream
+        // and upstream tasks stay on one core, which saves the cross-core
+        // wake-ups the work-stealing scheduler pays for every body chunk.
+        work_stealing: false,
         ..Default::default()
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);

@@ -12,9 +12,9 @@
 
 mod origin;
 
-use crate::bucket::{Bucket, Payload};
+use crate::bucket::Bucket;
 use crate::config::{BucketSource, Config};
-use crate::errors::{new_request_id, S3Error};
+use crate::errors::{new_request_id, RequestId, S3Error};
 use crate::key::key_from_path;
 use crate::metrics::COUNTERS;
 use crate::mirror::origin_request_headers;
@@ -73,7 +73,7 @@ pub enum Answer {
 
 /// Per-request state.
 pub struct RequestCtx {
-    pub request_id: String,
+    pub request_id: RequestId,
     pub site: Option<Arc<Site>>,
     /// The decoded object key.
     pub key: String,
@@ -303,12 +303,11 @@ impl ProxyHttp for OriginPull {
             .map_err(|e| Error::because(InternalError, "object path", e))?;
         upstream.set_uri(uri);
         upstream.insert_header(http::header::HOST, bucket.host())?;
-        let method = upstream.method.as_str().to_string();
         let signed = bucket
-            .sign(&method, &path, &[], Payload::Unsigned)
+            .sign_read(&upstream.method, &path)
             .map_err(|e| Error::because(InternalError, "signing", e))?;
-        for (k, v) in signed {
-            upstream.insert_header(k, v)?;
+        for (k, v) in signed.iter() {
+            upstream.insert_header(k, v.clone())?;
         }
         Ok(())
     }
@@ -451,7 +450,7 @@ impl ProxyHttp for OriginPull {
         // Once the header went out, the only honest signal is to close
         // the connection without a valid end of body.
         if session.response_written().is_none() {
-            if let Err(we) = write_answer(session, &ctx.request_id, &answer).await {
+            if let Err(we) = write_answer(session, ctx.request_id, &answer).await {
                 log::debug!("{}: could not send answer: {we}", ctx.request_id);
             }
         }
@@ -524,18 +523,18 @@ fn redirect_answer(session: &Session, key: &str, r: &Redirect, caps: &[String]) 
 
 /// Writes `answer` from a filter and ends the request.
 async fn respond(session: &mut Session, ctx: &RequestCtx, answer: Answer) -> Result<bool> {
-    write_answer(session, &ctx.request_id, &answer).await?;
+    write_answer(session, ctx.request_id, &answer).await?;
     Ok(true)
 }
 
-async fn write_answer(session: &mut Session, request_id: &str, answer: &Answer) -> Result<()> {
+async fn write_answer(session: &mut Session, request_id: RequestId, answer: &Answer) -> Result<()> {
     match answer {
         Answer::Error(e) => e.respond(session, request_id).await,
         Answer::Redirect { code, location } => {
             let mut resp = ResponseHeader::build(*code, Some(3))?;
             resp.insert_header(http::header::LOCATION, location.as_str())?;
             resp.insert_header(http::header::CONTENT_LENGTH, "0")?;
-            resp.insert_header("x-amz-request-id", request_id)?;
+            resp.insert_header("x-amz-request-id", request_id.to_string())?;
             session.write_response_header(Box::new(resp), true).await
         }
     }

@@ -1,6 +1,8 @@
 //! The bucket as an upstream: where it is, how its object URLs look (path or
 //! virtual-host addressing) and SigV4 signing of every request sent to it.
 
+mod reads;
+
 use crate::config::{Addressing, Credentials, Endpoint, RemoteBucket};
 use crate::key::encode_key;
 use aws_sigv4::http_request::{
@@ -9,7 +11,10 @@ use aws_sigv4::http_request::{
 };
 use aws_sigv4::sign::v4;
 use aws_smithy_runtime_api::client::identity::Identity;
+use http::{HeaderName, HeaderValue, Method};
 use pingora::upstreams::peer::HttpPeer;
+pub use reads::ReadHeaders;
+use reads::ReadSignatures;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::{Duration, SystemTime};
 
@@ -38,6 +43,7 @@ pub struct Bucket {
     /// `/<bucket>` with path addressing, empty with virtual-host addressing.
     path_prefix: String,
     identity: Identity,
+    reads: ReadSignatures,
 }
 
 /// Header name/value pairs a signature adds to a request.
@@ -88,6 +94,7 @@ impl Bucket {
             sni: host_name,
             path_prefix,
             identity: identity(&cfg.credentials),
+            reads: ReadSignatures::default(),
         })
     }
 
@@ -115,6 +122,24 @@ impl Bucket {
     /// Encoded request path of an object, e.g. `/assets/a%20b.txt`.
     pub fn object_path(&self, key: &str) -> String {
         format!("{}/{}", self.path_prefix, encode_key(key))
+    }
+
+    /// Signed headers for a GET or HEAD of `path` (no query, no signed
+    /// client headers), reused for a while: see [`reads`].
+    pub fn sign_read(&self, method: &Method, path: &str) -> Result<ReadHeaders, BucketError> {
+        self.reads.get_or_sign(method, path, || {
+            let signed = self.sign(method.as_str(), path, &[], Payload::Unsigned)?;
+            signed
+                .into_iter()
+                .map(|(k, v)| {
+                    let name =
+                        HeaderName::try_from(k).map_err(|e| BucketError::Sign(e.to_string()))?;
+                    let value =
+                        HeaderValue::try_from(v).map_err(|e| BucketError::Sign(e.to_string()))?;
+                    Ok((name, value))
+                })
+                .collect()
+        })
     }
 
     /// SigV4 headers (`authorization`, `x-amz-date`,
