@@ -25,15 +25,15 @@ def print_table(r):
             f"x{s['ratio_nginx']:.2f} nginx",
             f">= 1.0x nginx: {verdict(s['ratio_nginx'] >= 1.0)}",
         ))
-    lat = r["latency"]
-    rows.append((
-        f"hit latency 4KiB at {lat['target_rps']:.0f} req/s",
-        "p50/p99 ms: " + ", ".join(
-            f"{p} {lat[p]['p50_ms']:.2f}/{lat[p]['p99_ms']:.2f} ({lat[p]['rps']:.0f} req/s)"
-            for p in ("origin_pull", "direct", "nginx")),
-        f"+{lat['added_p99_ms']:.2f} ms p99",
-        f"<= 1 ms: {verdict(lat['added_p99_ms'] <= 1.0)}",
-    ))
+    for where, lat in r["latency"].items():
+        rows.append((
+            f"hit latency 4KiB, {where}, at {lat['target_rps']:.0f} req/s",
+            "p50/p99 ms: " + ", ".join(
+                f"{p} {lat[p]['p50_ms']:.2f}/{lat[p]['p99_ms']:.2f} ({lat[p]['rps']:.0f} req/s)"
+                for p in ("origin_pull", "direct", "nginx")),
+            f"{lat['added_p99_ms']:+.2f} ms p99",
+            f"<= 1 ms added: {verdict(lat['added_p99_ms'] <= 1.0)}",
+        ))
     t = r["miss_ttfb"]
     rows.append((
         "miss TTFB, 64 MiB, origin +50 ms",
@@ -76,5 +76,5 @@ def print_table(r):
     for row in rows:
         print("| " + " | ".join(row) + " |")
     meta = r["meta"]
-    print(f"\n{meta['date']}, {meta['cpus']} CPUs, kernel {meta['kernel']}, "
+    print(f"\n{meta['date']}, {meta['cpus']} CPUs, kernel {meta['kernel']}, loopback quickack {meta['quickack']}, "
           f"{meta['rounds']} x {meta['wrk_seconds']} s per throughput figure (median), run took {meta['seconds']} s")

@@ -92,7 +92,6 @@ class Bench:
   upstream standin {{ server 127.0.0.1:{self.standin}; keepalive 64; }}
   upstream origin {{ server 127.0.0.1:{self.fast_origin}; keepalive 64; }}
   proxy_http_version 1.1;
-  proxy_set_header Connection "";
 """
         for port, upstream, host, prefix in ((self.nginx_garage, "garage_web", WEB_HOST, ""),
                                              (self.nginx_standin, "standin", "standin", f"/{BUCKET}")):
@@ -101,13 +100,17 @@ class Bench:
     listen 127.0.0.1:{port};
     location / {{
       proxy_pass http://{upstream}{prefix}$uri;
+      # A location's proxy_set_header replaces every inherited one, so
+      # `Connection ""` (upstream keep-alive) is set here, not in http{{}}.
       proxy_set_header Host {host};
+      proxy_set_header Connection "";
       proxy_intercept_errors on;
       error_page 404 = @origin;
     }}
     location @origin {{
       proxy_pass http://origin;
       proxy_set_header Host origin;
+      proxy_set_header Connection "";
       proxy_store {store}$uri;
       proxy_store_access user:rw group:r all:r;
     }}

@@ -1,31 +1,49 @@
 //! Builds the Pingora server for a validated configuration.
+//!
+//! Workers are laid out like nginx's: one single-threaded Pingora service
+//! per worker, all listening on the same addresses with `SO_REUSEPORT`
+//! (the kernel spreads connections), each with its own upstream
+//! connection pool. Measured against one service with N threads (bench/,
+//! stand-in bucket, 4 KiB hits), the shared layout lost 8% of upstream
+//! reuses to a race in Pingora 0.9's pool (an idle-watch task on another
+//! thread still holds the connection when it is taken: "failed to acquire
+//! reusable stream", a new connection and an ERROR line each time) and
+//! paid cross-thread wake-ups on every request.
 
 use crate::config::Config;
 use crate::proxy::{OriginPull, StartError};
+use pingora::listeners::TcpSocketOptions;
 use pingora::server::configuration::ServerConf;
 use pingora::server::Server;
 
 /// A server ready for `run_forever`.
 pub fn build(config: &Config) -> Result<Server, StartError> {
+    // Like nginx's `worker_processes auto`: one worker per core unless
+    // the config says otherwise.
+    let workers = config
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let conf = ServerConf {
-        // Like nginx's `worker_processes auto`: one thread per core unless
-        // the config says otherwise (Pingora's own default is 1).
-        threads: config
-            .threads
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
-        // One single-threaded runtime per thread: a request's downstream
-        // and upstream tasks stay on one core, which saves the cross-core
-        // wake-ups the work-stealing scheduler pays for every body chunk.
-        work_stealing: false,
+        threads: 1,
         ..Default::default()
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
     let proxy = OriginPull::new(config)?;
-    let mut service = pingora::proxy::http_proxy_service(&server.configuration, proxy);
-    for addr in &config.listen {
-        service.add_tcp(addr);
+    for i in 0..workers {
+        let name = format!("origin-pull worker {i}");
+        let mut service = pingora::proxy::http_proxy_service_with_name(
+            &server.configuration,
+            proxy.clone(),
+            &name,
+        );
+        service.threads = Some(1);
+        for addr in &config.listen {
+            let mut opt = TcpSocketOptions::default();
+            opt.so_reuseport = Some(true);
+            service.add_tcp_with_settings(addr, opt);
+        }
+        server.add_service(service);
     }
-    server.add_service(service);
     Ok(server)
 }

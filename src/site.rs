@@ -4,7 +4,7 @@
 use crate::config::HostPattern;
 use std::collections::HashMap;
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct HostTable {
     exact: HashMap<String, usize>,
     /// `(".suffix", site)`, longest first so the most specific wins.

@@ -57,7 +57,9 @@ pub struct Site {
 }
 
 /// The proxy. Build it from a validated [`Config`] and hand it to
-/// `pingora::proxy::http_proxy_service`.
+/// `pingora::proxy::http_proxy_service`. Clones share sites, buckets and
+/// the write-back client (one clone per worker, see `server`).
+#[derive(Clone)]
 pub struct OriginPull {
     sites: Vec<Arc<Site>>,
     hosts: HostTable,
