@@ -340,7 +340,7 @@ impl ProxyHttp for OriginPull {
 
     fn upstream_response_body_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         body: &mut Option<Bytes>,
         end: bool,
         ctx: &mut RequestCtx,
@@ -350,7 +350,7 @@ impl ProxyHttp for OriginPull {
             if let Some(b) = body {
                 run.bytes += b.len() as u64;
                 if let Some(tee) = run.tee.as_mut() {
-                    pause = tee.push(b);
+                    pause = tee.push(b, session.response_written().is_some());
                 }
             }
             if end {
