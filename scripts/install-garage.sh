@@ -4,7 +4,7 @@
 set -euo pipefail
 GARAGE_ROOT="${GARAGE_ROOT:-$HOME/.local/garage}"
 bin="$GARAGE_ROOT/bin/garage"
-if [ -x "$bin" ] && "$bin" --version 2>/dev/null | grep -q "v2.5.0"; then
+if [ -x "$bin" ] && "$bin" --version 2>/dev/null | grep -q "2\.5\.0"; then
   echo "garage present: $bin"
   exit 0
 fi
