@@ -6,6 +6,7 @@ connecting, and is killed when the run ends. Every wait is bounded.
 import os
 import re
 import secrets
+import signal
 import socket
 import subprocess
 import sys
@@ -43,18 +44,18 @@ class Procs:
         self.tmp = tmp
         self.children = []
 
-    def start(self, argv, name, env=None):
+    def start(self, argv, name, env=None, stop=signal.SIGTERM):
         log = open(os.path.join(self.tmp, f"{name}.log"), "w")
         p = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
-        self.children.append(p)
+        self.children.append((p, stop))
         return p
 
     def close(self):
         # SIGTERM first: an nginx master killed outright leaves its
         # workers running.
-        for p in self.children:
-            p.terminate()
-        for p in self.children:
+        for p, stop in self.children:
+            p.send_signal(stop)
+        for p, _ in self.children:
             try:
                 p.wait(10)
             except subprocess.TimeoutExpired:
@@ -155,7 +156,8 @@ def start_proxy(procs, garage, bucket_endpoint, rules, name="origin-pull", threa
         f.write(text)
     env = dict(os.environ, AWS_ACCESS_KEY_ID=garage.key_id, AWS_SECRET_ACCESS_KEY=garage.secret,
                RUST_LOG=os.environ.get("BENCH_PROXY_LOG", "warn,origin_pull=info"))
-    p = procs.start([PROXY, "-c", cfg], name, env=env)
+    # SIGINT: Pingora's fast shutdown (SIGTERM waits out a grace period).
+    p = procs.start([PROXY, "-c", cfg], name, env=env, stop=signal.SIGINT)
     wait_port(port)
     return p, port
 
