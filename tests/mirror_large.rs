@@ -60,7 +60,8 @@ fn half_gib_miss_has_bounded_memory() {
     assert_eq!(r.status(), 200);
     let (n, via_proxy) = md5_of(r);
     assert_eq!(n, LEN);
-    assert!(p.write_back_outcome("big.bin").contains("stored"));
+    let outcome = p.write_back_outcome("big.bin");
+    assert!(outcome.contains("stored"), "{outcome}\n{}", p.log());
     let growth_mib = (peak_rss_kib(p.pid()) - before) / 1024;
     println!(
         "peak RSS growth for a 512 MiB miss: {growth_mib} MiB (baseline {} MiB)",

@@ -10,11 +10,20 @@
 //! Pacing: a bucket a little slower than the client (Garage on loopback
 //! writes slower than a local client reads) would overflow any fixed
 //! channel. So when the channel is more than half full, the body filter
-//! asks Pingora to pause 1 ms before the next chunk (Pingora's own
-//! throttle, no blocking), which lets the uploader catch up. The pauses of
-//! one request add up to at most `MAX_PACING`; past that, or when the
-//! channel is full, the write-back is abandoned and the client streams at
-//! full speed again. Memory stays bounded by the channel either way.
+//! asks Pingora to pause before the next chunk (Pingora's own throttle, no
+//! blocking), longer the fuller it is, which lets the uploader catch up. The pauses of
+//! one request may add up to [`pacing_budget`]: 10 s, plus one second per
+//! 4 MiB already passed on, so a large object is stored as long as the
+//! bucket keeps taking it at 4 MiB/s or more (the client is held to the
+//! bucket's pace meanwhile, as nginx's `proxy_store` holds it to the
+//! disk's). Past the budget, or when the channel is full, the write-back
+//! is abandoned and the client streams at full speed again. Memory stays
+//! bounded by the channel either way.
+//!
+//! Why grow with size: a flat 10 s abandoned every write-back when eight
+//! clients each pulled a distinct 1 GiB object from one Garage (bench/,
+//! memory row): each got about 20 MB/s of the bucket's ingest, so none
+//! finished in 10 s, and every later GET would fetch from the origin again.
 
 mod reader;
 mod upload;
@@ -31,9 +40,28 @@ use tokio::sync::mpsc;
 /// stream and the uploader: 2 MiB per mirror at most.
 pub const CHANNEL_CHUNKS: usize = 32;
 
-/// One pause, and the most pausing one request may take for its write-back.
+/// The pause per queued chunk past half the channel, squared: 1 ms just
+/// past half, 64 ms at three quarters, capped at 100 ms. A fixed 1 ms
+/// pause capped the client at 64 MiB/s (one 64 KiB chunk per ms), so a
+/// bucket slower than that still filled the channel and lost the
+/// write-back (seen as a flaky 512 MiB test under load); growing with the
+/// queue, the pause settles where the client matches the bucket's pace.
 const PACE: Duration = Duration::from_millis(1);
-pub const MAX_PACING: Duration = Duration::from_secs(10);
+const MAX_PAUSE: Duration = Duration::from_millis(100);
+
+fn pace(queued: usize) -> Duration {
+    let over = queued.saturating_sub(CHANNEL_CHUNKS / 2) as u32;
+    (PACE * over * over).min(MAX_PAUSE)
+}
+/// Pausing any write-back may take, whatever its size.
+const BASE_PACING: Duration = Duration::from_secs(10);
+/// The slowest bucket ingest a large write-back is waited for.
+const MIN_INGEST_BYTES_PER_SEC: u64 = 4 << 20;
+
+/// The most pausing a request may have taken once `passed` bytes went by.
+pub fn pacing_budget(passed: u64) -> Duration {
+    BASE_PACING + Duration::from_secs_f64(passed as f64 / MIN_INGEST_BYTES_PER_SEC as f64)
+}
 
 pub(crate) enum Msg {
     Data(Bytes),
@@ -77,6 +105,7 @@ pub struct Tee {
     tx: Option<mpsc::Sender<Msg>>,
     abandoned: bool,
     paced: Duration,
+    passed: u64,
 }
 
 impl Tee {
@@ -105,6 +134,7 @@ impl Tee {
             tx: Some(tx),
             abandoned: false,
             paced: Duration::ZERO,
+            passed: 0,
         }
     }
 
@@ -127,9 +157,11 @@ impl Tee {
             self.abandoned = true;
             return None;
         }
-        if may_pause && tx.capacity() < CHANNEL_CHUNKS / 2 && self.paced < MAX_PACING {
-            self.paced += PACE;
-            return Some(PACE);
+        self.passed += data.len() as u64;
+        let pause = pace(CHANNEL_CHUNKS - tx.capacity());
+        if may_pause && pause > Duration::ZERO && self.paced < pacing_budget(self.passed) {
+            self.paced += pause;
+            return Some(pause);
         }
         None
     }
@@ -144,5 +176,27 @@ impl Tee {
         if let Some(tx) = self.tx.take() {
             let _ = tx.try_send(Msg::End);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pacing_budget_grows_with_what_went_by() {
+        assert_eq!(pacing_budget(0), Duration::from_secs(10));
+        assert_eq!(pacing_budget(40 << 20), Duration::from_secs(20));
+        // 1 GiB: waited for as long as the bucket takes >= 4 MiB/s.
+        assert_eq!(pacing_budget(1 << 30), Duration::from_secs(10 + 256));
+    }
+
+    #[test]
+    fn pauses_grow_as_the_channel_fills() {
+        assert_eq!(pace(0), Duration::ZERO);
+        assert_eq!(pace(CHANNEL_CHUNKS / 2), Duration::ZERO);
+        assert_eq!(pace(CHANNEL_CHUNKS / 2 + 1), Duration::from_millis(1));
+        assert_eq!(pace(CHANNEL_CHUNKS * 3 / 4), Duration::from_millis(64));
+        assert_eq!(pace(CHANNEL_CHUNKS), MAX_PAUSE);
     }
 }
