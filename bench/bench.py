@@ -16,6 +16,7 @@ import platform
 import shutil
 import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -29,37 +30,42 @@ from report import print_table
 ROUNDS = 3
 
 
+def hit_urls(b, name):
+    """The three paths to object `obj-<name>`, behind Garage and behind
+    the stand-in bucket (the hit and latency rows read the same URLs)."""
+    return {
+        "garage": {
+            "direct": b.presigned(f"obj-{name}"),
+            "origin_pull": f"http://127.0.0.1:{b.proxy_port}/obj-{name}",
+            "nginx": f"http://127.0.0.1:{b.nginx_garage}/obj-{name}",
+        },
+        "standin": {
+            "direct": f"http://127.0.0.1:{b.standin}/{h.BUCKET}/obj-{name}",
+            "origin_pull": f"http://127.0.0.1:{b.proxy_standin_port}/obj-{name}",
+            "nginx": f"http://127.0.0.1:{b.nginx_standin}/obj-{name}",
+        },
+    }
+
+
 def hit_rows(b, secs, rounds):
     """Row 1 (Garage behind every path) and row 2 (the stand-in bucket)."""
     out = {}
-    px = f"http://127.0.0.1:{b.proxy_port}"
-    paths = {
-        "garage": {
-            "direct": lambda n: (b.presigned(f"obj-{n}"), None),
-            "origin_pull": lambda n: (f"{px}/obj-{n}", None),
-            "nginx": lambda n: (f"http://127.0.0.1:{b.nginx_garage}/obj-{n}", None),
-        },
-        "standin": {
-            "direct": lambda n: (f"http://127.0.0.1:{b.standin}/{h.BUCKET}/obj-{n}", None),
-            "origin_pull": lambda n: (f"http://127.0.0.1:{b.proxy_standin_port}/obj-{n}", None),
-            "nginx": lambda n: (f"http://127.0.0.1:{b.nginx_standin}/obj-{n}", None),
-        },
-    }
     pids = {
         "origin_pull": lambda row: [(b.proxy if row == "garage" else b.proxy_standin).pid],
         "nginx": lambda row: h.children_of(b.nginx.pid),
     }
-    for row, targets in paths.items():
+    for row in ("garage", "standin"):
         for name in HIT_SIZES:
+            targets = hit_urls(b, name)[row]
             runs = {p: [] for p in targets}
             cpu = {p: 0.0 for p in pids}
             served = {p: 0.0 for p in pids}
             for p, url in targets.items():
-                h.wrk(url(name)[0], secs=1)  # warm-up: connections, caches
+                h.wrk(url, secs=1)  # warm-up: connections, caches
             for _ in range(rounds):  # interleaved, so drift hits all paths alike
                 for p, url in targets.items():
                     before = h.cpu_seconds(pids[p](row)) if p in pids else 0
-                    r = h.wrk(url(name)[0], secs=secs)
+                    r = h.wrk(url, secs=secs)
                     if p in pids:
                         cpu[p] += h.cpu_seconds(pids[p](row)) - before
                         served[p] += r["MBps"] * secs / 1024
@@ -100,21 +106,12 @@ def latency_rows(b, hit, secs):
     """Garage paths at half the direct maximum (as the issue asks), and the
     stand-in paths at half the slowest one's maximum (the stand-in alone
     is far faster than any proxy in front of it)."""
-    garage = {
-        "direct": b.presigned("obj-4k"),
-        "origin_pull": f"http://127.0.0.1:{b.proxy_port}/obj-4k",
-        "nginx": f"http://127.0.0.1:{b.nginx_garage}/obj-4k",
-    }
-    standin = {
-        "direct": f"http://127.0.0.1:{b.standin}/{h.BUCKET}/obj-4k",
-        "origin_pull": f"http://127.0.0.1:{b.proxy_standin_port}/obj-4k",
-        "nginx": f"http://127.0.0.1:{b.nginx_standin}/obj-4k",
-    }
+    urls = hit_urls(b, "4k")
     s = hit["standin_4k"]
-    slowest = min(s[p]["rps"] for p in standin)
+    slowest = min(s[p]["rps"] for p in urls["standin"])
     return {
-        "garage": latency_row(garage, hit["garage_4k"]["direct"]["rps"] / 2, secs, b.procs.tmp),
-        "standin": latency_row(standin, slowest / 2, secs, b.procs.tmp),
+        "garage": latency_row(urls["garage"], hit["garage_4k"]["direct"]["rps"] / 2, secs, b.procs.tmp),
+        "standin": latency_row(urls["standin"], slowest / 2, secs, b.procs.tmp),
     }
 
 
@@ -198,8 +195,8 @@ def memory_row(b, clients=8):
         f.write("5")  # resets VmHWM: the peak of this test alone
     keys = [f"fast/big-{i}.bin" for i in range(clients)]
     size = os.path.getsize(os.path.join(b.origin_dir, keys[0]))
-    procs = [h.subprocess.Popen(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code} %{size_download}",
-                                 f"http://127.0.0.1:{b.proxy_port}/{k}"], stdout=h.subprocess.PIPE, text=True)
+    procs = [subprocess.Popen(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code} %{size_download}",
+                                 f"http://127.0.0.1:{b.proxy_port}/{k}"], stdout=subprocess.PIPE, text=True)
              for k in keys]
     start = time.monotonic()
     answers = [p.communicate(timeout=600)[0].split() for p in procs]

@@ -162,11 +162,9 @@ def start_proxy(procs, garage, bucket_endpoint, rules, name="origin-pull", threa
     return p, port
 
 
-def wrk(url, conns=64, secs=5, host=None, script=None):
+def wrk(url, conns=64, secs=5, script=None):
     """Closed-loop load with wrk; returns req/s, MB/s, p50 and p99 in ms."""
     argv = ["wrk", "-t2", f"-c{conns}", f"-d{secs}s", "--latency", "--timeout", "10s"]
-    if host:
-        argv += ["-H", f"Host: {host}"]
     if script:
         argv += ["-s", script]
     out = subprocess.run(argv + [url], capture_output=True, text=True, timeout=secs + 60).stdout

@@ -19,10 +19,10 @@ class Bench:
         tmp = procs.tmp
         self.garage = Garage(procs)
         self.s3 = self.garage.client()
-        self.objects = {n: os.urandom(s) for n, s in HIT_SIZES.items()}
         standin = os.path.join(tmp, "standin", BUCKET)
         os.makedirs(standin)
-        for name, data in self.objects.items():
+        for name, size in HIT_SIZES.items():
+            data = os.urandom(size)
             self.s3.put_object(Bucket=BUCKET, Key=f"obj-{name}", Body=data)
             with open(os.path.join(standin, f"obj-{name}"), "wb") as f:
                 f.write(data)

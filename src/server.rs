@@ -23,11 +23,7 @@ pub fn build(config: &Config) -> Result<Server, StartError> {
     let workers = config
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let conf = ServerConf {
-        threads: 1,
-        ..Default::default()
-    };
-    let mut server = Server::new_with_opt_and_conf(None, conf);
+    let mut server = Server::new_with_opt_and_conf(None, ServerConf::default());
     server.bootstrap();
     let proxy = OriginPull::new(config)?;
     for i in 0..workers {
