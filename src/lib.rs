@@ -8,6 +8,7 @@
 pub mod bucket;
 pub mod config;
 pub mod errors;
+pub mod fill;
 pub mod key;
 pub mod local;
 pub mod metrics;

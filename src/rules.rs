@@ -81,6 +81,7 @@ pub struct Mirror {
     pub rewrite: KeyRewrite,
     pub headers: HeaderPolicy,
     pub timeout: Duration,
+    pub mode: crate::config::MirrorMode,
 }
 
 #[derive(Debug, Clone, Default)]

@@ -2,12 +2,14 @@
 //! and validated into the model below before anything binds. Every error
 //! names `file:line:column` and the field.
 
+mod fill;
 mod locate;
 mod raw;
 pub(crate) mod validate;
 
+pub use fill::FillConfig;
 pub use locate::{FieldPath, Seg};
-pub use raw::Addressing;
+pub use raw::{Addressing, MirrorMode};
 pub use validate::parse_http_url as parse_origin_url;
 
 use crate::rules::Rule;
@@ -37,6 +39,7 @@ pub struct Config {
     pub listen: Vec<String>,
     pub threads: Option<usize>,
     pub admin: Option<String>,
+    pub fill: FillConfig,
     pub sites: Vec<SiteConfig>,
 }
 

@@ -13,7 +13,31 @@ pub struct RawConfig {
     pub threads: Option<usize>,
     #[serde(default)]
     pub admin: Option<String>,
+    #[serde(default)]
+    pub fill: Option<RawFill>,
     pub sites: Vec<RawSite>,
+}
+
+/// `fill:` (shared fills, see `crate::fill`).
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawFill {
+    pub spool_dir: Option<String>,
+    pub max_spool_bytes: Option<u64>,
+    pub unattended_max_bytes: Option<u64>,
+    pub unattended_grace_seconds: Option<u64>,
+    pub max_unattended: Option<usize>,
+}
+
+/// `mirror.mode`.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum MirrorMode {
+    /// Stream the origin's answer to the client (and store it).
+    #[default]
+    Sync,
+    /// Answer 302 to the origin URL; fill and store in the background.
+    Async,
 }
 
 #[derive(Debug, Deserialize)]
@@ -96,6 +120,8 @@ pub struct RawMirror {
     #[serde(default)]
     pub headers: RawMirrorHeaders,
     pub timeout_seconds: Option<u64>,
+    #[serde(default)]
+    pub mode: MirrorMode,
 }
 
 #[derive(Debug, Deserialize, Default)]

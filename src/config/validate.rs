@@ -118,10 +118,13 @@ pub(super) fn parse(
         }
         sites.push(site);
     }
+    let fill = super::fill::validate(&root.key("fill"), raw.fill.as_ref(), base)
+        .map_err(|(path, msg)| cx.err(&path, msg))?;
     Ok(Config {
         listen: raw.listen,
         threads: raw.threads,
         admin: raw.admin,
+        fill,
         sites,
     })
 }
@@ -438,6 +441,7 @@ fn mirror(
             set,
         },
         timeout: Duration::from_secs(timeout_seconds),
+        mode: m.mode,
     })
 }
 

@@ -6,10 +6,14 @@
 //! - upstream_response_filter: a bucket 404 that a rule covers reroutes to
 //!   the origin through Pingora's retry loop (nothing has reached the
 //!   client yet); the origin's answer is classified in `origin`.
-//! - upstream_response_body_filter: the tee to the bucket.
+//! - A GET under a mirror rule reads a shared fill instead (`fill`): the
+//!   request filter joins a live one, a bucket 404 starts one; both are
+//!   proxied to the fill peer, which streams the spool.
+//! - upstream_response_body_filter: the tee to the bucket (plain path).
 //! - fail_to_proxy: every answer decided above, and every error, is
 //!   written here (S3 XML through `errors`).
 
+mod fill;
 mod origin;
 
 use crate::bucket::Bucket;
@@ -65,6 +69,7 @@ pub struct OriginPull {
     hosts: HostTable,
     /// For write-back uploads (pooled connections to the buckets).
     client: reqwest::Client,
+    fills: Arc<crate::fill::Fills>,
 }
 
 /// What the proxy answers itself.
@@ -81,8 +86,10 @@ pub struct RequestCtx {
     pub key: String,
     /// Decided in a filter, written by `fail_to_proxy`.
     pub answer: Option<Answer>,
-    /// Set while the request is in the mirror phase.
+    /// Set while the request is in the mirror phase (plain path).
     pub mirror: Option<MirrorRun>,
+    /// Set while the request reads a shared fill.
+    pub fill: Option<fill::FillRun>,
     /// The current error is our own reroute, not a failure.
     rerouting: bool,
 }
@@ -111,10 +118,13 @@ impl OriginPull {
             .pool_idle_timeout(Duration::from_secs(30))
             .build()
             .map_err(|e| StartError::Bucket("*".into(), e.to_string()))?;
+        let fills = crate::fill::Fills::start(&config.fill, client.clone())
+            .map_err(|e| StartError::Bucket("*".into(), e.to_string()))?;
         Ok(OriginPull {
             sites,
             hosts,
             client,
+            fills,
         })
     }
 
@@ -148,7 +158,10 @@ impl OriginPull {
                 if head && !m.allow_head {
                     return None; // HEAD of a missing key: the bucket's 404
                 }
-                origin::start(&site, ctx, idx, &caps, req.uri.query(), !head);
+                if !head {
+                    return Some(fill::start(&self.fills, &site, ctx, idx, caps, req));
+                }
+                origin::start(&site, ctx, idx, &caps, req.uri.query(), false);
                 Some(origin::reroute(ctx, "bucket 404: mirroring"))
             }
             Action::Redirect(r) => {
@@ -202,6 +215,7 @@ impl ProxyHttp for OriginPull {
             key: String::new(),
             answer: None,
             mirror: None,
+            fill: None,
             rerouting: false,
         }
     }
@@ -236,6 +250,7 @@ impl ProxyHttp for OriginPull {
                 return respond(session, ctx, answer).await;
             }
         }
+        fill::try_join(&self.fills, &site, ctx, req);
         ctx.site = Some(site);
         Ok(false)
     }
@@ -245,6 +260,9 @@ impl ProxyHttp for OriginPull {
         _session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
+        if ctx.fill.is_some() {
+            return fill::peer(&self.fills).map(Box::new);
+        }
         let site = ctx.site.clone().ok_or_else(|| Error::new(InternalError))?;
         let Some(run) = ctx.mirror.as_ref() else {
             return Ok(Box::new(site.bucket.peer()));
@@ -267,6 +285,9 @@ impl ProxyHttp for OriginPull {
         upstream: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        if let Some(run) = &ctx.fill {
+            return fill::request(upstream, run);
+        }
         let site = ctx.site.clone().ok_or_else(|| Error::new(InternalError))?;
         if let Some(run) = &ctx.mirror {
             // Nothing of the client's reaches the origin but what the
@@ -320,6 +341,10 @@ impl ProxyHttp for OriginPull {
         resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        if ctx.fill.is_some() {
+            let site = ctx.site.clone().ok_or_else(|| Error::new(InternalError))?;
+            return fill::on_response(&site, resp, ctx, session.req_header());
+        }
         if ctx.mirror.is_some() {
             return origin::on_response(session, resp, ctx, &self.client);
         }
@@ -340,17 +365,19 @@ impl ProxyHttp for OriginPull {
 
     fn upstream_response_body_filter(
         &self,
-        session: &mut Session,
+        _session: &mut Session,
         body: &mut Option<Bytes>,
         end: bool,
         ctx: &mut RequestCtx,
     ) -> Result<Option<Duration>> {
-        let mut pause = None;
+        if let (Some(run), Some(b)) = (ctx.fill.as_mut(), body.as_ref()) {
+            run.bytes += b.len() as u64;
+        }
         if let Some(run) = ctx.mirror.as_mut() {
             if let Some(b) = body {
                 run.bytes += b.len() as u64;
                 if let Some(tee) = run.tee.as_mut() {
-                    pause = tee.push(b, session.response_written().is_some());
+                    tee.push(b);
                 }
             }
             if end {
@@ -359,7 +386,7 @@ impl ProxyHttp for OriginPull {
                 }
             }
         }
-        Ok(pause)
+        Ok(None)
     }
 
     fn fail_to_connect(
@@ -369,6 +396,10 @@ impl ProxyHttp for OriginPull {
         ctx: &mut RequestCtx,
         e: Box<Error>,
     ) -> Box<Error> {
+        if ctx.fill.is_some() {
+            let why = format!("cannot reach the fill peer: {}", e.etype().as_str());
+            return origin::answer(ctx, Answer::Error(S3Error::Internal(why)));
+        }
         if ctx.mirror.is_some() {
             return origin::origin_failed(
                 ctx,
@@ -388,6 +419,13 @@ impl ProxyHttp for OriginPull {
     ) -> Box<Error> {
         if std::mem::take(&mut ctx.rerouting) || ctx.answer.is_some() {
             return e; // our own reroute or answer: keep its retry decision
+        }
+        if ctx.fill.is_some() {
+            // The fill broke off (or the client left): never retried, the
+            // client's response ends without a valid end of body.
+            let mut e = e;
+            e.set_retry(false);
+            return e;
         }
         match &ctx.mirror {
             // No origin header yet (timeout, reset): a failed fetch.
@@ -416,7 +454,7 @@ impl ProxyHttp for OriginPull {
         _c: ProxyWarnLogContext,
     ) -> bool {
         // Reroutes to the origin are the normal miss path, logged below.
-        ctx.mirror.is_some()
+        ctx.mirror.is_some() || ctx.fill.is_some()
     }
 
     fn suppress_error_log(&self, _session: &Session, ctx: &RequestCtx, _error: &Error) -> bool {
@@ -432,7 +470,7 @@ impl ProxyHttp for OriginPull {
         let answer = match ctx.answer.take() {
             Some(a) => a,
             None => match e.esource() {
-                ErrorSource::Upstream if ctx.mirror.is_some() => {
+                ErrorSource::Upstream if ctx.mirror.is_some() || ctx.fill.is_some() => {
                     Answer::Error(S3Error::MirrorFailed(e.etype().as_str().to_string()))
                 }
                 ErrorSource::Upstream => {
@@ -463,6 +501,21 @@ impl ProxyHttp for OriginPull {
     }
 
     async fn logging(&self, _session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        if let Some(run) = &ctx.fill {
+            COUNTERS
+                .bytes_mirrored
+                .fetch_add(run.bytes, std::sync::atomic::Ordering::Relaxed);
+            log::info!(
+                "{} fill key={:?} joined={} status={} bytes={} error={} ms={}",
+                ctx.request_id,
+                ctx.key,
+                run.joined,
+                run.status,
+                run.bytes,
+                e.is_some(),
+                run.started.elapsed().as_millis()
+            );
+        }
         if let Some(run) = &ctx.mirror {
             COUNTERS
                 .bytes_mirrored

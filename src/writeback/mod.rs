@@ -1,29 +1,15 @@
 //! Tee-to-bucket write-back (SPEC section 2).
 //!
-//! The response body filter pushes each origin chunk into a bounded
-//! channel with `try_send` (it runs inline and must never wait). A
-//! background task uploads what arrives. The object becomes visible only
-//! when complete and verified: a single PUT whose last bytes are held back
-//! until the end marker and checks passed, or a multipart upload completed
-//! only then.
-//!
-//! Pacing: a bucket a little slower than the client (Garage on loopback
-//! writes slower than a local client reads) would overflow any fixed
-//! channel. So when the channel is more than half full, the body filter
-//! asks Pingora to pause before the next chunk (Pingora's own throttle, no
-//! blocking), longer the fuller it is, which lets the uploader catch up. The pauses of
-//! one request may add up to [`pacing_budget`]: 10 s, plus one second per
-//! 4 MiB already passed on, so a large object is stored as long as the
-//! bucket keeps taking it at 4 MiB/s or more (the client is held to the
-//! bucket's pace meanwhile, as nginx's `proxy_store` holds it to the
-//! disk's). Past the budget, or when the channel is full, the write-back
-//! is abandoned and the client streams at full speed again. Memory stays
-//! bounded by the channel either way.
-//!
-//! Why grow with size: a flat 10 s abandoned every write-back when eight
-//! clients each pulled a distinct 1 GiB object from one Garage (bench/,
-//! memory row): each got about 20 MB/s of the bucket's ingest, so none
-//! finished in 10 s, and every later GET would fetch from the origin again.
+//! Two sources feed the same uploader (`upload`): a shared fill's spool
+//! (the normal miss path: the uploader reads it at the bucket's own pace,
+//! so a slow bucket delays only the commit, never a client), and, on the
+//! plain path (spool budget exhausted, `mirror_on_bucket_error`), a tee:
+//! the response body filter pushes each origin chunk into a bounded
+//! channel with `try_send` (it runs inline and must never wait); when
+//! the channel is full the write-back is abandoned, never the client
+//! slowed. The object becomes visible only when complete and verified: a
+//! single PUT whose last bytes are held back until the end was verified,
+//! or a multipart upload completed only then.
 
 mod reader;
 mod upload;
@@ -33,35 +19,11 @@ use crate::metrics::{inc, COUNTERS};
 use bytes::Bytes;
 use reader::Reader;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::sync::mpsc;
 
 /// Chunks (each at most 64 KiB from Pingora) buffered between the client
-/// stream and the uploader: 2 MiB per mirror at most.
+/// stream and the uploader on the plain path: 2 MiB per mirror at most.
 pub const CHANNEL_CHUNKS: usize = 32;
-
-/// The pause per queued chunk past half the channel, squared: 1 ms just
-/// past half, 64 ms at three quarters, capped at 100 ms. A fixed 1 ms
-/// pause capped the client at 64 MiB/s (one 64 KiB chunk per ms), so a
-/// bucket slower than that still filled the channel and lost the
-/// write-back (seen as a flaky 512 MiB test under load); growing with the
-/// queue, the pause settles where the client matches the bucket's pace.
-const PACE: Duration = Duration::from_millis(1);
-const MAX_PAUSE: Duration = Duration::from_millis(100);
-
-fn pace(queued: usize) -> Duration {
-    let over = queued.saturating_sub(CHANNEL_CHUNKS / 2) as u32;
-    (PACE * over * over).min(MAX_PAUSE)
-}
-/// Pausing any write-back may take, whatever its size.
-const BASE_PACING: Duration = Duration::from_secs(10);
-/// The slowest bucket ingest a large write-back is waited for.
-const MIN_INGEST_BYTES_PER_SEC: u64 = 4 << 20;
-
-/// The most pausing a request may have taken once `passed` bytes went by.
-pub fn pacing_budget(passed: u64) -> Duration {
-    BASE_PACING + Duration::from_secs_f64(passed as f64 / MIN_INGEST_BYTES_PER_SEC as f64)
-}
 
 pub(crate) enum Msg {
     Data(Bytes),
@@ -83,6 +45,8 @@ pub enum WriteBackError {
     Http(String),
     #[error("signing: {0}")]
     Sign(String),
+    #[error("the origin fetch failed: {0}")]
+    Fill(String),
 }
 
 /// What to store, and how to check it.
@@ -104,66 +68,34 @@ pub struct Job {
 pub struct Tee {
     tx: Option<mpsc::Sender<Msg>>,
     abandoned: bool,
-    paced: Duration,
-    passed: u64,
 }
 
 impl Tee {
     /// Starts the uploader task for `job` and returns the producer.
     pub fn start(job: Job) -> Tee {
         let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
-        tokio::spawn(async move {
-            let key = job.key.clone();
-            let reader = Reader::new(rx, job.expected_len, job.md5);
-            match upload::run(&job, reader).await {
-                Ok(n) => {
-                    inc(&COUNTERS.writebacks_stored);
-                    log::info!("write-back stored key={key:?} bytes={n}");
-                }
-                Err(WriteBackError::Abandoned) => {
-                    inc(&COUNTERS.writebacks_abandoned);
-                    log::warn!("write-back abandoned key={key:?}");
-                }
-                Err(e) => {
-                    inc(&COUNTERS.writebacks_failed);
-                    log::warn!("write-back failed key={key:?}: {e}");
-                }
-            }
-        });
+        let reader = Reader::new(rx, job.expected_len, job.md5);
+        tokio::spawn(upload_logged(job, reader));
         Tee {
             tx: Some(tx),
             abandoned: false,
-            paced: Duration::ZERO,
-            passed: 0,
         }
     }
 
-    /// Passes a chunk on without waiting; returns a pause for Pingora to
-    /// take before the next chunk when the uploader lags, but only once
-    /// the response header is out (`may_pause`): Pingora runs the filters
-    /// of a whole batch of tasks before writing any of it, so a pause in
-    /// the batch that holds the header would delay the client's first
-    /// byte (measured: +3 ms on a 64 MiB miss while the multipart upload
-    /// was still being created).
-    pub fn push(&mut self, data: &Bytes, may_pause: bool) -> Option<Duration> {
-        let tx = self.tx.as_ref()?;
+    /// Passes a chunk on without waiting. A full channel (the bucket is
+    /// slower than the client) abandons the write-back: the client is
+    /// never slowed for it.
+    pub fn push(&mut self, data: &Bytes) {
+        let Some(tx) = self.tx.as_ref() else { return };
         if data.is_empty() {
-            return None;
+            return;
         }
         if tx.try_send(Msg::Data(data.clone())).is_err() {
-            // Full (bucket too slow) or closed (upload failed): drop the
-            // sender so the uploader aborts rather than stores.
+            // Full or closed (upload failed): drop the sender so the
+            // uploader aborts rather than stores.
             self.tx = None;
             self.abandoned = true;
-            return None;
         }
-        self.passed += data.len() as u64;
-        let pause = pace(CHANNEL_CHUNKS - tx.capacity());
-        if may_pause && pause > Duration::ZERO && self.paced < pacing_budget(self.passed) {
-            self.paced += pause;
-            return Some(pause);
-        }
-        None
     }
 
     /// The tee gave up (channel full or uploader gone).
@@ -179,24 +111,26 @@ impl Tee {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// Stores a fill's object from its spool (see `crate::fill`).
+pub async fn store_from_fill(job: Job, cursor: crate::fill::Cursor) {
+    let reader = Reader::from_fill(cursor, job.expected_len);
+    upload_logged(job, reader).await;
+}
 
-    #[test]
-    fn pacing_budget_grows_with_what_went_by() {
-        assert_eq!(pacing_budget(0), Duration::from_secs(10));
-        assert_eq!(pacing_budget(40 << 20), Duration::from_secs(20));
-        // 1 GiB: waited for as long as the bucket takes >= 4 MiB/s.
-        assert_eq!(pacing_budget(1 << 30), Duration::from_secs(10 + 256));
-    }
-
-    #[test]
-    fn pauses_grow_as_the_channel_fills() {
-        assert_eq!(pace(0), Duration::ZERO);
-        assert_eq!(pace(CHANNEL_CHUNKS / 2), Duration::ZERO);
-        assert_eq!(pace(CHANNEL_CHUNKS / 2 + 1), Duration::from_millis(1));
-        assert_eq!(pace(CHANNEL_CHUNKS * 3 / 4), Duration::from_millis(64));
-        assert_eq!(pace(CHANNEL_CHUNKS), MAX_PAUSE);
+async fn upload_logged(job: Job, reader: Reader) {
+    let key = job.key.clone();
+    match upload::run(&job, reader).await {
+        Ok(n) => {
+            inc(&COUNTERS.writebacks_stored);
+            log::info!("write-back stored key={key:?} bytes={n}");
+        }
+        Err(WriteBackError::Abandoned) => {
+            inc(&COUNTERS.writebacks_abandoned);
+            log::warn!("write-back abandoned key={key:?}");
+        }
+        Err(e) => {
+            inc(&COUNTERS.writebacks_failed);
+            log::warn!("write-back failed key={key:?}: {e}");
+        }
     }
 }

@@ -1,13 +1,26 @@
-//! The uploader's view of the tee channel: chunks cut to part boundaries,
-//! and the checks that decide whether the stream was complete.
+//! The uploader's view of the object's bytes (a fill's spool, or the tee
+//! channel of the plain path): chunks cut to part boundaries, and the
+//! checks that decide whether the stream was complete.
 
 use super::{Msg, WriteBackError};
 use bytes::Bytes;
 use md5::{Digest, Md5};
 use tokio::sync::mpsc;
 
+/// Where the bytes come from.
+enum Source {
+    /// The plain path's tee: an explicit end marker after the last chunk.
+    Channel(mpsc::Receiver<Msg>),
+    /// A fill's spool, read at the bucket's pace; it ends only when the
+    /// fill ended verified.
+    Fill(crate::fill::Cursor),
+}
+
+/// Spool bytes taken per read: the uploader's memory besides a part.
+const FILL_READ: usize = 256 << 10;
+
 pub(crate) struct Reader {
-    rx: mpsc::Receiver<Msg>,
+    source: Source,
     pending: Option<Bytes>,
     received: u64,
     expected: Option<u64>,
@@ -22,8 +35,16 @@ impl Reader {
         expected: Option<u64>,
         want_md5: Option<[u8; 16]>,
     ) -> Reader {
+        Reader::with(Source::Channel(rx), expected, want_md5)
+    }
+
+    pub fn from_fill(cursor: crate::fill::Cursor, expected: Option<u64>) -> Reader {
+        Reader::with(Source::Fill(cursor), expected, None)
+    }
+
+    fn with(source: Source, expected: Option<u64>, want_md5: Option<[u8; 16]>) -> Reader {
         Reader {
-            rx,
+            source,
             pending: None,
             received: 0,
             expected,
@@ -71,7 +92,15 @@ impl Reader {
         if self.ended {
             return Ok(None);
         }
-        match self.rx.recv().await {
+        let msg = match &mut self.source {
+            Source::Channel(rx) => rx.recv().await,
+            Source::Fill(cursor) => match cursor.next(FILL_READ).await {
+                Ok(Some(b)) => Some(Msg::Data(b)),
+                Ok(None) => Some(Msg::End),
+                Err(why) => return Err(WriteBackError::Fill(why)),
+            },
+        };
+        match msg {
             Some(Msg::Data(b)) => {
                 self.received += b.len() as u64;
                 if self.expected.is_some_and(|want| self.received > want) {

@@ -1,0 +1,315 @@
+//! The fill task: one origin fetch (redirect hops, the secondary origin,
+//! timeouts and the header policy as in SPEC section 2), its body written
+//! to the spool and published, verified at the end, and the write-back
+//! started from the spool. Owned by no client: it runs until the body is
+//! complete, it fails, or the unattended rules cancel it.
+
+use super::{policy, Cursor, Fill, FillKey, Fills, Head, Outcome, State};
+use crate::bucket::Bucket;
+use crate::mirror::{oss_tag, redirect_target, OriginTarget, STORED_HEADERS};
+use futures_util::{FutureExt, StreamExt};
+use md5::{Digest, Md5};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// Most origin 3xx hops followed (SPEC 2).
+const MAX_HOPS: u8 = 10;
+/// Readers are woken at most once per this many new bytes, unless the
+/// origin has nothing more right now (then at once), so 100 readers are
+/// not woken for every 16 KiB the origin sends.
+const PUBLISH_STEP: u64 = 256 << 10;
+
+/// Everything a fill needs, decided when it is started.
+pub struct FetchJob {
+    pub fill_key: FillKey,
+    /// The bucket key the object is stored under.
+    pub key: String,
+    pub primary: OriginTarget,
+    pub secondary: Option<OriginTarget>,
+    /// Sent to the configured origin (never on a hop to another origin).
+    pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    pub follow_redirect: bool,
+    /// To the response header, and the idle timeout on the body.
+    pub timeout: Duration,
+    /// The origin's Content-MD5 must match (when it sends one).
+    pub check_md5: bool,
+    /// Write the object back to this bucket.
+    pub store: Option<Arc<Bucket>>,
+}
+
+/// The writer's end of the progress channel. Dropped without a terminal
+/// state (error, panic, cancel, shutdown), it publishes a failure: a
+/// reader must never take a dead writer for a clean end of body.
+pub struct Publisher(watch::Sender<State>);
+
+impl Publisher {
+    pub fn new(tx: watch::Sender<State>) -> Publisher {
+        Publisher(tx)
+    }
+    fn set(&self, s: State) {
+        self.0.send_replace(s);
+    }
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        self.0.send_if_modified(|s| {
+            if s.is_terminal() {
+                return false;
+            }
+            *s = State::Failed("the fill stopped".into());
+            true
+        });
+    }
+}
+
+pub(super) async fn run(fills: Arc<Fills>, fill: Arc<Fill>, job: FetchJob, publisher: Publisher) {
+    let done = tokio::select! {
+        r = fetch(&fills, &fill, &job, &publisher) => r,
+        _ = fill.cancel.notified() => Err("cancelled: nobody reads it and too much remains".into()),
+    };
+    match done {
+        Ok(()) => fills.release(&fill),
+        Err(why) => {
+            if why.starts_with("cancelled") {
+                log::info!("fill cancelled key={:?}: {why}", job.key);
+            } else {
+                log::warn!("fill failed key={:?}: {why}", job.key);
+            }
+            publisher.set(State::Failed(why.into()));
+            fills.retire(&fill);
+        }
+    }
+}
+
+/// Ok: the fill ended with a body or an answer; Err: it broke off.
+async fn fetch(
+    fills: &Arc<Fills>,
+    fill: &Arc<Fill>,
+    job: &FetchJob,
+    publisher: &Publisher,
+) -> Result<(), String> {
+    let (resp, tag_url) = match open(&fills.origin_client, job).await {
+        Ok(r) => r,
+        Err(outcome) => {
+            if let Outcome::Failed(why) = &outcome {
+                log::warn!("fill key={:?}: origin failed: {why}", job.key);
+            }
+            publisher.set(State::Answer(outcome));
+            return Ok(());
+        }
+    };
+    let h = resp.headers();
+    let chunked = h
+        .get(http::header::TRANSFER_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
+    let len = if chunked {
+        None
+    } else {
+        h.get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    };
+    // A body ended by the connection closing can't be told from a cut
+    // one: serve it, never store it.
+    let storable = chunked || len.is_some();
+    let want_md5 = if job.check_md5 { content_md5(h) } else { None };
+    let mut headers: Vec<(String, String)> = STORED_HEADERS
+        .iter()
+        .filter_map(|n| Some((n.to_string(), h.get(*n)?.to_str().ok()?.to_string())))
+        .collect();
+    let stored_headers = headers.clone();
+    let tag = oss_tag(&tag_url);
+    headers.push(("x-oss-tag".into(), tag.clone()));
+    let head = Arc::new(Head { headers, len });
+    if let Some(n) = len {
+        if !fill.spool.reserve(n) {
+            log::info!(
+                "fill fallback key={:?}: {n} bytes exceed the spool budget ({} in use)",
+                job.key,
+                fills.budget.used()
+            );
+            publisher.set(State::Answer(Outcome::Fallback));
+            return Ok(());
+        }
+    }
+    publisher.set(State::Body {
+        head: head.clone(),
+        written: 0,
+    });
+    if let Some(bucket) = job.store.clone().filter(|_| storable) {
+        let wb = crate::writeback::Job {
+            bucket,
+            client: fills.upload_client.clone(),
+            key: job.key.clone(),
+            headers: stored_headers,
+            tag,
+            expected_len: len,
+            md5: None, // checked here, before the fill may end well
+        };
+        let cursor = Cursor::new(fill.clone(), 0);
+        let fills2 = fills.clone();
+        let fill2 = fill.clone();
+        // The fill stays joinable until the object is in the bucket.
+        fill.holds.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        fills.rt.spawn(async move {
+            crate::writeback::store_from_fill(wb, cursor).await;
+            fills2.release(&fill2);
+        });
+    }
+
+    let mut body = resp.bytes_stream();
+    let mut md5 = Md5::new();
+    let (mut written, mut published) = (0u64, 0u64);
+    loop {
+        let next = match body.next().now_or_never() {
+            Some(n) => n,
+            None => {
+                // The origin has nothing more right now: let readers in.
+                if written > published {
+                    publisher.set(State::Body {
+                        head: head.clone(),
+                        written,
+                    });
+                    published = written;
+                }
+                tokio::time::timeout(job.timeout, body.next())
+                    .await
+                    .map_err(|_| format!("origin stalled for {:?}", job.timeout))?
+            }
+        };
+        let chunk = match next {
+            None => break,
+            Some(Ok(c)) => c,
+            Some(Err(e)) => return Err(format!("origin body: {}", error_chain(&e))),
+        };
+        if len.is_some_and(|l| written + chunk.len() as u64 > l) {
+            return Err("origin sent more than its Content-Length".into());
+        }
+        fill.spool
+            .write_at(written, &chunk, len.is_none())
+            .map_err(|e| format!("spool write: {e}"))?;
+        if want_md5.is_some() {
+            md5.update(&chunk);
+        }
+        written += chunk.len() as u64;
+        if written - published >= PUBLISH_STEP {
+            publisher.set(State::Body {
+                head: head.clone(),
+                written,
+            });
+            published = written;
+        }
+    }
+    if let Some(l) = len {
+        if l != written {
+            return Err(format!("origin sent {written} of {l} bytes"));
+        }
+    }
+    if let Some(want) = want_md5 {
+        if md5.finalize().as_slice() != want {
+            return Err("MD5 mismatch with the origin's Content-MD5".into());
+        }
+    }
+    publisher.set(State::Done { head, len: written });
+    Ok(())
+}
+
+/// Asks the origin (hops, secondary) until it answers 200, with the URL
+/// for `x-oss-tag`, or decides the outcome.
+async fn open(
+    client: &reqwest::Client,
+    job: &FetchJob,
+) -> Result<(reqwest::Response, String), Outcome> {
+    let mut configured = job.primary.clone();
+    let mut target = configured.clone();
+    let mut on_secondary = false;
+    let mut hops = 0u8;
+    loop {
+        let same = policy::same_origin(&configured, &target);
+        let headers: &[_] = if same { &job.headers } else { &[] };
+        let why = match request(client, &target, headers, job.timeout).await {
+            Ok(resp) => match resp.status().as_u16() {
+                200 => return Ok((resp, configured.url.clone())),
+                404 => return Err(Outcome::NotFound),
+                s @ (301 | 302 | 303 | 307 | 308) if job.follow_redirect && hops < MAX_HOPS => {
+                    let next = resp
+                        .headers()
+                        .get(http::header::LOCATION)
+                        .and_then(|l| l.to_str().ok())
+                        .and_then(|l| redirect_target(&target, l));
+                    match next {
+                        None => format!("origin answered {s} without a usable Location"),
+                        Some(n) => match policy::check_hop(&configured, &n).await {
+                            Ok(()) => {
+                                hops += 1;
+                                target = n;
+                                continue;
+                            }
+                            Err(why) => why,
+                        },
+                    }
+                }
+                s => format!("origin answered {s}"),
+            },
+            Err(why) => why,
+        };
+        match (&job.secondary, on_secondary) {
+            (Some(sec), false) => {
+                log::info!(
+                    "fill key={:?}: primary failed ({why}), trying secondary",
+                    job.key
+                );
+                on_secondary = true;
+                hops = 0;
+                configured = sec.clone();
+                target = sec.clone();
+            }
+            _ => return Err(Outcome::Failed(why)),
+        }
+    }
+}
+
+/// One origin GET, up to its response header.
+async fn request(
+    client: &reqwest::Client,
+    target: &OriginTarget,
+    headers: &[(http::HeaderName, http::HeaderValue)],
+    timeout: Duration,
+) -> Result<reqwest::Response, String> {
+    let scheme = if target.tls { "https" } else { "http" };
+    let url = format!("{scheme}://{}{}", target.authority, target.path_and_query);
+    let mut req = client.get(&url);
+    for (k, v) in headers {
+        req = req.header(k, v);
+    }
+    match tokio::time::timeout(timeout, req.send()).await {
+        Err(_) => Err(format!("no answer within {timeout:?}")),
+        Ok(Err(e)) => Err(format!("cannot reach the origin: {}", error_chain(&e))),
+        Ok(Ok(r)) => Ok(r),
+    }
+}
+
+fn content_md5(h: &http::HeaderMap) -> Option<[u8; 16]> {
+    use base64::Engine;
+    let v = h.get("content-md5")?.to_str().ok()?;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(v.trim())
+        .ok()?;
+    <[u8; 16]>::try_from(bytes.as_slice()).ok()
+}
+
+/// An error with its causes (reqwest's own message is often just
+/// "error sending request").
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}

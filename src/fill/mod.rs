@@ -1,0 +1,457 @@
+//! Shared fills: one origin fetch per object at a time, whoever asks and
+//! whoever leaves (SPEC section 2, `FILL-DESIGN.md`).
+//!
+//! A [`Fill`] is one origin fetch, run by a task of its own on the fill
+//! runtime (not by any client), that writes the body into a [`Spool`] and
+//! publishes its progress on a `watch` channel. Clients read the spool
+//! through the fill peer (`serve`: a small HTTP server on a Unix socket
+//! that Pingora proxies to like any upstream, so every client keeps its
+//! keep-alive connection and a failed fill reaches it as an upstream body
+//! error, never as a clean end). The write-back reads the same spool at
+//! the bucket's pace. The [`Fills`] registry maps a [`FillKey`] to the
+//! live fill so later clients join it instead of asking the bucket.
+
+mod fetch;
+pub mod policy;
+mod range;
+mod serve;
+mod spool;
+
+use crate::config::FillConfig;
+pub use fetch::FetchJob;
+pub use serve::{OUTCOME, REASON};
+use spool::{Budget, Spool};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use tokio::sync::watch;
+
+/// What makes two requests want the same bytes: the site, the bucket key,
+/// the origin URL (with the passed query) and a digest of the header
+/// values the rule passes to the origin. Two sites never share a fill,
+/// and clients whose passed headers differ never get each other's variant.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct FillKey {
+    pub site: String,
+    pub key: String,
+    pub url: String,
+    pub headers: [u8; 32],
+}
+
+impl FillKey {
+    pub fn new(
+        site: &str,
+        key: &str,
+        url: &str,
+        headers: &[(http::HeaderName, http::HeaderValue)],
+    ) -> FillKey {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        for (k, v) in headers {
+            // Length-prefixed, so ("ab","c") and ("a","bc") differ.
+            let (k, v) = (k.as_str().as_bytes(), v.as_bytes());
+            h.update((k.len() as u64).to_be_bytes());
+            h.update(k);
+            h.update((v.len() as u64).to_be_bytes());
+            h.update(v);
+        }
+        FillKey {
+            site: site.to_string(),
+            key: key.to_string(),
+            url: url.to_string(),
+            headers: h.finalize().into(),
+        }
+    }
+}
+
+/// The origin's `200` as every reader of the fill answers it.
+#[derive(Debug)]
+pub struct Head {
+    /// The stored origin headers plus `x-oss-tag`.
+    pub headers: Vec<(String, String)>,
+    /// The origin's Content-Length (`None`: chunked or close-delimited).
+    pub len: Option<u64>,
+}
+
+/// Why a fill produced no body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The origin answered 404.
+    NotFound,
+    /// No usable answer (other status, connect error, timeout): 424.
+    Failed(String),
+    /// The spool could not take the body: serve this miss the plain way.
+    Fallback,
+}
+
+/// A fill's progress, published to every reader.
+#[derive(Debug, Clone)]
+pub enum State {
+    /// No origin header yet.
+    Waiting,
+    /// Body bytes `0..written` are in the spool.
+    Body { head: Arc<Head>, written: u64 },
+    /// The whole body is in the spool and passed the checks.
+    Done { head: Arc<Head>, len: u64 },
+    /// No body: the answer every attached client gets.
+    Answer(Outcome),
+    /// The body broke off (truncated, reset, stalled, MD5, cancelled):
+    /// readers must end without a valid end of body.
+    Failed(Arc<str>),
+}
+
+impl State {
+    pub fn is_terminal(&self) -> bool {
+        matches!(
+            self,
+            State::Done { .. } | State::Answer(_) | State::Failed(_)
+        )
+    }
+}
+
+/// One live fill.
+#[derive(Debug)]
+pub struct Fill {
+    /// Unguessable id: the fill peer's path is `/fill/<id>`.
+    pub id: String,
+    pub key: FillKey,
+    state: watch::Receiver<State>,
+    spool: Arc<Spool>,
+    readers: AtomicUsize,
+    /// The fetch, plus the write-back while one runs: the fill leaves the
+    /// registry when the last of them ends (or at once when it fails).
+    holds: AtomicUsize,
+    /// Counted in `Fills::unattended` while nobody reads it.
+    unattended: AtomicBool,
+    /// Background fills (`mode: async`) are never cancelled for size.
+    background: bool,
+    cancel: tokio::sync::Notify,
+    fills: Weak<Fills>,
+}
+
+impl Fill {
+    pub fn state(&self) -> State {
+        self.state.borrow().clone()
+    }
+
+    fn subscribe(&self) -> watch::Receiver<State> {
+        self.state.clone()
+    }
+}
+
+/// A client attached to a fill. While any exist the fill is attended;
+/// when the last one goes, the unattended rules apply.
+#[derive(Debug)]
+pub struct Attached {
+    pub fill: Arc<Fill>,
+}
+
+impl Attached {
+    fn attach(fill: Arc<Fill>) -> Attached {
+        if fill.readers.fetch_add(1, Ordering::AcqRel) == 0
+            && fill.unattended.swap(false, Ordering::AcqRel)
+        {
+            if let Some(f) = fill.fills.upgrade() {
+                f.unattended.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+        Attached { fill }
+    }
+}
+
+impl Drop for Attached {
+    fn drop(&mut self) {
+        if self.fill.readers.fetch_sub(1, Ordering::AcqRel) == 1 {
+            if let Some(f) = self.fill.fills.upgrade() {
+                f.left_alone(&self.fill);
+            }
+        }
+    }
+}
+
+/// A reading position in a fill's spool that follows the live edge.
+pub struct Cursor {
+    fill: Arc<Fill>,
+    rx: watch::Receiver<State>,
+    pos: u64,
+}
+
+impl Cursor {
+    pub fn new(fill: Arc<Fill>, pos: u64) -> Cursor {
+        let rx = fill.subscribe();
+        Cursor { fill, rx, pos }
+    }
+
+    /// The next bytes (at most `max`) from the position, waiting for the
+    /// fill when at its live edge; `None` at the end of a verified body.
+    /// A broken fill is an error, never an end.
+    pub async fn next(&mut self, max: usize) -> Result<Option<bytes::Bytes>, String> {
+        loop {
+            let state = self.rx.borrow_and_update().clone();
+            let limit = match state {
+                State::Body { written, .. } if written > self.pos => written,
+                State::Done { len, .. } if len > self.pos => len,
+                State::Done { .. } => return Ok(None),
+                State::Failed(why) => return Err(why.to_string()),
+                State::Answer(_) => return Err("the fill has no body".into()),
+                State::Waiting | State::Body { .. } => {
+                    if self.rx.changed().await.is_err() && !self.rx.borrow().is_terminal() {
+                        return Err("the fill stopped".into());
+                    }
+                    continue;
+                }
+            };
+            let chunk = self
+                .fill
+                .spool
+                .read_at(self.pos, max, limit)
+                .map_err(|e| format!("spool read: {e}"))?;
+            self.pos += chunk.len() as u64;
+            return Ok(Some(chunk));
+        }
+    }
+}
+
+/// The registry of live fills, the fill runtime and the fill peer.
+#[derive(Debug)]
+pub struct Fills {
+    cfg: FillConfig,
+    /// Entries in `by_key`: the cheap check a hit pays.
+    live: AtomicUsize,
+    inner: Mutex<Inner>,
+    budget: Arc<Budget>,
+    unattended: AtomicUsize,
+    rt: tokio::runtime::Handle,
+    socket: PathBuf,
+    origin_client: reqwest::Client,
+    upload_client: reqwest::Client,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    by_key: HashMap<FillKey, Arc<Fill>>,
+    by_id: HashMap<String, Weak<Fill>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FillError {
+    #[error("fill runtime: {0}")]
+    Setup(#[from] std::io::Error),
+    #[error("fill client: {0}")]
+    Client(String),
+}
+
+impl Fills {
+    /// Starts the fill runtime and the fill peer's socket.
+    pub fn start(
+        cfg: &FillConfig,
+        upload_client: reqwest::Client,
+    ) -> Result<Arc<Fills>, FillError> {
+        let origin_client = reqwest::Client::builder()
+            // Hops are followed by the fill itself, under its policy.
+            .redirect(reqwest::redirect::Policy::none())
+            // Nothing but what the rule's header policy sends.
+            .default_headers(http::HeaderMap::new())
+            .pool_idle_timeout(std::time::Duration::from_secs(30))
+            .build()
+            .map_err(|e| FillError::Client(e.to_string()))?;
+        let (rt, socket, listener) = serve::bind()?;
+        let fills = Arc::new(Fills {
+            cfg: cfg.clone(),
+            live: AtomicUsize::new(0),
+            inner: Mutex::new(Inner::default()),
+            budget: Arc::new(Budget::new(cfg.max_spool_bytes)),
+            unattended: AtomicUsize::new(0),
+            rt,
+            socket,
+            origin_client,
+            upload_client,
+        });
+        fills
+            .rt
+            .spawn(serve::serve(listener, Arc::downgrade(&fills)));
+        Ok(fills)
+    }
+
+    /// The fill peer's socket path.
+    pub fn socket(&self) -> &std::path::Path {
+        &self.socket
+    }
+
+    /// Whether any fill is live (one atomic load: what a hit pays).
+    pub fn any_live(&self) -> bool {
+        self.live.load(Ordering::Acquire) > 0
+    }
+
+    /// Joins the live fill for `key`, if there is one.
+    pub fn join(&self, key: &FillKey) -> Option<Attached> {
+        let fill = lock(&self.inner).by_key.get(key)?.clone();
+        Some(Attached::attach(fill))
+    }
+
+    /// Joins the live fill for `job`'s key or starts one. `None` when no
+    /// fill can take it (spool budget or disk): serve it the plain way.
+    pub fn join_or_start(self: &Arc<Self>, job: FetchJob) -> Option<Attached> {
+        self.start_fill(job, false).map(Attached::attach)
+    }
+
+    /// `mode: async`: starts (or finds) the fill with nobody reading it.
+    pub fn start_background(self: &Arc<Self>, job: FetchJob) -> bool {
+        if self.unattended.load(Ordering::Acquire) >= self.cfg.max_unattended {
+            return false;
+        }
+        match self.start_fill(job, true) {
+            Some(fill) => {
+                if fill.readers.load(Ordering::Acquire) == 0 {
+                    self.left_alone(&fill);
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn start_fill(self: &Arc<Self>, job: FetchJob, background: bool) -> Option<Arc<Fill>> {
+        let mut inner = lock(&self.inner);
+        if let Some(f) = inner.by_key.get(&job.fill_key) {
+            return Some(f.clone());
+        }
+        if !self.budget.has_room() {
+            return None;
+        }
+        let spool = match Spool::create(&self.cfg.spool_dir, self.budget.clone()) {
+            Ok(s) => Arc::new(s),
+            Err(e) => {
+                log::warn!("fill spool in {}: {e}", self.cfg.spool_dir.display());
+                return None;
+            }
+        };
+        let (tx, rx) = watch::channel(State::Waiting);
+        let fill = Arc::new(Fill {
+            id: random_id(),
+            key: job.fill_key.clone(),
+            state: rx,
+            spool,
+            readers: AtomicUsize::new(0),
+            holds: AtomicUsize::new(1),
+            unattended: AtomicBool::new(false),
+            background,
+            cancel: tokio::sync::Notify::new(),
+            fills: Arc::downgrade(self),
+        });
+        inner.by_key.insert(fill.key.clone(), fill.clone());
+        inner.by_id.insert(fill.id.clone(), Arc::downgrade(&fill));
+        self.live.fetch_add(1, Ordering::AcqRel);
+        drop(inner);
+        let me = self.clone();
+        let f = fill.clone();
+        self.rt.spawn(async move {
+            fetch::run(me, f, job, fetch::Publisher::new(tx)).await;
+        });
+        Some(fill)
+    }
+
+    /// One holder of `fill` (fetch or write-back) is done with it.
+    fn release(&self, fill: &Fill) {
+        if fill.holds.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.retire(fill);
+        }
+    }
+
+    /// Removes `fill` from the registry (if it is still the live one for
+    /// its key): later requests go to the bucket again.
+    fn retire(&self, fill: &Fill) {
+        let mut inner = lock(&self.inner);
+        let ours = inner
+            .by_key
+            .get(&fill.key)
+            .is_some_and(|f| std::ptr::eq(Arc::as_ptr(f), fill));
+        if ours {
+            inner.by_key.remove(&fill.key);
+            self.live.fetch_sub(1, Ordering::AcqRel);
+        }
+        inner.by_id.retain(|_, w| w.strong_count() > 0);
+        if fill.unattended.swap(false, Ordering::AcqRel) {
+            self.unattended.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
+    fn by_id(&self, id: &str) -> Option<Arc<Fill>> {
+        lock(&self.inner).by_id.get(id)?.upgrade()
+    }
+
+    /// The last reader left `fill`: it goes on while what remains is
+    /// small enough and the unattended cap allows; otherwise it is
+    /// cancelled after the grace period unless someone rejoins.
+    fn left_alone(self: &Arc<Self>, fill: &Arc<Fill>) {
+        let state = fill.state();
+        if state.is_terminal() {
+            return;
+        }
+        let remaining = match &state {
+            State::Body { head, written } => head
+                .len
+                .map_or(u64::MAX, |len| len.saturating_sub(*written)),
+            _ => u64::MAX,
+        };
+        let room = self.unattended.load(Ordering::Acquire) < self.cfg.max_unattended;
+        let small = fill.background || remaining <= self.cfg.unattended_max_bytes;
+        if room && small {
+            if !fill.unattended.swap(true, Ordering::AcqRel) {
+                self.unattended.fetch_add(1, Ordering::AcqRel);
+            }
+            return;
+        }
+        let grace = self.cfg.unattended_grace;
+        let weak = Arc::downgrade(fill);
+        self.rt.spawn(async move {
+            tokio::time::sleep(grace).await;
+            if let Some(f) = weak.upgrade() {
+                if f.readers.load(Ordering::Acquire) == 0 && !f.state().is_terminal() {
+                    f.cancel.notify_one();
+                }
+            }
+        });
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Every critical section leaves the maps consistent.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// 128 random bits from the OS, hex.
+fn random_id() -> String {
+    let mut b = [0u8; 16];
+    if getrandom::getrandom(&mut b).is_err() {
+        // Never expected; the socket's folder is private anyway.
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        b = t.to_le_bytes();
+    }
+    hex::encode(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fill_keys_separate_sites_and_passed_headers() {
+        let hv = |k: &str, v: &str| (k.parse().unwrap(), http::HeaderValue::from_str(v).unwrap());
+        let h = |v: &str| vec![hv("x-variant", v)];
+        let a = FillKey::new("a", "k", "http://o/k", &h("1"));
+        assert_eq!(a, FillKey::new("a", "k", "http://o/k", &h("1")));
+        assert_ne!(a, FillKey::new("b", "k", "http://o/k", &h("1")));
+        assert_ne!(a, FillKey::new("a", "k", "http://o/k", &h("2")));
+        assert_ne!(a, FillKey::new("a", "k", "http://o/k?q", &h("1")));
+        let split = |k: &str, v: &str| vec![hv(k, v)];
+        assert_ne!(
+            FillKey::new("a", "k", "u", &split("ab", "c")),
+            FillKey::new("a", "k", "u", &split("a", "bc"))
+        );
+    }
+}

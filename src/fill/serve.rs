@@ -1,0 +1,185 @@
+//! The fill peer: a small HTTP/1.1 server on a Unix socket in a private
+//! (0700) folder, on the fill runtime. Pingora proxies a client to
+//! `/fill/<id>` like to any upstream, so the client's connection keeps
+//! Pingora's normal keep-alive, and a fill that breaks off reaches the
+//! client as an upstream body error (the connection is closed without a
+//! valid end of body), never as a clean end.
+//!
+//! Answers: 200 / 206 / 416 with the origin's stored headers, or a bare
+//! status with `x-fill-outcome` (`not-found`, `failed` + `x-fill-reason`,
+//! `fallback`) that the proxy maps to its own S3 answer.
+
+use super::range::{resolve, RangeAnswer};
+use super::{Cursor, Fills, Outcome, State};
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Empty, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use std::convert::Infallible;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::PathBuf;
+use std::sync::Weak;
+
+/// Bytes a reader takes from the spool at a time: its whole memory.
+const READ_CHUNK: usize = 64 << 10;
+
+pub const OUTCOME: &str = "x-fill-outcome";
+pub const REASON: &str = "x-fill-reason";
+
+type Body = BoxBody<Bytes, std::io::Error>;
+
+/// Starts the fill runtime (its own threads: fills never run on a
+/// Pingora worker) and binds the socket. Serving starts with [`serve`].
+pub(super) fn bind() -> std::io::Result<(tokio::runtime::Handle, PathBuf, tokio::net::UnixListener)>
+{
+    let dir = std::env::temp_dir().join(format!(
+        "origin-pull-{}-{}",
+        std::process::id(),
+        &super::random_id()[..12]
+    ));
+    std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
+    let socket = dir.join("fill.sock");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("fill")
+        .enable_all()
+        .build()?;
+    let listener = {
+        let _g = rt.enter();
+        tokio::net::UnixListener::bind(&socket)?
+    };
+    let handle = rt.handle().clone();
+    std::thread::Builder::new()
+        .name("fill".into())
+        .spawn(move || rt.block_on(std::future::pending::<()>()))?;
+    Ok((handle, socket, listener))
+}
+
+pub(super) async fn serve(listener: tokio::net::UnixListener, fills: Weak<Fills>) {
+    loop {
+        let stream = match listener.accept().await {
+            Ok((s, _)) => s,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                log::warn!("fill peer accept: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let fills = fills.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req| handle(fills.clone(), req));
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
+
+fn bare(status: u16, outcome: &str, reason: Option<&str>) -> Response<Body> {
+    let mut b = Response::builder()
+        .status(status)
+        .header(OUTCOME, outcome)
+        .header(http::header::CONTENT_LENGTH, "0");
+    if let Some(r) = reason {
+        // Header-safe: printable ASCII only.
+        let clean: String = r
+            .chars()
+            .map(|c| if (' '..='~').contains(&c) { c } else { '?' })
+            .take(300)
+            .collect();
+        b = b.header(REASON, clean);
+    }
+    b.body(Empty::new().map_err(|e| match e {}).boxed())
+        .unwrap_or_else(|_| Response::new(Empty::new().map_err(|e| match e {}).boxed()))
+}
+
+async fn handle(fills: Weak<Fills>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    let fill = req
+        .uri()
+        .path()
+        .strip_prefix("/fill/")
+        .and_then(|id| fills.upgrade()?.by_id(id));
+    let Some(fill) = fill else {
+        return Ok(bare(500, "gone", None));
+    };
+    let mut rx = fill.subscribe();
+    let state = match rx.wait_for(|s| !matches!(s, State::Waiting)).await {
+        Ok(s) => s.clone(),
+        Err(_) => State::Failed("the fill stopped".into()),
+    };
+    let head = match state {
+        State::Answer(Outcome::NotFound) => return Ok(bare(404, "not-found", None)),
+        State::Answer(Outcome::Failed(why)) => return Ok(bare(424, "failed", Some(&why))),
+        State::Answer(Outcome::Fallback) => return Ok(bare(503, "fallback", None)),
+        // Broke off before this client got anything: a clean 424.
+        State::Failed(why) => return Ok(bare(424, "failed", Some(&why))),
+        State::Waiting => return Ok(bare(424, "failed", Some("no origin answer"))),
+        State::Body { head, .. } | State::Done { head, .. } => head,
+    };
+    let range = req
+        .headers()
+        .get(http::header::RANGE)
+        .and_then(|v| v.to_str().ok());
+    let mut resp = Response::builder();
+    for (k, v) in &head.headers {
+        resp = resp.header(k.as_str(), v.as_str());
+    }
+    let (start, end) = match resolve(range, head.len) {
+        RangeAnswer::Unsatisfiable => {
+            let len = head.len.unwrap_or(0);
+            let r = resp
+                .status(416)
+                .header(http::header::CONTENT_RANGE, format!("bytes */{len}"))
+                .header(http::header::CONTENT_LENGTH, "0")
+                .body(Empty::new().map_err(|e| match e {}).boxed());
+            return Ok(r.unwrap_or_else(|_| bare(500, "failed", None)));
+        }
+        RangeAnswer::Partial { start, end } => {
+            let len = head.len.unwrap_or(0);
+            resp = resp
+                .status(206)
+                .header(
+                    http::header::CONTENT_RANGE,
+                    format!("bytes {start}-{end}/{len}"),
+                )
+                .header(http::header::CONTENT_LENGTH, (end - start + 1).to_string());
+            (start, Some(end + 1))
+        }
+        RangeAnswer::Full => {
+            resp = resp.status(200);
+            if let Some(len) = head.len {
+                resp = resp.header(http::header::CONTENT_LENGTH, len.to_string());
+            }
+            (0, head.len)
+        }
+    };
+    let body = StreamBody::new(body_stream(Cursor::new(fill, start), end));
+    Ok(resp
+        .body(BodyExt::boxed(body))
+        .unwrap_or_else(|_| bare(500, "failed", None)))
+}
+
+/// The spool from the cursor to `end` (exclusive; `None`: the fill's end),
+/// one chunk at a time. A broken fill ends the stream with an error,
+/// which makes hyper drop the connection mid-body.
+fn body_stream(
+    cursor: Cursor,
+    end: Option<u64>,
+) -> impl futures_util::Stream<Item = Result<Frame<Bytes>, std::io::Error>> {
+    futures_util::stream::unfold(Some(cursor), move |c| async move {
+        let mut c = c?;
+        let max = match end {
+            Some(e) if c.pos >= e => return None,
+            Some(e) => ((e - c.pos) as usize).min(READ_CHUNK),
+            None => READ_CHUNK,
+        };
+        match c.next(max).await {
+            Ok(Some(b)) => Some((Ok(Frame::data(b)), Some(c))),
+            Ok(None) => None,
+            Err(why) => Some((Err(std::io::Error::other(why)), None)),
+        }
+    })
+}

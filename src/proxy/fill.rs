@@ -1,0 +1,232 @@
+//! The fill phase of a request (see `crate::fill`): a GET whose bucket
+//! answer was 404 under a mirror rule, or one that finds a live fill for
+//! its object in the request filter, is proxied to the fill peer (a Unix
+//! socket) instead of the origin. Everything else about the response
+//! (status, headers, keep-alive, a broken body) is Pingora's normal path.
+
+use super::{origin, Answer, RequestCtx, Site};
+use crate::errors::S3Error;
+use crate::fill::{Attached, FetchJob, FillKey, Fills};
+use crate::mirror::{origin_request_headers, origin_target, OriginTarget};
+use crate::rules::{first_match, Action, Probe};
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::*;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A request reading a fill.
+pub struct FillRun {
+    pub att: Attached,
+    /// Found live in the request filter (the bucket was not asked).
+    pub joined: bool,
+    pub rule: usize,
+    pub captures: Vec<String>,
+    pub status: u16,
+    pub bytes: u64,
+    pub started: Instant,
+}
+
+/// The fill a GET of `key` under rule `idx` would read.
+pub fn job(
+    site: &Site,
+    key: &str,
+    idx: usize,
+    captures: &[String],
+    req: &RequestHeader,
+) -> Option<FetchJob> {
+    let m = origin::rule(site, idx)?;
+    let origin_key = m.rewrite.apply(key, captures);
+    let query = req.uri.query().filter(|_| m.pass_query_string);
+    let primary = origin_target(&m.url, &origin_key, query);
+    let secondary = m
+        .secondary_url
+        .as_ref()
+        .map(|u| origin_target(u, &origin_key, query));
+    let headers = origin_request_headers(&m.headers, &req.headers);
+    let fill_key = FillKey::new(&site.name, key, &full_url(&primary), &headers);
+    Some(FetchJob {
+        fill_key,
+        key: key.to_string(),
+        primary,
+        secondary,
+        headers,
+        follow_redirect: m.follow_redirect,
+        timeout: m.timeout,
+        check_md5: m.check_md5,
+        store: Some(site.bucket.clone()),
+    })
+}
+
+/// The URL the origin is asked, with the passed query.
+pub fn full_url(t: &OriginTarget) -> String {
+    let scheme = if t.tls { "https" } else { "http" };
+    format!("{scheme}://{}{}", t.authority, t.path_and_query)
+}
+
+/// Request filter: a GET whose object has a live fill joins it without
+/// asking the bucket. Hits pay one atomic load while no fill is live.
+pub fn try_join(fills: &Fills, site: &Site, ctx: &mut RequestCtx, req: &RequestHeader) {
+    if !fills.any_live() || req.method != http::Method::GET {
+        return;
+    }
+    let probe = Probe {
+        key: &ctx.key,
+        headers: &req.headers,
+        status: Some(404),
+    };
+    let Some((idx, rule, caps)) = first_match(&site.rules, &probe) else {
+        return;
+    };
+    if !matches!(rule.action, Action::Mirror(_)) {
+        return;
+    }
+    let Some(job) = job(site, &ctx.key, idx, &caps, req) else {
+        return;
+    };
+    if let Some(att) = fills.join(&job.fill_key) {
+        ctx.fill = Some(FillRun::new(att, true, idx, caps));
+    }
+}
+
+impl FillRun {
+    fn new(att: Attached, joined: bool, rule: usize, captures: Vec<String>) -> FillRun {
+        FillRun {
+            att,
+            joined,
+            rule,
+            captures,
+            status: 0,
+            bytes: 0,
+            started: Instant::now(),
+        }
+    }
+}
+
+/// A bucket 404 under mirror rule `idx` for a GET: read the fill (or,
+/// `mode: async`, answer 302 and fill in the background).
+pub fn start(
+    fills: &Arc<Fills>,
+    site: &Arc<Site>,
+    ctx: &mut RequestCtx,
+    idx: usize,
+    captures: Vec<String>,
+    req: &RequestHeader,
+) -> Box<Error> {
+    let Some(job) = job(site, &ctx.key, idx, &captures, req) else {
+        return origin::answer(
+            ctx,
+            Answer::Error(S3Error::Internal("no mirror rule".into())),
+        );
+    };
+    let asynchronous =
+        origin::rule(site, idx).is_some_and(|m| m.mode == crate::config::MirrorMode::Async);
+    if asynchronous {
+        let location = full_url(&job.primary);
+        if !fills.start_background(job) {
+            log::warn!(
+                "{} async mirror key={:?}: no fill could start (spool budget or unattended cap); not stored",
+                ctx.request_id,
+                ctx.key
+            );
+        }
+        return origin::answer(
+            ctx,
+            Answer::Redirect {
+                code: 302,
+                location,
+            },
+        );
+    }
+    let key = ctx.key.clone();
+    match fills.join_or_start(job) {
+        Some(att) => {
+            ctx.fill = Some(FillRun::new(att, false, idx, captures));
+            origin::reroute(ctx, "bucket 404: reading the fill")
+        }
+        None => {
+            log::info!("fill fallback key={key:?}: spool budget or disk; plain mirror");
+            origin::start(site, ctx, idx, &captures, req.uri.query(), true);
+            origin::reroute(ctx, "bucket 404: mirroring (no fill)")
+        }
+    }
+}
+
+/// The fill peer; no read timeout: the fill's own origin timeout decides
+/// when a stalled transfer fails.
+pub fn peer(fills: &Fills) -> Result<HttpPeer> {
+    let path = fills
+        .socket()
+        .to_str()
+        .ok_or_else(|| Error::explain(InternalError, "fill socket path is not UTF-8"))?;
+    let mut peer = HttpPeer::new_uds(path, false, "fill".into())?;
+    peer.options.connection_timeout = Some(Duration::from_secs(5));
+    peer.options.idle_timeout = Some(Duration::from_secs(60));
+    Ok(peer)
+}
+
+/// The request to the fill peer: its path, and the client's Range only.
+pub fn request(upstream: &mut RequestHeader, run: &FillRun) -> Result<()> {
+    let names: Vec<http::HeaderName> = upstream
+        .headers
+        .keys()
+        .filter(|n| *n != http::header::RANGE)
+        .cloned()
+        .collect();
+    for n in names {
+        upstream.remove_header(&n);
+    }
+    let uri = format!("/fill/{}", run.att.fill.id)
+        .parse::<http::Uri>()
+        .map_err(|e| Error::because(InternalError, "fill path", e))?;
+    upstream.set_uri(uri);
+    upstream.insert_header(http::header::HOST, "fill")?;
+    Ok(())
+}
+
+/// The fill peer's answer: a body to stream, or an outcome to answer.
+pub fn on_response(
+    site: &Arc<Site>,
+    resp: &mut ResponseHeader,
+    ctx: &mut RequestCtx,
+    req: &RequestHeader,
+) -> Result<()> {
+    let outcome = resp
+        .headers
+        .get(crate::fill::OUTCOME)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let Some(run) = ctx.fill.as_mut() else {
+        return Ok(());
+    };
+    run.status = resp.status.as_u16();
+    let Some(outcome) = outcome else {
+        return Ok(()); // 200, 206 or 416 from the spool
+    };
+    match outcome.as_str() {
+        "not-found" => Err(origin::answer(ctx, Answer::Error(S3Error::NoSuchKey))),
+        "failed" => {
+            let why = resp
+                .headers
+                .get(crate::fill::REASON)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("origin failed")
+                .to_string();
+            Err(origin::answer(
+                ctx,
+                Answer::Error(S3Error::MirrorFailed(why)),
+            ))
+        }
+        "fallback" => {
+            // The spool can't hold it: this request fetches it the plain way.
+            let Some(run) = ctx.fill.take() else {
+                return Ok(());
+            };
+            origin::start(site, ctx, run.rule, &run.captures, req.uri.query(), true);
+            Err(origin::reroute(ctx, "fill fallback: mirroring (no fill)"))
+        }
+        other => Err(origin::answer(
+            ctx,
+            Answer::Error(S3Error::Internal(format!("fill peer: {other}"))),
+        )),
+    }
+}
