@@ -155,7 +155,9 @@ async fn fetch(
         // The fill stays joinable until the object is in the bucket.
         fill.holds.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         fills.rt.spawn(async move {
-            crate::writeback::store_from_fill(wb, cursor).await;
+            if crate::writeback::store_from_fill(wb, cursor).await {
+                fills2.stored(&fill2);
+            }
             fills2.release(&fill2);
         });
     }

@@ -25,6 +25,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 /// What makes two requests want the same bytes: the site, the bucket key,
@@ -130,6 +131,14 @@ pub struct Fill {
     fills: Weak<Fills>,
 }
 
+impl Drop for Fill {
+    fn drop(&mut self) {
+        if let Some(f) = self.fills.upgrade() {
+            lock(&f.inner).by_id.remove(&self.id);
+        }
+    }
+}
+
 impl Fill {
     pub fn state(&self) -> State {
         self.state.borrow().clone()
@@ -232,7 +241,17 @@ pub struct Fills {
 struct Inner {
     by_key: HashMap<FillKey, Arc<Fill>>,
     by_id: HashMap<String, Weak<Fill>>,
+    /// Bucket keys with a live fill (any site, any variant), so a hit
+    /// whose key has none skips building its `FillKey`.
+    names: HashMap<String, usize>,
+    /// Fills whose object was stored moments ago: a bucket 404 that was
+    /// in flight while the upload committed re-reads the bucket once
+    /// instead of starting a second fill.
+    stored: HashMap<FillKey, Instant>,
 }
+
+/// How long a committed fill is remembered for that re-read.
+const STORED_MEMORY: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum FillError {
@@ -282,6 +301,19 @@ impl Fills {
     /// Whether any fill is live (one atomic load: what a hit pays).
     pub fn any_live(&self) -> bool {
         self.live.load(Ordering::Acquire) > 0
+    }
+
+    /// Whether some live fill is for bucket key `key` (cheap pre-check).
+    pub fn has_key(&self, key: &str) -> bool {
+        lock(&self.inner).names.contains_key(key)
+    }
+
+    /// Whether the object of `key` was stored by a fill moments ago.
+    pub fn recently_stored(&self, key: &FillKey) -> bool {
+        lock(&self.inner)
+            .stored
+            .get(key)
+            .is_some_and(|at| at.elapsed() < STORED_MEMORY)
     }
 
     /// Joins the live fill for `key`, if there is one.
@@ -342,6 +374,7 @@ impl Fills {
         });
         inner.by_key.insert(fill.key.clone(), fill.clone());
         inner.by_id.insert(fill.id.clone(), Arc::downgrade(&fill));
+        *inner.names.entry(fill.key.key.clone()).or_default() += 1;
         self.live.fetch_add(1, Ordering::AcqRel);
         drop(inner);
         let me = self.clone();
@@ -350,6 +383,13 @@ impl Fills {
             fetch::run(me, f, job, fetch::Publisher::new(tx)).await;
         });
         Some(fill)
+    }
+
+    /// The write-back of `fill` committed its object.
+    fn stored(&self, fill: &Fill) {
+        let mut inner = lock(&self.inner);
+        inner.stored.retain(|_, at| at.elapsed() < STORED_MEMORY);
+        inner.stored.insert(fill.key.clone(), Instant::now());
     }
 
     /// One holder of `fill` (fetch or write-back) is done with it.
@@ -367,11 +407,20 @@ impl Fills {
             .by_key
             .get(&fill.key)
             .is_some_and(|f| std::ptr::eq(Arc::as_ptr(f), fill));
+        // Dropped after the lock is released (it may be the last `Arc`).
+        let mut removed = None;
         if ours {
-            inner.by_key.remove(&fill.key);
+            removed = inner.by_key.remove(&fill.key);
             self.live.fetch_sub(1, Ordering::AcqRel);
+            if let Some(n) = inner.names.get_mut(&fill.key.key) {
+                *n -= 1;
+                if *n == 0 {
+                    inner.names.remove(&fill.key.key);
+                }
+            }
         }
-        inner.by_id.retain(|_, w| w.strong_count() > 0);
+        drop(inner);
+        drop(removed);
         if fill.unattended.swap(false, Ordering::AcqRel) {
             self.unattended.fetch_sub(1, Ordering::AcqRel);
         }

@@ -66,7 +66,7 @@ pub fn full_url(t: &OriginTarget) -> String {
 /// Request filter: a GET whose object has a live fill joins it without
 /// asking the bucket. Hits pay one atomic load while no fill is live.
 pub fn try_join(fills: &Fills, site: &Site, ctx: &mut RequestCtx, req: &RequestHeader) {
-    if !fills.any_live() || req.method != http::Method::GET {
+    if !fills.any_live() || req.method != http::Method::GET || !fills.has_key(&ctx.key) {
         return;
     }
     let probe = Probe {

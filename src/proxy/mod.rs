@@ -92,6 +92,8 @@ pub struct RequestCtx {
     pub fill: Option<fill::FillRun>,
     /// The current error is our own reroute, not a failure.
     rerouting: bool,
+    /// The bucket was asked again after a fill just stored the object.
+    pub rechecked: bool,
 }
 
 impl OriginPull {
@@ -217,6 +219,7 @@ impl ProxyHttp for OriginPull {
             mirror: None,
             fill: None,
             rerouting: false,
+            rechecked: false,
         }
     }
 

@@ -75,7 +75,9 @@ impl Tee {
     pub fn start(job: Job) -> Tee {
         let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
         let reader = Reader::new(rx, job.expected_len, job.md5);
-        tokio::spawn(upload_logged(job, reader));
+        tokio::spawn(async move {
+            upload_logged(job, reader).await;
+        });
         Tee {
             tx: Some(tx),
             abandoned: false,
@@ -112,17 +114,19 @@ impl Tee {
 }
 
 /// Stores a fill's object from its spool (see `crate::fill`).
-pub async fn store_from_fill(job: Job, cursor: crate::fill::Cursor) {
+/// True when the object was stored.
+pub async fn store_from_fill(job: Job, cursor: crate::fill::Cursor) -> bool {
     let reader = Reader::from_fill(cursor, job.expected_len);
-    upload_logged(job, reader).await;
+    upload_logged(job, reader).await
 }
 
-async fn upload_logged(job: Job, reader: Reader) {
+async fn upload_logged(job: Job, reader: Reader) -> bool {
     let key = job.key.clone();
     match upload::run(&job, reader).await {
         Ok(n) => {
             inc(&COUNTERS.writebacks_stored);
             log::info!("write-back stored key={key:?} bytes={n}");
+            return true;
         }
         Err(WriteBackError::Abandoned) => {
             inc(&COUNTERS.writebacks_abandoned);
@@ -133,4 +137,5 @@ async fn upload_logged(job: Job, reader: Reader) {
             log::warn!("write-back failed key={key:?}: {e}");
         }
     }
+    false
 }
