@@ -236,7 +236,7 @@ fn broken_bodies_store_nothing_and_retry_later() {
 }
 
 #[test]
-fn client_disconnect_stores_nothing() {
+fn client_disconnect_still_stores() {
     use std::io::Read;
     let b = garage().bucket("disc");
     let o = Origin::start();
@@ -251,8 +251,13 @@ fn client_disconnect_stores_nothing() {
     r.read_exact(&mut first).unwrap();
     drop(r); // the client goes away mid-body
     o.release();
-    assert!(!p.write_back_outcome("big").contains("stored"));
-    assert!(!b.exists("big"));
+    // The fill is nobody's: it completes and is stored whole.
+    assert!(p.write_back_outcome("big").contains("stored"));
+    assert!(b.get("big").body == body);
+    assert_eq!(o.hits("/big"), 1);
+    let again = client().get(p.url("/big")).send().unwrap();
+    assert!(again.bytes().unwrap().as_ref() == body.as_slice());
+    assert_eq!(o.hits("/big"), 1, "the second GET is a hit");
 }
 
 #[test]
