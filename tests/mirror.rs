@@ -360,3 +360,44 @@ fn bucket_unreachable_502_or_origin_without_write_back() {
         "no write-back when the bucket is down"
     );
 }
+
+/// A "bucket" that accepts, reads the request and resets the connection.
+fn resetting_bucket() -> (String, [(&'static str, &'static str); 2]) {
+    use std::io::Read;
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut c in l.incoming().flatten() {
+            let mut buf = [0u8; 4096];
+            let _ = c.read(&mut buf);
+            let s = socket2::Socket::from(c);
+            let _ = s.set_linger(Some(std::time::Duration::ZERO));
+        }
+    });
+    let yaml = format!(
+        "{{ endpoint: \"http://127.0.0.1:{port}\", name: b, access_key_id_env: OP_KEY, secret_access_key_env: OP_SECRET }}"
+    );
+    (yaml, [("OP_KEY", "k"), ("OP_SECRET", "s")])
+}
+
+#[test]
+fn bucket_reset_counts_as_unreachable() {
+    let o = Origin::start();
+    o.set("/k", Reply::ok(b"from origin", "text/plain"));
+    let (bucket, env) = resetting_bucket();
+    let yaml = |extra: &str| {
+        format!(
+            "listen: [\"127.0.0.1:{{port}}\"]\nsites:\n  - name: s\n    bucket: {bucket}\n    rules:\n      - mirror: {{ url: \"{}\" {extra} }}\n",
+            o.url()
+        )
+    };
+    let p = Proxy::start_env(&yaml(""), &env);
+    let (status, text) = raw_get(p.port, "e", "/k");
+    assert_eq!(status, 502, "{text}");
+    assert_eq!(o.hits("/k"), 0);
+    let p = Proxy::start_env(&yaml(", mirror_on_bucket_error: true"), &env);
+    let (status, text) = raw_get(p.port, "e", "/k");
+    assert_eq!(status, 200, "{text}");
+    assert!(text.ends_with("from origin"));
+    assert_eq!(o.hits("/k"), 1);
+}

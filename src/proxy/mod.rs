@@ -94,6 +94,9 @@ pub struct RequestCtx {
     rerouting: bool,
     /// The bucket was asked again after a fill just stored the object.
     pub rechecked: bool,
+    /// The bucket's response header arrived (errors after it are not
+    /// "bucket unreachable").
+    bucket_answered: bool,
 }
 
 impl OriginPull {
@@ -220,6 +223,7 @@ impl ProxyHttp for OriginPull {
             fill: None,
             rerouting: false,
             rechecked: false,
+            bucket_answered: false,
         }
     }
 
@@ -351,6 +355,7 @@ impl ProxyHttp for OriginPull {
         if ctx.mirror.is_some() {
             return origin::on_response(session, resp, ctx, &self.client);
         }
+        ctx.bucket_answered = true;
         let status = resp.status.as_u16();
         if status >= 400 {
             if let Some(e) = self.on_bucket_error(session, ctx, status) {
@@ -415,7 +420,7 @@ impl ProxyHttp for OriginPull {
     fn error_while_proxy(
         &self,
         peer: &HttpPeer,
-        _session: &mut Session,
+        session: &mut Session,
         e: Box<Error>,
         ctx: &mut RequestCtx,
         client_reused: bool,
@@ -444,6 +449,12 @@ impl ProxyHttp for OriginPull {
             None => {
                 let mut e = e.more_context(format!("Peer: {peer}"));
                 e.retry.decide_reuse(client_reused);
+                // Reset or timed out before any answer (and not a stale
+                // pooled connection Pingora retries): the bucket is
+                // unreachable, so `mirror_on_bucket_error` applies (SPEC 1.7).
+                if !e.retry() && !ctx.bucket_answered {
+                    return self.on_bucket_unreachable(session, ctx, e.etype().as_str());
+                }
                 e
             }
         }
