@@ -47,7 +47,7 @@ impl Publisher {
     pub fn new(tx: watch::Sender<State>) -> Publisher {
         Publisher(tx)
     }
-    fn set(&self, s: State) {
+    pub(super) fn set(&self, s: State) {
         self.0.send_replace(s);
     }
 }

@@ -14,11 +14,13 @@
 mod fetch;
 pub mod policy;
 mod range;
+mod reader;
 mod serve;
 mod spool;
 
 use crate::config::FillConfig;
 pub use fetch::FetchJob;
+pub use reader::{Attached, Cursor};
 pub use serve::{OUTCOME, REASON};
 use spool::{Budget, Spool};
 use std::collections::HashMap;
@@ -146,79 +148,6 @@ impl Fill {
 
     fn subscribe(&self) -> watch::Receiver<State> {
         self.state.clone()
-    }
-}
-
-/// A client attached to a fill. While any exist the fill is attended;
-/// when the last one goes, the unattended rules apply.
-#[derive(Debug)]
-pub struct Attached {
-    pub fill: Arc<Fill>,
-}
-
-impl Attached {
-    fn attach(fill: Arc<Fill>) -> Attached {
-        if fill.readers.fetch_add(1, Ordering::AcqRel) == 0
-            && fill.unattended.swap(false, Ordering::AcqRel)
-        {
-            if let Some(f) = fill.fills.upgrade() {
-                f.unattended.fetch_sub(1, Ordering::AcqRel);
-            }
-        }
-        Attached { fill }
-    }
-}
-
-impl Drop for Attached {
-    fn drop(&mut self) {
-        if self.fill.readers.fetch_sub(1, Ordering::AcqRel) == 1 {
-            if let Some(f) = self.fill.fills.upgrade() {
-                f.left_alone(&self.fill);
-            }
-        }
-    }
-}
-
-/// A reading position in a fill's spool that follows the live edge.
-pub struct Cursor {
-    fill: Arc<Fill>,
-    rx: watch::Receiver<State>,
-    pos: u64,
-}
-
-impl Cursor {
-    pub fn new(fill: Arc<Fill>, pos: u64) -> Cursor {
-        let rx = fill.subscribe();
-        Cursor { fill, rx, pos }
-    }
-
-    /// The next bytes (at most `max`) from the position, waiting for the
-    /// fill when at its live edge; `None` at the end of a verified body.
-    /// A broken fill is an error, never an end.
-    pub async fn next(&mut self, max: usize) -> Result<Option<bytes::Bytes>, String> {
-        loop {
-            let state = self.rx.borrow_and_update().clone();
-            let limit = match state {
-                State::Body { written, .. } if written > self.pos => written,
-                State::Done { len, .. } if len > self.pos => len,
-                State::Done { .. } => return Ok(None),
-                State::Failed(why) => return Err(why.to_string()),
-                State::Answer(_) => return Err("the fill has no body".into()),
-                State::Waiting | State::Body { .. } => {
-                    if self.rx.changed().await.is_err() && !self.rx.borrow().is_terminal() {
-                        return Err("the fill stopped".into());
-                    }
-                    continue;
-                }
-            };
-            let chunk = self
-                .fill
-                .spool
-                .read_at(self.pos, max, limit)
-                .map_err(|e| format!("spool read: {e}"))?;
-            self.pos += chunk.len() as u64;
-            return Ok(Some(chunk));
-        }
     }
 }
 
@@ -485,22 +414,4 @@ fn random_id() -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn fill_keys_separate_sites_and_passed_headers() {
-        let hv = |k: &str, v: &str| (k.parse().unwrap(), http::HeaderValue::from_str(v).unwrap());
-        let h = |v: &str| vec![hv("x-variant", v)];
-        let a = FillKey::new("a", "k", "http://o/k", &h("1"));
-        assert_eq!(a, FillKey::new("a", "k", "http://o/k", &h("1")));
-        assert_ne!(a, FillKey::new("b", "k", "http://o/k", &h("1")));
-        assert_ne!(a, FillKey::new("a", "k", "http://o/k", &h("2")));
-        assert_ne!(a, FillKey::new("a", "k", "http://o/k?q", &h("1")));
-        let split = |k: &str, v: &str| vec![hv(k, v)];
-        assert_ne!(
-            FillKey::new("a", "k", "u", &split("ab", "c")),
-            FillKey::new("a", "k", "u", &split("a", "bc"))
-        );
-    }
-}
+mod tests;
