@@ -122,6 +122,8 @@ pub struct Fill {
     state: watch::Receiver<State>,
     spool: Arc<Spool>,
     readers: AtomicUsize,
+    /// Times the last reader left (a grace timer acts on the latest only).
+    departures: AtomicUsize,
     /// The fetch, plus the write-back while one runs: the fill leaves the
     /// registry when the last of them ends (or at once when it fails).
     holds: AtomicUsize,
@@ -295,6 +297,7 @@ impl Fills {
             state: rx,
             spool,
             readers: AtomicUsize::new(0),
+            departures: AtomicUsize::new(0),
             holds: AtomicUsize::new(1),
             unattended: AtomicBool::new(false),
             background,
@@ -383,10 +386,16 @@ impl Fills {
         }
         let grace = self.cfg.unattended_grace;
         let weak = Arc::downgrade(fill);
+        // Only the timer of the latest departure may cancel: someone who
+        // rejoined and left again gets a whole grace period too.
+        let departure = fill.departures.fetch_add(1, Ordering::AcqRel) + 1;
         self.rt.spawn(async move {
             tokio::time::sleep(grace).await;
             if let Some(f) = weak.upgrade() {
-                if f.readers.load(Ordering::Acquire) == 0 && !f.state().is_terminal() {
+                if f.readers.load(Ordering::Acquire) == 0
+                    && f.departures.load(Ordering::Acquire) == departure
+                    && !f.state().is_terminal()
+                {
                     f.cancel.notify_one();
                 }
             }

@@ -12,6 +12,7 @@ fn bare_fill(dir: &std::path::Path) -> (Arc<Fill>, fetch::Publisher) {
         state: rx,
         spool: Arc::new(Spool::create(dir, budget).unwrap()),
         readers: AtomicUsize::new(0),
+        departures: AtomicUsize::new(0),
         holds: AtomicUsize::new(1),
         unattended: AtomicBool::new(false),
         background: false,
