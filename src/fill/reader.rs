@@ -50,6 +50,15 @@ impl Cursor {
         Cursor { fill, rx, pos }
     }
 
+    /// Until the fill's state changes; an error when its writer is gone
+    /// without a final state.
+    async fn wait(&mut self) -> Result<(), String> {
+        if self.rx.changed().await.is_err() && !self.rx.borrow().is_terminal() {
+            return Err("the fill stopped".into());
+        }
+        Ok(())
+    }
+
     /// The next bytes (at most `max`) from the position, waiting for the
     /// fill when at its live edge; `None` at the end of a verified body.
     /// A broken fill is an error, never an end.
@@ -57,15 +66,24 @@ impl Cursor {
         loop {
             let state = self.rx.borrow_and_update().clone();
             let limit = match state {
+                // The last byte of a sized body waits for the checks
+                // (length, MD5): a client must never get a complete body
+                // from a fill that then fails them.
+                State::Body { head, written } if head.len == Some(written) && written > 0 => {
+                    if written - 1 > self.pos {
+                        written - 1
+                    } else {
+                        self.wait().await?;
+                        continue;
+                    }
+                }
                 State::Body { written, .. } if written > self.pos => written,
                 State::Done { len, .. } if len > self.pos => len,
                 State::Done { .. } => return Ok(None),
                 State::Failed(why) => return Err(why.to_string()),
                 State::Answer(_) => return Err("the fill has no body".into()),
                 State::Waiting | State::Body { .. } => {
-                    if self.rx.changed().await.is_err() && !self.rx.borrow().is_terminal() {
-                        return Err("the fill stopped".into());
-                    }
+                    self.wait().await?;
                     continue;
                 }
             };

@@ -122,3 +122,23 @@ fn fill_keys_separate_sites_and_passed_headers() {
         FillKey::new("a", "k", "u", &split("a", "bc"))
     );
 }
+
+#[tokio::test]
+async fn the_last_byte_waits_for_the_checks() {
+    let dir = tempfile::tempdir().unwrap();
+    let (fill, publisher) = bare_fill(dir.path());
+    let head = Arc::new(Head {
+        headers: vec![],
+        len: Some(4),
+    });
+    fill.spool.write_at(0, b"abcd", false).unwrap();
+    // Every byte is in, not yet verified.
+    publisher.set(State::Body { head, written: 4 });
+    let mut c = Cursor::new(fill, 0);
+    assert_eq!(&c.next(64).await.unwrap().unwrap()[..], b"abc");
+    let last = tokio::spawn(async move { c.next(64).await });
+    tokio::task::yield_now().await;
+    // The MD5 check fails: the reader never gets a complete body.
+    publisher.set(State::Failed("MD5 mismatch".into()));
+    assert!(last.await.unwrap().is_err());
+}
