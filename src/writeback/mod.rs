@@ -83,6 +83,10 @@ pub enum WriteBackError {
     Http(String),
     #[error("signing: {0}")]
     Sign(String),
+    /// The bucket refused to overwrite (`If-None-Match: *`): the key was
+    /// written meanwhile by someone else. Not a failure.
+    #[error("object already exists")]
+    AlreadyExists,
 }
 
 /// What to store, and how to check it.
@@ -123,6 +127,9 @@ impl Tee {
                 Err(WriteBackError::Abandoned) => {
                     inc(&COUNTERS.writebacks_abandoned);
                     log::warn!("write-back abandoned key={key:?}");
+                }
+                Err(WriteBackError::AlreadyExists) => {
+                    log::info!("write-back skipped key={key:?}: object already exists");
                 }
                 Err(e) => {
                     inc(&COUNTERS.writebacks_failed);

@@ -1,5 +1,13 @@
 //! The S3 requests of a write-back: PUT, multipart create / part /
 //! complete / abort, each signed, each under the idle limit.
+//!
+//! Never overwrite: the PUT and CompleteMultipartUpload carry
+//! `If-None-Match: *`, so an object written into the bucket directly
+//! while the mirror streamed (a migration tool, say) is kept. Buckets that
+//! honour it (AWS S3, the embedded s3s bucket) answer 412, or 409
+//! `ConditionalRequestConflict` when a concurrent write raced ours; both
+//! mean "already there", not a failure. Buckets that ignore the header
+//! (Garage 2.x) simply overwrite, as before.
 
 use super::idle::{within_idle_limit, Progress};
 use crate::bucket::Payload;
@@ -19,6 +27,10 @@ fn object_headers(job: &Job) -> Vec<(String, String)> {
     h
 }
 
+fn create_only() -> (String, String) {
+    ("if-none-match".into(), "*".into())
+}
+
 pub async fn put_object(
     job: &Job,
     body: reqwest::Body,
@@ -26,6 +38,7 @@ pub async fn put_object(
     progress: &Progress,
 ) -> Result<(), WriteBackError> {
     let mut headers = object_headers(job);
+    headers.push(create_only());
     if let Some(md5) = job.md5 {
         use base64::Engine;
         headers.push((
@@ -108,7 +121,7 @@ pub async fn complete(job: &Job, upload_id: &str, etags: &[String]) -> Result<()
         job,
         Method::POST,
         &q,
-        &[],
+        &[create_only()],
         reqwest::Body::from(xml),
         Some(len),
         &Progress::bucket(),
@@ -120,6 +133,9 @@ pub async fn complete(job: &Job, upload_id: &str, etags: &[String]) -> Result<()
         .await
         .map_err(|e| WriteBackError::Http(e.to_string()))?;
     if text.contains("<Error>") {
+        if already_exists(409, &text) || text.contains("<Code>PreconditionFailed</Code>") {
+            return Err(WriteBackError::AlreadyExists);
+        }
         return Err(WriteBackError::Bucket(200, text));
     }
     Ok(())
@@ -169,6 +185,12 @@ pub async fn abort(job: &Job, upload_id: &str) {
 
 fn enc(s: &str) -> String {
     crate::key::encode_component(s)
+}
+
+/// Whether an error answer means the object is already there: 412 to
+/// `If-None-Match: *`, or 409 when a concurrent write of the same key won.
+pub fn already_exists(status: u16, body: &str) -> bool {
+    status == 412 || (status == 409 && body.contains("ConditionalRequestConflict"))
 }
 
 /// A body of `data` handed over in slices, each one counted as progress:
@@ -233,6 +255,9 @@ pub async fn send(
     let status = resp.status().as_u16();
     if !(200..300).contains(&status) {
         let mut text = resp.text().await.unwrap_or_default();
+        if already_exists(status, &text) {
+            return Err(WriteBackError::AlreadyExists);
+        }
         text.truncate(500);
         return Err(WriteBackError::Bucket(status, text));
     }
@@ -346,5 +371,20 @@ mod tests {
         });
         abort(&job_for(port), "upload-1").await;
         assert_eq!(seen.load(Ordering::SeqCst), 3);
+    }
+
+    #[test]
+    fn precondition_answers_mean_already_there() {
+        assert!(already_exists(412, ""));
+        assert!(already_exists(
+            409,
+            "<Error><Code>ConditionalRequestConflict</Code></Error>"
+        ));
+        assert!(!already_exists(
+            409,
+            "<Error><Code>BucketNotEmpty</Code></Error>"
+        ));
+        assert!(!already_exists(403, ""));
+        assert!(!already_exists(500, "PreconditionFailed"));
     }
 }
