@@ -4,6 +4,7 @@
 
 mod locate;
 mod raw;
+mod tls;
 pub(crate) mod validate;
 
 pub use locate::{FieldPath, Seg};
@@ -72,6 +73,8 @@ pub struct RemoteBucket {
     pub region: String,
     pub addressing: Addressing,
     pub credentials: Credentials,
+    /// Roots trusted for an https endpoint (`tls.ca_file`).
+    pub tls: crate::tls::TrustRoots,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -44,6 +44,7 @@ pub struct RawBucket {
     pub access_key_id_env: Option<String>,
     pub secret_access_key_env: Option<String>,
     pub local: Option<String>,
+    pub tls: Option<super::tls::RawTls>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -96,6 +97,7 @@ pub struct RawMirror {
     #[serde(default)]
     pub headers: RawMirrorHeaders,
     pub timeout_seconds: Option<u64>,
+    pub tls: Option<super::tls::RawTls>,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -213,7 +213,8 @@ pub fn body_of(data: Bytes, progress: &Progress) -> reqwest::Body {
     reqwest::Body::wrap_stream(stream)
 }
 
-/// One signed request to the bucket; non-2xx answers are errors. Fails when the bucket makes no progress for the idle limit.
+/// One signed request to the bucket, by its host name; non-2xx answers are
+/// errors. Fails when the bucket makes no progress for the idle limit.
 pub async fn send(
     job: &Job,
     method: Method,
@@ -232,8 +233,10 @@ pub async fn send(
         .sign(method.as_str(), path_and_query, &refs, Payload::Unsigned)
         .map_err(|e| WriteBackError::Sign(e.to_string()))?;
     let url = format!("{}{}", job.bucket.base_url(), path_and_query);
+    // The signed Host is the one sent (reqwest would derive the same).
     let mut req = job
-        .client
+        .bucket
+        .client()
         .request(method, url)
         .header("host", job.bucket.host());
     for (k, v) in headers.iter().chain(signed.iter()) {
@@ -301,10 +304,12 @@ mod tests {
                 access_key_id: "k".into(),
                 secret_access_key: "s".into(),
             },
+            tls: crate::tls::TrustRoots::platform(),
         };
+        let bucket = Arc::new(Bucket::new(&cfg).unwrap());
         Job {
-            bucket: Arc::new(Bucket::new(&cfg).unwrap()),
-            client: reqwest::Client::new(),
+            client: bucket.client().clone(),
+            bucket,
             key: "k".into(),
             headers: Vec::new(),
             tag: String::new(),
