@@ -18,6 +18,7 @@ pub mod redirect;
 pub mod rules;
 pub mod server;
 pub mod site;
+pub mod tls;
 pub mod writeback;
 
 pub use config::Config;

@@ -119,5 +119,6 @@ pub fn start(dir: &Path) -> Result<RemoteBucket, LocalError> {
             access_key_id,
             secret_access_key,
         },
+        tls: crate::tls::TrustRoots::platform(),
     })
 }

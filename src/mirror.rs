@@ -60,6 +60,8 @@ pub struct OriginTarget {
     pub path_and_query: String,
     /// Absolute URL without the query, for `x-oss-tag` and logs.
     pub url: String,
+    /// The rule's trust roots, kept across redirect hops.
+    pub trust: crate::tls::TrustRoots,
 }
 
 /// The URL of `key` under a configured origin: the origin's path kept, each
@@ -73,6 +75,7 @@ pub fn origin_target(base: &OriginUrl, key: &str, query: Option<&str>) -> Origin
         host: base.host.clone(),
         port: base.port,
         authority: base.authority.clone(),
+        trust: base.trust.clone(),
         url: format!("{scheme}://{}{path}", base.authority),
         path_and_query: match query {
             Some(q) if !q.is_empty() => format!("{path}?{q}"),
@@ -116,6 +119,7 @@ pub fn redirect_target(current: &OriginTarget, location: &str) -> Option<OriginT
                 authority: auth.as_str().to_string(),
                 path_and_query: pq.to_string(),
                 url: format!("{s}://{auth}{path}"),
+                trust: current.trust.clone(),
             })
         }
         _ => None,
@@ -196,6 +200,7 @@ pub async fn peer(target: &OriginTarget, timeout: Duration) -> std::io::Result<H
         .next()
         .ok_or_else(|| std::io::Error::other("no address"))?;
     let mut peer = HttpPeer::new(addr, target.tls, target.host.clone());
+    peer.options.ca = target.trust.pingora_ca();
     peer.options.connection_timeout = Some(timeout);
     peer.options.total_connection_timeout = Some(timeout);
     // Each read, the response header included, must make progress within

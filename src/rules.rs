@@ -67,6 +67,8 @@ pub struct OriginUrl {
     pub authority: String,
     /// Path part, always ending in `/`.
     pub base_path: String,
+    /// Roots trusted when this URL is https (the rule's `tls.ca_file`).
+    pub trust: crate::tls::TrustRoots,
 }
 
 #[derive(Debug, Clone)]

@@ -1,10 +1,17 @@
 //! The bucket as an upstream: where it is, how its object URLs look (path or
 //! virtual-host addressing) and SigV4 signing of every request sent to it.
+//!
+//! Every request names the bucket by its host name (URL, `Host`, TLS SNI
+//! and certificate check), never by the resolved IP: a certificate is
+//! issued for the name, so an IP URL fails TLS against any real https
+//! endpoint. The address resolved at start-up is pinned instead (Pingora
+//! peer; reqwest `resolve`), so no request waits on DNS.
 
 mod reads;
 
 use crate::config::{Addressing, Credentials, Endpoint, RemoteBucket};
 use crate::key::encode_key;
+use crate::tls::TrustRoots;
 use aws_sigv4::http_request::{
     sign, PayloadChecksumKind, PercentEncodingMode, SignableBody, SignableRequest, SigningSettings,
     UriPathNormalizationMode,
@@ -15,7 +22,7 @@ use http::{HeaderName, HeaderValue, Method};
 use pingora::upstreams::peer::HttpPeer;
 pub use reads::ReadHeaders;
 use reads::ReadSignatures;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::time::{Duration, SystemTime};
 
 #[derive(Debug, thiserror::Error)]
@@ -24,6 +31,8 @@ pub enum BucketError {
     Resolve(String, String),
     #[error("cannot sign the bucket request: {0}")]
     Sign(String),
+    #[error("cannot build the write-back client: {0}")]
+    Client(String),
 }
 
 /// A ready-to-use bucket: resolved address, host header, signing identity.
@@ -35,16 +44,26 @@ pub struct Bucket {
     /// Resolved once at start-up (DNS lookups are blocking in Pingora's
     /// peer constructor, so they stay off the request path).
     addr: SocketAddr,
-    /// `Host` header value and TLS SNI.
+    /// `Host` header value (also the URL's authority).
     host: String,
+    /// Host name for TLS SNI and the certificate check.
     sni: String,
-    /// `scheme://ip:port`, built once (it prefixes every signed URL).
+    /// `scheme://host[:port]`, built once (it prefixes every signed URL).
     base_url: String,
+    /// Roots trusted for TLS, shared with the write-back client.
+    trust: TrustRoots,
+    /// Write-back client: trusts `trust`, connects to `addr`.
+    client: reqwest::Client,
     /// `/<bucket>` with path addressing, empty with virtual-host addressing.
     path_prefix: String,
     identity: Identity,
     reads: ReadSignatures,
 }
+
+/// Connecting to the bucket (it is expected to be near).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest wait for any one read from the bucket.
+const READ_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Header name/value pairs a signature adds to a request.
 pub type SignedHeaders = Vec<(String, String)>;
@@ -64,12 +83,16 @@ impl Bucket {
             Addressing::Virtual => (format!("{}.{host}", cfg.name), String::new()),
         };
         let default_port = if *tls { 443 } else { 80 };
-        let host_header = if *port == default_port {
-            host_name.clone()
-        } else if host_name.contains(':') {
-            format!("[{host_name}]:{port}")
+        // An IPv6 literal is bracketed in a URL and a Host header.
+        let host_part = if host_name.contains(':') {
+            format!("[{host_name}]")
         } else {
-            format!("{host_name}:{port}")
+            host_name.clone()
+        };
+        let host_header = if *port == default_port {
+            host_part
+        } else {
+            format!("{host_part}:{port}")
         };
         let target = format!("{host_name}:{port}");
         let lookup = if host_name.contains(':') {
@@ -82,10 +105,25 @@ impl Bucket {
             .next()
             .ok_or_else(|| BucketError::Resolve(target.clone(), "no address".into()))?;
         let scheme = if *tls { "https" } else { "http" };
-        // SocketAddr's Display brackets IPv6 addresses.
-        let base_url = format!("{scheme}://{addr}");
+        let base_url = format!("{scheme}://{host_header}");
+        let mut client = crate::tls::reqwest_client_builder(&cfg.tls)
+            .connect_timeout(CONNECT_TIMEOUT)
+            // Each read of an answer must make progress within this; the
+            // uploader adds its own idle limit on what it sends.
+            .read_timeout(READ_TIMEOUT)
+            .pool_idle_timeout(Duration::from_secs(30))
+            // A bucket never redirects a signed request anywhere useful.
+            .redirect(reqwest::redirect::Policy::none());
+        if host_name.parse::<IpAddr>().is_err() {
+            client = client.resolve(&host_name, addr);
+        }
+        let client = client
+            .build()
+            .map_err(|e| BucketError::Client(e.to_string()))?;
         Ok(Bucket {
             base_url,
+            trust: cfg.tls.clone(),
+            client,
             name: cfg.name.clone(),
             region: cfg.region.clone(),
             tls: *tls,
@@ -103,17 +141,24 @@ impl Bucket {
         &self.host
     }
 
-    /// Base URL (scheme, host, port) for clients outside Pingora.
+    /// Base URL (scheme, host name, port) for clients outside Pingora.
     pub fn base_url(&self) -> &str {
         &self.base_url
+    }
+
+    /// The write-back client for this bucket: same trust roots as
+    /// [`Bucket::peer`], the host name pinned to the resolved address.
+    pub fn client(&self) -> &reqwest::Client {
+        &self.client
     }
 
     /// The peer for Pingora. Timeouts: the bucket is expected to be near.
     pub fn peer(&self) -> HttpPeer {
         let mut peer = HttpPeer::new(self.addr, self.tls, self.sni.clone());
-        peer.options.connection_timeout = Some(Duration::from_secs(5));
+        peer.options.ca = self.trust.pingora_ca();
+        peer.options.connection_timeout = Some(CONNECT_TIMEOUT);
         peer.options.total_connection_timeout = Some(Duration::from_secs(10));
-        peer.options.read_timeout = Some(Duration::from_secs(60));
+        peer.options.read_timeout = Some(READ_TIMEOUT);
         peer.options.write_timeout = Some(Duration::from_secs(60));
         peer.options.idle_timeout = Some(Duration::from_secs(60));
         peer

@@ -5,6 +5,7 @@
 mod fill;
 mod locate;
 mod raw;
+mod tls;
 pub(crate) mod validate;
 
 pub use fill::FillConfig;
@@ -75,6 +76,8 @@ pub struct RemoteBucket {
     pub region: String,
     pub addressing: Addressing,
     pub credentials: Credentials,
+    /// Roots trusted for an https endpoint (`tls.ca_file`).
+    pub tls: crate::tls::TrustRoots,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

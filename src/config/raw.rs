@@ -68,6 +68,7 @@ pub struct RawBucket {
     pub access_key_id_env: Option<String>,
     pub secret_access_key_env: Option<String>,
     pub local: Option<String>,
+    pub tls: Option<super::tls::RawTls>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -122,6 +123,7 @@ pub struct RawMirror {
     pub timeout_seconds: Option<u64>,
     #[serde(default)]
     pub mode: MirrorMode,
+    pub tls: Option<super::tls::RawTls>,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -16,6 +16,8 @@ struct Ctx<'a> {
     src: &'a str,
     file: &'a str,
     env: &'a dyn Fn(&str) -> Option<String>,
+    /// The config file's folder: relative paths in it resolve here.
+    base: &'a Path,
 }
 
 impl Ctx<'_> {
@@ -54,7 +56,12 @@ pub(super) fn parse(
             message,
         }
     })?;
-    let cx = Ctx { src, file, env };
+    let cx = Ctx {
+        src,
+        file,
+        env,
+        base,
+    };
     let root = FieldPath::default();
 
     if raw.listen.is_empty() {
@@ -194,6 +201,7 @@ fn bucket(
             ("addressing", rb.addressing.is_some()),
             ("access_key_id_env", rb.access_key_id_env.is_some()),
             ("secret_access_key_env", rb.secret_access_key_env.is_some()),
+            ("tls", rb.tls.is_some()),
         ];
         if let Some((f, _)) = remote_fields.iter().find(|(_, set)| *set) {
             return Err(cx.err(
@@ -230,6 +238,11 @@ fn bucket(
     let Some(name) = &rb.name else {
         return Err(cx.err(path, "needs `name`"));
     };
+    if rb.tls.is_some() && !url.tls {
+        return Err(cx.err(&path.key("tls"), "needs an https:// `endpoint`"));
+    }
+    let tls = super::tls::trust_roots(rb.tls.as_ref(), cx.base)
+        .map_err(|m| cx.err(&path.key("tls").key("ca_file"), m))?;
     if name.is_empty() || name.contains(['/', ' ']) {
         return Err(cx.err(&path.key("name"), "is not a bucket name"));
     }
@@ -265,6 +278,7 @@ fn bucket(
             access_key_id,
             secret_access_key,
         },
+        tls,
     }))
 }
 
@@ -381,12 +395,18 @@ fn mirror(
         }
         Ok(u)
     };
-    let url = origin("url", &m.url)?;
+    // The rule's roots go with its URLs, so every peer built from them
+    // (redirect hops included) trusts the same CAs.
+    let trust = super::tls::trust_roots(m.tls.as_ref(), cx.base)
+        .map_err(|e| cx.err(&path.key("tls").key("ca_file"), e))?;
+    let mut url = origin("url", &m.url)?;
+    url.trust = trust.clone();
     let secondary_url = m
         .secondary_url
         .as_deref()
         .map(|s| origin("secondary_url", s))
-        .transpose()?;
+        .transpose()?
+        .map(|u| OriginUrl { trust, ..u });
     let timeout_seconds = m.timeout_seconds.unwrap_or(10);
     if timeout_seconds == 0 {
         return Err(cx.err(&path.key("timeout_seconds"), "must be at least 1"));
@@ -523,5 +543,6 @@ pub fn parse_http_url(s: &str) -> Result<OriginUrl, String> {
         port,
         authority: auth.as_str().to_string(),
         base_path,
+        trust: crate::tls::TrustRoots::platform(),
     })
 }

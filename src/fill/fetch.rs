@@ -90,7 +90,7 @@ async fn fetch(
     job: &FetchJob,
     publisher: &Publisher,
 ) -> Result<(), String> {
-    let (resp, tag_url) = match open(&fills.origin_client, job).await {
+    let (resp, tag_url) = match open(fills, job).await {
         Ok(r) => r,
         Err(outcome) => {
             if let Outcome::Failed(why) = &outcome {
@@ -221,10 +221,7 @@ async fn fetch(
 
 /// Asks the origin (hops, secondary) until it answers 200, with the URL
 /// for `x-oss-tag`, or decides the outcome.
-async fn open(
-    client: &reqwest::Client,
-    job: &FetchJob,
-) -> Result<(reqwest::Response, String), Outcome> {
+async fn open(fills: &Fills, job: &FetchJob) -> Result<(reqwest::Response, String), Outcome> {
     let mut configured = job.primary.clone();
     let mut target = configured.clone();
     let mut on_secondary = false;
@@ -232,7 +229,10 @@ async fn open(
     loop {
         let same = policy::same_origin(&configured, &target);
         let headers: &[_] = if same { &job.headers } else { &[] };
-        let why = match request(client, &target, headers, job.timeout).await {
+        let client = fills
+            .origin_client(&target.trust)
+            .map_err(|e| Outcome::Failed(e.to_string()))?;
+        let why = match request(&client, &target, headers, job.timeout).await {
             Ok(resp) => match resp.status().as_u16() {
                 200 => return Ok((resp, configured.url.clone())),
                 404 => return Err(Outcome::NotFound),

@@ -164,7 +164,9 @@ pub struct Fills {
     unattended: AtomicUsize,
     rt: tokio::runtime::Handle,
     socket: PathBuf,
-    origin_client: reqwest::Client,
+    /// One origin client per set of trust roots (a rule's `tls.ca_file`);
+    /// Pingora's bucket connector trusts the same roots (`crate::tls`).
+    origin_clients: Mutex<Vec<(crate::tls::TrustRoots, reqwest::Client)>>,
     upload_client: reqwest::Client,
 }
 
@@ -198,14 +200,7 @@ impl Fills {
         cfg: &FillConfig,
         upload_client: reqwest::Client,
     ) -> Result<Arc<Fills>, FillError> {
-        let origin_client = reqwest::Client::builder()
-            // Hops are followed by the fill itself, under its policy.
-            .redirect(reqwest::redirect::Policy::none())
-            // Nothing but what the rule's header policy sends.
-            .default_headers(http::HeaderMap::new())
-            .pool_idle_timeout(std::time::Duration::from_secs(30))
-            .build()
-            .map_err(|e| FillError::Client(e.to_string()))?;
+        let origin_client = origin_client(&crate::tls::TrustRoots::platform())?;
         let (rt, socket, listener) = serve::bind()?;
         let fills = Arc::new(Fills {
             cfg: cfg.clone(),
@@ -215,13 +210,24 @@ impl Fills {
             unattended: AtomicUsize::new(0),
             rt,
             socket,
-            origin_client,
+            origin_clients: Mutex::new(vec![(crate::tls::TrustRoots::platform(), origin_client)]),
             upload_client,
         });
         fills
             .rt
             .spawn(serve::serve(listener, Arc::downgrade(&fills)));
         Ok(fills)
+    }
+
+    /// The origin client trusting `roots`.
+    fn origin_client(&self, roots: &crate::tls::TrustRoots) -> Result<reqwest::Client, FillError> {
+        let mut clients = lock(&self.origin_clients);
+        if let Some((_, c)) = clients.iter().find(|(r, _)| r == roots) {
+            return Ok(c.clone());
+        }
+        let c = origin_client(roots)?;
+        clients.push((roots.clone(), c.clone()));
+        Ok(c)
     }
 
     /// The fill peer's socket path.
@@ -401,6 +407,17 @@ impl Fills {
             }
         });
     }
+}
+
+fn origin_client(roots: &crate::tls::TrustRoots) -> Result<reqwest::Client, FillError> {
+    crate::tls::reqwest_client_builder(roots)
+        // Hops are followed by the fill itself, under its policy.
+        .redirect(reqwest::redirect::Policy::none())
+        // Nothing but what the rule's header policy sends.
+        .default_headers(http::HeaderMap::new())
+        .pool_idle_timeout(Duration::from_secs(30))
+        .build()
+        .map_err(|e| FillError::Client(e.to_string()))
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

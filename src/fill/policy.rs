@@ -111,6 +111,7 @@ mod tests {
             authority: format!("{host}:{port}"),
             path_and_query: "/".into(),
             url: String::new(),
+            trust: Default::default(),
         };
         assert!(same_origin(&t(false, "o", 80), &t(false, "O", 80)));
         assert!(!same_origin(&t(false, "o", 80), &t(true, "o", 80)));

@@ -47,6 +47,10 @@ pub enum WriteBackError {
     Sign(String),
     #[error("the origin fetch failed: {0}")]
     Fill(String),
+    /// The bucket refused to overwrite (`If-None-Match: *`): the key was
+    /// written meanwhile by someone else. Not a failure.
+    #[error("object already exists")]
+    AlreadyExists,
 }
 
 /// What to store, and how to check it.
@@ -131,6 +135,9 @@ async fn upload_logged(job: Job, reader: Reader) -> bool {
         Err(WriteBackError::Abandoned) => {
             inc(&COUNTERS.writebacks_abandoned);
             log::warn!("write-back abandoned key={key:?}");
+        }
+        Err(WriteBackError::AlreadyExists) => {
+            log::info!("write-back skipped key={key:?}: object already exists");
         }
         Err(e) => {
             inc(&COUNTERS.writebacks_failed);

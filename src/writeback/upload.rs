@@ -2,14 +2,23 @@
 //! multipart upload otherwise. Bodies stream straight from the tee when
 //! the length is known; without a length (chunked origin) parts are
 //! buffered, with one part uploading while the next fills.
+//!
+//! Limits: at most [`MAX_UPLOADS`] uploads run at once in the process
+//! (more wait for a slot: while they wait their tee fills, and one that
+//! waits too long is abandoned by the tee, never stored half); every
+//! bucket request fails once the bucket makes no progress for
+//! [`idle::BUCKET_IDLE`]; a failed multipart upload is aborted, with
+//! retries (see [`s3::abort`]).
+
+mod idle;
+mod s3;
 
 use super::reader::Reader;
 use super::{Job, WriteBackError};
-use crate::bucket::Payload;
 use bytes::{Bytes, BytesMut};
-use reqwest::Method;
+use idle::Progress;
 use std::sync::Arc;
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, Semaphore};
 
 /// Objects up to this size go in one PUT.
 const SINGLE_PUT_MAX: u64 = 8 << 20;
@@ -17,15 +26,36 @@ const SINGLE_PUT_MAX: u64 = 8 << 20;
 /// 10,000 parts.
 const PART: u64 = 8 << 20;
 const MAX_PARTS: u64 = 10_000;
+/// Unknown length: the part size doubles after every this many parts.
+const PARTS_PER_SIZE: u64 = 1_000;
+/// Uploads running at once, process-wide: each holds a bucket connection
+/// and up to two parts of memory (unknown length).
+const MAX_UPLOADS: usize = 64;
+
+static UPLOADS: Semaphore = Semaphore::const_new(MAX_UPLOADS);
 
 type Shared = Arc<Mutex<(Reader, Option<WriteBackError>)>>;
 
 pub(super) async fn run(job: &Job, reader: Reader) -> Result<u64, WriteBackError> {
+    let _slot = match UPLOADS.try_acquire() {
+        Ok(p) => p,
+        Err(_) => {
+            log::info!(
+                "write-back waits for an upload slot key={:?} ({MAX_UPLOADS} running)",
+                job.key
+            );
+            UPLOADS
+                .acquire()
+                .await
+                .map_err(|e| WriteBackError::Http(format!("upload slots: {e}")))?
+        }
+    };
     match job.expected_len {
         Some(len) if len <= SINGLE_PUT_MAX => {
             let shared: Shared = Arc::new(Mutex::new((reader, None)));
-            let body = part_body(shared.clone(), len, true);
-            let result = put_object(job, body, len).await;
+            let progress = Progress::bucket();
+            let body = part_body(shared.clone(), len, true, &progress);
+            let result = s3::put_object(job, body, len, &progress).await;
             cause(&shared, result).await.map(|_| len)
         }
         Some(len) => multipart_streamed(job, reader, len).await,
@@ -45,53 +75,58 @@ async fn cause<T>(shared: &Shared, r: Result<T, WriteBackError>) -> Result<T, Wr
 /// A body of exactly `len` bytes taken from the reader. For the last part
 /// the final chunk is released only after the end marker arrived and the
 /// checks passed, so a bucket never receives a whole object that was not.
-fn part_body(shared: Shared, len: u64, is_last: bool) -> reqwest::Body {
-    let stream = futures_util::stream::unfold(
-        (shared, len, false),
-        move |(shared, mut left, done)| async move {
-            if done {
-                return None;
-            }
-            let mut g = shared.lock().await;
-            let (reader, failure) = &mut *g;
-            let step = if left == 0 {
-                Ok(Bytes::new())
-            } else {
-                match reader.next(left as usize).await {
-                    Ok(Some(chunk)) => Ok(chunk),
-                    Ok(None) => Err(WriteBackError::Abandoned),
-                    Err(e) => Err(e),
+fn part_body(shared: Shared, len: u64, is_last: bool, progress: &Progress) -> reqwest::Body {
+    let progress = progress.clone();
+    let stream =
+        futures_util::stream::unfold((shared, len, false), move |(shared, mut left, done)| {
+            let progress = progress.clone();
+            async move {
+                if done {
+                    return None;
                 }
-            };
-            let step = match step {
-                Ok(chunk) => {
-                    left -= chunk.len() as u64;
-                    if left == 0 && is_last {
-                        reader.finish().await.map(|_| chunk)
-                    } else {
-                        Ok(chunk)
+                // Waiting for the origin's bytes is not the bucket idling.
+                progress.waiting_on_source(true);
+                let mut g = shared.lock().await;
+                let (reader, failure) = &mut *g;
+                let step = if left == 0 {
+                    Ok(Bytes::new())
+                } else {
+                    match reader.next(left as usize).await {
+                        Ok(Some(chunk)) => Ok(chunk),
+                        Ok(None) => Err(WriteBackError::Abandoned),
+                        Err(e) => Err(e),
                     }
-                }
-                Err(e) => Err(e),
-            };
-            let item = match step {
-                Ok(chunk) => Ok(chunk),
-                Err(e) => {
-                    *failure = Some(e);
-                    Err(std::io::Error::other("write-back stream failed"))
-                }
-            };
-            let finished = left == 0 || item.is_err();
-            drop(g);
-            Some((item, (shared, left, finished)))
-        },
-    );
+                };
+                let step = match step {
+                    Ok(chunk) => {
+                        left -= chunk.len() as u64;
+                        if left == 0 && is_last {
+                            reader.finish().await.map(|_| chunk)
+                        } else {
+                            Ok(chunk)
+                        }
+                    }
+                    Err(e) => Err(e),
+                };
+                progress.waiting_on_source(false);
+                let item = match step {
+                    Ok(chunk) => Ok(chunk),
+                    Err(e) => {
+                        *failure = Some(e);
+                        Err(std::io::Error::other("write-back stream failed"))
+                    }
+                };
+                let finished = left == 0 || item.is_err();
+                drop(g);
+                Some((item, (shared, left, finished)))
+            }
+        });
     reqwest::Body::wrap_stream(stream)
 }
 
 async fn multipart_streamed(job: &Job, reader: Reader, len: u64) -> Result<u64, WriteBackError> {
     let part = PART.max(len.div_ceil(MAX_PARTS));
-    let upload_id = create(job).await?;
+    let upload_id = s3::create(job).await?;
     let shared: Shared = Arc::new(Mutex::new((reader, None)));
     let parts = async {
         let mut etags = Vec::new();
@@ -99,31 +134,49 @@ async fn multipart_streamed(job: &Job, reader: Reader, len: u64) -> Result<u64, 
         while offset < len {
             let this = part.min(len - offset);
             let n = etags.len() + 1;
-            let body = part_body(shared.clone(), this, offset + this == len);
-            let etag = upload_part(job, &upload_id, n, body, this).await;
+            let progress = Progress::bucket();
+            let body = part_body(shared.clone(), this, offset + this == len, &progress);
+            let etag = s3::upload_part(job, &upload_id, n, body, this, &progress).await;
             etags.push(cause(&shared, etag).await?);
             offset += this;
         }
-        complete(job, &upload_id, &etags).await
+        s3::complete(job, &upload_id, &etags).await
     }
     .await;
     finish_multipart(job, &upload_id, parts).await.map(|_| len)
 }
 
+/// Size of part `n` (from 1) of a body of unknown length: [`PART`],
+/// doubled after every [`PARTS_PER_SIZE`] parts, so 10,000 parts hold
+/// more than S3's largest object (5 TiB) while no part passes S3's
+/// largest part (5 GiB), and small objects keep small buffers.
+fn unknown_length_part(n: u64) -> u64 {
+    let doublings = (n.saturating_sub(1) / PARTS_PER_SIZE).min(9);
+    PART << doublings
+}
+
 async fn buffered(job: &Job, mut reader: Reader) -> Result<u64, WriteBackError> {
-    let (first, ended) = fill(&mut reader).await?;
+    let (first, ended) = fill(&mut reader, unknown_length_part(1)).await?;
     if ended {
         let len = first.len() as u64;
-        put_object(job, reqwest::Body::from(first), len).await?;
+        let progress = Progress::bucket();
+        s3::put_object(job, s3::body_of(first, &progress), len, &progress).await?;
         return Ok(len);
     }
-    let upload_id = create(job).await?;
+    let upload_id = s3::create(job).await?;
     let parts = async {
         let mut total = first.len() as u64;
         let mut etags = Vec::new();
         let mut in_flight = Some(spawn_part(job, &upload_id, 1, first));
         loop {
-            let (buf, ended) = fill(&mut reader).await?;
+            let next = etags.len() as u64 + 2;
+            if next > MAX_PARTS {
+                return Err(WriteBackError::Bucket(
+                    0,
+                    format!("object larger than {MAX_PARTS} parts"),
+                ));
+            }
+            let (buf, ended) = fill(&mut reader, unknown_length_part(next)).await?;
             if let Some(h) = in_flight.take() {
                 etags.push(h.await.map_err(|e| WriteBackError::Http(e.to_string()))??);
             }
@@ -138,17 +191,17 @@ async fn buffered(job: &Job, mut reader: Reader) -> Result<u64, WriteBackError> 
         if let Some(h) = in_flight.take() {
             etags.push(h.await.map_err(|e| WriteBackError::Http(e.to_string()))??);
         }
-        complete(job, &upload_id, &etags).await.map(|_| total)
+        s3::complete(job, &upload_id, &etags).await.map(|_| total)
     }
     .await;
     finish_multipart(job, &upload_id, parts).await
 }
 
-/// Up to one part's worth of bytes, and whether the stream ended.
-async fn fill(reader: &mut Reader) -> Result<(Bytes, bool), WriteBackError> {
+/// Up to `size` bytes, and whether the stream ended.
+async fn fill(reader: &mut Reader, size: u64) -> Result<(Bytes, bool), WriteBackError> {
     let mut buf = BytesMut::new();
-    while (buf.len() as u64) < PART {
-        match reader.next(PART as usize - buf.len()).await? {
+    while (buf.len() as u64) < size {
+        match reader.next((size - buf.len() as u64) as usize).await? {
             Some(chunk) => buf.extend_from_slice(&chunk),
             None => return Ok((buf.freeze(), true)),
         }
@@ -174,7 +227,9 @@ fn spawn_part(
     let upload_id = upload_id.to_string();
     tokio::spawn(async move {
         let len = data.len() as u64;
-        upload_part(&job, &upload_id, n, reqwest::Body::from(data), len).await
+        let progress = Progress::bucket();
+        let body = s3::body_of(data, &progress);
+        s3::upload_part(&job, &upload_id, n, body, len, &progress).await
     })
 }
 
@@ -185,171 +240,43 @@ async fn finish_multipart<T>(
     r: Result<T, WriteBackError>,
 ) -> Result<T, WriteBackError> {
     if r.is_err() {
-        let q = format!(
-            "{}?uploadId={}",
-            job.bucket.object_path(&job.key),
-            enc(upload_id)
-        );
-        if let Err(e) = send(job, Method::DELETE, &q, &[], reqwest::Body::from(""), None).await {
-            log::warn!("abort of multipart upload for {:?} failed: {e}", job.key);
-        }
+        s3::abort(job, upload_id).await;
     }
     r
 }
 
-fn object_headers(job: &Job) -> Vec<(String, String)> {
-    let mut h = job.headers.clone();
-    h.push(("x-amz-meta-x-oss-tag".into(), job.tag.clone()));
-    h
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-async fn put_object(job: &Job, body: reqwest::Body, len: u64) -> Result<(), WriteBackError> {
-    let mut headers = object_headers(job);
-    if let Some(md5) = job.md5 {
-        use base64::Engine;
-        headers.push((
-            "content-md5".into(),
-            base64::engine::general_purpose::STANDARD.encode(md5),
-        ));
+    #[test]
+    fn unknown_length_parts_grow_before_the_part_limit() {
+        assert_eq!(unknown_length_part(1), PART);
+        assert_eq!(unknown_length_part(1_000), PART);
+        assert_eq!(unknown_length_part(1_001), 2 * PART);
+        assert_eq!(unknown_length_part(2_001), 4 * PART);
+        // Never past S3's 5 GiB part limit.
+        assert!(unknown_length_part(MAX_PARTS) <= 5 << 30);
+        assert_eq!(unknown_length_part(u64::MAX), PART << 9);
+        // 10,000 parts hold more than S3's largest object, 5 TiB.
+        let total: u64 = (1..=MAX_PARTS).map(unknown_length_part).sum();
+        assert!(total >= 5 << 40, "{total}");
+        // Up to 8 GB the parts stay at 8 MiB.
+        let first_size: u64 = (1..=PARTS_PER_SIZE).map(unknown_length_part).sum();
+        assert_eq!(first_size, PARTS_PER_SIZE * PART);
     }
-    send(
-        job,
-        Method::PUT,
-        &job.bucket.object_path(&job.key),
-        &headers,
-        body,
-        Some(len),
-    )
-    .await?;
-    Ok(())
-}
 
-#[derive(serde::Deserialize)]
-struct InitiateMultipartUploadResult {
-    #[serde(rename = "UploadId")]
-    upload_id: String,
-}
-
-async fn create(job: &Job) -> Result<String, WriteBackError> {
-    let q = format!("{}?uploads=", job.bucket.object_path(&job.key));
-    let resp = send(
-        job,
-        Method::POST,
-        &q,
-        &object_headers(job),
-        reqwest::Body::from(""),
-        Some(0),
-    )
-    .await?;
-    let text = resp
-        .text()
-        .await
-        .map_err(|e| WriteBackError::Http(e.to_string()))?;
-    let r: InitiateMultipartUploadResult = quick_xml::de::from_str(&text).map_err(|e| {
-        WriteBackError::Bucket(200, format!("unreadable CreateMultipartUpload answer: {e}"))
-    })?;
-    Ok(r.upload_id)
-}
-
-async fn upload_part(
-    job: &Job,
-    upload_id: &str,
-    n: usize,
-    body: reqwest::Body,
-    len: u64,
-) -> Result<String, WriteBackError> {
-    let q = format!(
-        "{}?partNumber={n}&uploadId={}",
-        job.bucket.object_path(&job.key),
-        enc(upload_id)
-    );
-    let resp = send(job, Method::PUT, &q, &[], body, Some(len)).await?;
-    resp.headers()
-        .get("etag")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
-        .ok_or_else(|| WriteBackError::Bucket(200, "UploadPart answer without ETag".into()))
-}
-
-async fn complete(job: &Job, upload_id: &str, etags: &[String]) -> Result<(), WriteBackError> {
-    use quick_xml::escape::escape;
-    let mut xml = String::from("<CompleteMultipartUpload>");
-    for (i, etag) in etags.iter().enumerate() {
-        xml.push_str(&format!(
-            "<Part><PartNumber>{}</PartNumber><ETag>{}</ETag></Part>",
-            i + 1,
-            escape(etag.as_str())
-        ));
+    #[tokio::test]
+    async fn uploads_past_the_cap_wait_for_a_slot() {
+        let slots = Semaphore::const_new(MAX_UPLOADS);
+        let held: Vec<_> = (0..MAX_UPLOADS)
+            .map(|_| slots.try_acquire().expect("a free slot"))
+            .collect();
+        assert!(slots.try_acquire().is_err());
+        let waiter = slots.acquire();
+        tokio::pin!(waiter);
+        assert!(futures_util::poll!(&mut waiter).is_pending());
+        drop(held);
+        assert!(waiter.await.is_ok());
     }
-    xml.push_str("</CompleteMultipartUpload>");
-    let q = format!(
-        "{}?uploadId={}",
-        job.bucket.object_path(&job.key),
-        enc(upload_id)
-    );
-    let len = xml.len() as u64;
-    let resp = send(
-        job,
-        Method::POST,
-        &q,
-        &[],
-        reqwest::Body::from(xml),
-        Some(len),
-    )
-    .await?;
-    // S3 can answer 200 with an error document for Complete.
-    let text = resp
-        .text()
-        .await
-        .map_err(|e| WriteBackError::Http(e.to_string()))?;
-    if text.contains("<Error>") {
-        return Err(WriteBackError::Bucket(200, text));
-    }
-    Ok(())
-}
-
-fn enc(s: &str) -> String {
-    crate::key::encode_component(s)
-}
-
-/// One signed request to the bucket; non-2xx answers are errors.
-async fn send(
-    job: &Job,
-    method: Method,
-    path_and_query: &str,
-    headers: &[(String, String)],
-    body: reqwest::Body,
-    len: Option<u64>,
-) -> Result<reqwest::Response, WriteBackError> {
-    let refs: Vec<(&str, &str)> = headers
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
-    let signed = job
-        .bucket
-        .sign(method.as_str(), path_and_query, &refs, Payload::Unsigned)
-        .map_err(|e| WriteBackError::Sign(e.to_string()))?;
-    let url = format!("{}{}", job.bucket.base_url(), path_and_query);
-    let mut req = job
-        .client
-        .request(method, url)
-        .header("host", job.bucket.host());
-    for (k, v) in headers.iter().chain(signed.iter()) {
-        req = req.header(k.as_str(), v.as_str());
-    }
-    if let Some(len) = len {
-        req = req.header("content-length", len.to_string());
-    }
-    let resp = req
-        .body(body)
-        .send()
-        .await
-        .map_err(|e| WriteBackError::Http(e.to_string()))?;
-    let status = resp.status().as_u16();
-    if !(200..300).contains(&status) {
-        let mut text = resp.text().await.unwrap_or_default();
-        text.truncate(500);
-        return Err(WriteBackError::Bucket(status, text));
-    }
-    Ok(resp)
 }

@@ -6,6 +6,7 @@
 pub mod garage;
 pub mod net;
 pub mod origin;
+pub mod tls;
 
 pub use garage::{garage, TestBucket};
 pub use net::*;

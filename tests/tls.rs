@@ -1,0 +1,176 @@
+//! https upstreams with a private CA (`tls: { ca_file }`): bucket reads
+//! and write-back through TLS in front of a real Garage, and an https
+//! origin. The CA and certificates are made by the test; the certificate
+//! names `localhost` only, so every request must use the host name.
+
+mod common;
+use common::tls::{tls_yaml, TestPki, TlsRelay};
+use common::*;
+use md5::{Digest, Md5};
+use std::path::Path;
+
+/// `bucket:` for `b` behind `relay`, by host name, trusting `ca`.
+fn https_bucket(b: &TestBucket, relay: &TlsRelay, ca: Option<&Path>) -> String {
+    format!(
+        "{{ endpoint: \"https://localhost:{}\", name: \"{}\", region: garage, access_key_id_env: OP_KEY, secret_access_key_env: OP_SECRET{} }}",
+        relay.port,
+        b.name,
+        ca.map(|c| format!(", {}", tls_yaml(c))).unwrap_or_default()
+    )
+}
+
+fn proxy_yaml(bucket: &str, origin_url: &str, mirror_extra: &str) -> String {
+    format!(
+        "listen: [\"127.0.0.1:{{port}}\"]\nsites:\n  - name: s\n    bucket: {bucket}\n    rules:\n      - condition: {{ key_prefix: \"\" }}\n        mirror: {{ url: \"{origin_url}\", timeout_seconds: 5 {mirror_extra} }}\n"
+    )
+}
+
+#[test]
+fn https_bucket_reads_and_writes_back_through_tls() {
+    let pki = TestPki::new();
+    let b = garage().bucket("tls");
+    let relay = TlsRelay::start(b.garage.s3_port, &pki);
+    b.put("hit.txt", b"from the bucket", Some("text/plain"));
+    let o = Origin::start();
+    let small = pattern(300_000, 5);
+    o.set("/small.bin", Reply::ok(&small, "application/octet-stream"));
+    // Multipart (over the single-PUT size), streamed with a known length.
+    let big_len = 20 << 20;
+    o.set(
+        "/big.bin",
+        Reply {
+            status: 200,
+            headers: vec![("Content-Type".into(), "application/x-big".into())],
+            body: Body::Pattern {
+                len: big_len,
+                seed: 6,
+            },
+            fault: Fault::None,
+        },
+    );
+    let yaml = proxy_yaml(
+        &https_bucket(&b, &relay, Some(&pki.ca_file())),
+        &o.url(),
+        "",
+    );
+    let p = Proxy::start_env(&yaml, &b.proxy_env());
+
+    // A hit, read through TLS by Pingora.
+    let r = client().get(p.url("/hit.txt")).send().unwrap();
+    assert_eq!(r.status(), 200, "{}", p.log());
+    assert_eq!(r.bytes().unwrap().as_ref(), b"from the bucket");
+
+    // Misses, written back through TLS by the uploader.
+    let r = client().get(p.url("/small.bin")).send().unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.bytes().unwrap().as_ref() == small.as_slice());
+    let line = p.write_back_outcome("small.bin");
+    assert!(line.contains("write-back stored"), "{line}\n{}", p.log());
+    assert!(b.get("small.bin").body == small);
+
+    let r = client().get(p.url("/big.bin")).send().unwrap();
+    assert_eq!(r.status(), 200);
+    let served = Md5::digest(r.bytes().unwrap());
+    let line = p.write_back_outcome("big.bin");
+    assert!(line.contains("write-back stored"), "{line}\n{}", p.log());
+    let stored = b.get("big.bin");
+    assert_eq!(stored.body.len() as u64, big_len);
+    assert_eq!(Md5::digest(&stored.body), served);
+    assert_eq!(stored.headers["content-type"], "application/x-big");
+
+    // The stored copy is now a hit: the origin is not asked again.
+    let r = client().get(p.url("/small.bin")).send().unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().get("x-oss-tag").is_some());
+    assert_eq!(o.hits("/small.bin"), 1);
+
+    // Every connection named the host (SNI), never an address.
+    let seen = relay.handshakes();
+    assert!(seen.len() >= 2, "{seen:?}");
+    assert!(seen.iter().all(|s| s == "localhost"), "{seen:?}");
+}
+
+#[test]
+fn https_bucket_without_its_ca_is_not_trusted() {
+    let pki = TestPki::new();
+    let b = garage().bucket("tlsnoca");
+    let relay = TlsRelay::start(b.garage.s3_port, &pki);
+    b.put("hit.txt", b"x", None);
+    let o = Origin::start();
+    let yaml = proxy_yaml(&https_bucket(&b, &relay, None), &o.url(), "");
+    let p = Proxy::start_env(&yaml, &b.proxy_env());
+    let r = client().get(p.url("/hit.txt")).send().unwrap();
+    assert_eq!(r.status(), 502);
+    assert!(relay.handshakes().is_empty());
+}
+
+#[test]
+fn https_origin_with_its_ca_is_mirrored_and_stored() {
+    let pki = TestPki::new();
+    let b = garage().bucket("tlsorigin");
+    let o = Origin::start();
+    let relay = TlsRelay::start(o.port, &pki);
+    let body = pattern(500_000, 8);
+    o.set("/dir/img/a.png", Reply::ok(&body, "image/png"));
+    let origin_url = format!("https://localhost:{}/dir/", relay.port);
+
+    let extra = format!(", {}", tls_yaml(&pki.ca_file()));
+    let p = Proxy::start_env(&proxy_yaml(&b.yaml(), &origin_url, &extra), &b.proxy_env());
+    let r = client().get(p.url("/img/a.png")).send().unwrap();
+    assert_eq!(r.status(), 200, "{}", p.log());
+    let tag = r.headers()["x-oss-tag"].to_str().unwrap().to_string();
+    assert!(tag.starts_with("MIRROR https%3A%2F%2Flocalhost"), "{tag}");
+    assert!(r.bytes().unwrap().as_ref() == body.as_slice());
+    let line = p.write_back_outcome("img/a.png");
+    assert!(line.contains("write-back stored"), "{line}");
+    assert!(b.get("img/a.png").body == body);
+    assert!(relay.handshakes().iter().all(|s| s == "localhost"));
+
+    // Without the rule's CA the origin is not trusted: 424, nothing stored.
+    let p = Proxy::start_env(&proxy_yaml(&b.yaml(), &origin_url, ""), &b.proxy_env());
+    let r = client().get(p.url("/img/other.png")).send().unwrap();
+    assert_eq!(r.status(), 424);
+    assert!(r.text().unwrap().contains("<Code>MirrorFailed</Code>"));
+    assert!(!b.exists("img/other.png"));
+}
+
+#[test]
+fn a_bad_ca_file_fails_validation_with_its_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let broken = dir.path().join("broken.pem");
+    std::fs::write(&broken, "no certificate here\n").unwrap();
+    for (bucket, mirror_tls, field) in [
+        (
+            format!(
+                "{{ endpoint: \"https://localhost:1\", name: b, tls: {{ ca_file: \"{}\" }} }}",
+                dir.path().join("missing.pem").display()
+            ),
+            String::new(),
+            "sites[0].bucket.tls.ca_file",
+        ),
+        (
+            "{ endpoint: \"http://127.0.0.1:1\", name: b }".to_string(),
+            format!(", tls: {{ ca_file: \"{}\" }}", broken.display()),
+            "sites[0].rules[0].mirror.tls.ca_file",
+        ),
+        (
+            "{ endpoint: \"http://127.0.0.1:1\", name: b, tls: {} }".to_string(),
+            String::new(),
+            "sites[0].bucket.tls",
+        ),
+    ] {
+        let yaml = proxy_yaml(&bucket, "https://origin.example/", &mirror_tls);
+        let path = dir.path().join("c.yaml");
+        std::fs::write(&path, yaml.replace("{port}", "1")).unwrap();
+        let out = std::process::Command::new(binary())
+            .args(["-t", "-c"])
+            .arg(&path)
+            .env("AWS_ACCESS_KEY_ID", "k")
+            .env("AWS_SECRET_ACCESS_KEY", "s")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{field}: accepted");
+        assert!(err.contains(field), "{field}: {err}");
+    }
+}
