@@ -232,4 +232,26 @@ impl TestBucket {
     pub fn exists(&self, key: &str) -> bool {
         self.get(key).status == 200
     }
+
+    /// Length and MD5 of a stored object, read as a stream (None: 404).
+    pub fn stored_md5(&self, key: &str) -> Option<(u64, [u8; 16])> {
+        use md5::{Digest, Md5};
+        use std::io::Read;
+        let (b, c) = self.s3();
+        let url = b.get_object(Some(&c), key).sign(Duration::from_secs(600));
+        let mut resp = super::client().get(url).send().unwrap();
+        if resp.status() == 404 {
+            return None;
+        }
+        assert_eq!(resp.status(), 200, "GET {key} from the bucket");
+        let (mut h, mut n, mut buf) = (Md5::new(), 0u64, vec![0u8; 1 << 20]);
+        loop {
+            let k = resp.read(&mut buf).unwrap();
+            if k == 0 {
+                return Some((n, h.finalize().into()));
+            }
+            h.update(&buf[..k]);
+            n += k as u64;
+        }
+    }
 }
