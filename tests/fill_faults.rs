@@ -3,7 +3,7 @@
 
 mod common;
 use common::fill::*;
-use common::http::{download, pattern_md5, Conn};
+use common::http::{download, download_compare, Conn};
 use common::*;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -16,7 +16,8 @@ fn lone_client_leaves_and_the_object_is_still_stored() {
     const LEN: u64 = 4 << 20;
     let b = garage().bucket("leave");
     let o = Origin::start();
-    o.set("/leave.bin", Reply::pattern(LEN, 31).gate_at(1 << 20));
+    let src = source(LEN as usize, 31);
+    o.set("/leave.bin", Reply::shared(&src).gate_at(1 << 20));
     let p = fill_proxy(&b, &o.url(), "", "");
     let mut c = Conn::open(p.port);
     c.send("/leave.bin", &[]);
@@ -26,12 +27,11 @@ fn lone_client_leaves_and_the_object_is_still_stored() {
     o.release();
     let outcome = p.write_back_outcome("leave.bin");
     assert!(outcome.contains("stored"), "{outcome}\n{}", p.log());
-    let want = pattern_md5(LEN, 31);
-    assert_eq!(b.stored_md5("leave.bin"), Some((LEN, want)));
+    assert_eq!(b.stored_matches("leave.bin", &src), Ok(()));
     assert_eq!(o.hits("/leave.bin"), 1);
     // The next GET is a bucket hit.
-    let d = download(p.port, "/leave.bin", &[], None);
-    assert_eq!((d.head.status, d.len, d.md5), (200, LEN, want));
+    let d = download_compare(p.port, "/leave.bin", &src, None);
+    assert_eq!((d.head.status, d.len, d.differs_at), (200, LEN, None));
     assert_eq!(d.end, Ok(()));
     assert_eq!(o.hits("/leave.bin"), 1);
 }
@@ -83,23 +83,26 @@ fn failing_fill_reaches_every_waiter(tag: &str, reply: Reply, chunked: bool) {
     assert!(!p.log().contains(&format!("write-back stored key={key:?}")));
 
     // The next GET starts a new fill.
-    o.set(&path, Reply::pattern(LEN, 32));
-    let d = download(p.port, &path, &[], None);
+    let good = source(LEN as usize, 32);
+    o.set(&path, Reply::shared(&good));
+    let d = download_compare(p.port, &path, &good, None);
     assert_eq!(d.end, Ok(()));
-    assert_eq!((d.len, d.md5), (LEN, pattern_md5(LEN, 32)));
+    assert_eq!((d.len, d.differs_at), (LEN, None));
     assert_eq!(o.hits(&path), 2);
     assert!(p.write_back_outcome(&key).contains("stored"));
 }
 
 #[test]
 fn origin_truncating_a_sized_body_fails_every_waiter() {
-    let reply = Reply::pattern(1 << 20, 33).truncate_at(600_000);
+    let reply = Reply::shared(&source(1 << 20, 33)).truncate_at(600_000);
     failing_fill_reaches_every_waiter("truncated", reply, false);
 }
 
 #[test]
 fn origin_resetting_a_chunked_body_fails_every_waiter() {
-    let reply = Reply::pattern(1 << 20, 34).chunked().reset_at(600_000);
+    let reply = Reply::shared(&source(1 << 20, 34))
+        .chunked()
+        .reset_at(600_000);
     failing_fill_reaches_every_waiter("reset", reply, true);
 }
 
@@ -108,7 +111,10 @@ fn unattended_fill_beyond_the_bound_is_cancelled() {
     const LEN: u64 = 64 << 20;
     let b = garage().bucket("unattended");
     let o = Origin::start();
-    o.set("/un.bin", Reply::pattern(LEN, 35).gate_at(2 << 20));
+    o.set(
+        "/un.bin",
+        Reply::shared(&source(LEN as usize, 35)).gate_at(2 << 20),
+    );
     let (spool, spool_cfg) = spool_dir();
     let fill = format!("{spool_cfg}, unattended_max_bytes: 1048576, unattended_grace_seconds: 1");
     let p = fill_proxy(&b, &o.url(), "", &fill);

@@ -233,25 +233,30 @@ impl TestBucket {
         self.get(key).status == 200
     }
 
-    /// Length and MD5 of a stored object, read as a stream (None: 404).
-    pub fn stored_md5(&self, key: &str) -> Option<(u64, [u8; 16])> {
-        use md5::{Digest, Md5};
+    /// Compares a stored object with `expected` as it streams in (no
+    /// copy kept): Err says it is missing, or where it differs.
+    pub fn stored_matches(&self, key: &str, expected: &[u8]) -> Result<(), String> {
         use std::io::Read;
         let (b, c) = self.s3();
         let url = b.get_object(Some(&c), key).sign(Duration::from_secs(600));
         let mut resp = super::client().get(url).send().unwrap();
-        if resp.status() == 404 {
-            return None;
+        if resp.status() != 200 {
+            return Err(format!("{key}: status {}", resp.status()));
         }
-        assert_eq!(resp.status(), 200, "GET {key} from the bucket");
-        let (mut h, mut n, mut buf) = (Md5::new(), 0u64, vec![0u8; 1 << 20]);
+        let (mut off, mut buf) = (0usize, vec![0u8; 1 << 20]);
         loop {
             let k = resp.read(&mut buf).unwrap();
             if k == 0 {
-                return Some((n, h.finalize().into()));
+                break;
             }
-            h.update(&buf[..k]);
-            n += k as u64;
+            if expected.get(off..off + k) != Some(&buf[..k]) {
+                return Err(format!("{key}: differs in bytes {off}..{}", off + k));
+            }
+            off += k;
         }
+        if off != expected.len() {
+            return Err(format!("{key}: {off} bytes stored of {}", expected.len()));
+        }
+        Ok(())
     }
 }

@@ -77,6 +77,19 @@ pub enum Body {
         len: u64,
         seed: u8,
     },
+    /// Bytes shared by every request (large objects served at memcpy speed
+    /// without a copy per request).
+    Shared(Arc<Vec<u8>>),
+}
+
+impl Body {
+    fn len(&self) -> u64 {
+        match self {
+            Body::Bytes(b) => b.len() as u64,
+            Body::Pattern { len, .. } => *len,
+            Body::Shared(b) => b.len() as u64,
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -112,20 +125,17 @@ impl Reply {
         self.fault = f;
         self
     }
-    /// `len` bytes of `super::pattern(len, seed)`, generated while sent.
-    pub fn pattern(len: u64, seed: u8) -> Reply {
+    /// A 200 with `body`, shared by every request.
+    pub fn shared(body: &Arc<Vec<u8>>) -> Reply {
         Reply {
             status: 200,
             headers: vec![("Content-Type".into(), "application/octet-stream".into())],
-            body: Body::Pattern { len, seed },
+            body: Body::Shared(body.clone()),
             fault: Fault::None,
         }
     }
     fn edit_plan(mut self, f: impl FnOnce(&mut Plan)) -> Reply {
-        let len = match &self.body {
-            Body::Bytes(b) => b.len() as u64,
-            Body::Pattern { len, .. } => *len,
-        };
+        let len = self.body.len();
         let mut p = self.fault.plan(len);
         f(&mut p);
         self.fault = Fault::Plan(p);
@@ -312,10 +322,7 @@ fn write_reply(
     if let Fault::Delay(d) = r.fault {
         std::thread::sleep(d);
     }
-    let len = match &r.body {
-        Body::Bytes(b) => b.len() as u64,
-        Body::Pattern { len, .. } => *len,
-    };
+    let len = r.body.len();
     let plan = r.fault.plan(len);
     let wait_for = |open: fn(&State) -> bool| {
         let mut s = st.0.lock().unwrap();
@@ -381,7 +388,7 @@ fn write_reply(
 
 /// Produces a body's bytes in order without holding all of it.
 struct Gen {
-    bytes: Option<Vec<u8>>,
+    bytes: Option<Arc<Vec<u8>>>,
     pos: usize,
     x: u32,
 }
@@ -390,6 +397,11 @@ impl Gen {
     fn new(b: &Body) -> Gen {
         match b {
             Body::Bytes(v) => Gen {
+                bytes: Some(Arc::new(v.clone())),
+                pos: 0,
+                x: 0,
+            },
+            Body::Shared(v) => Gen {
                 bytes: Some(v.clone()),
                 pos: 0,
                 x: 0,
