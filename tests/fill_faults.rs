@@ -3,10 +3,8 @@
 
 mod common;
 use common::fill::*;
-use common::http::{download, download_compare, Conn};
+use common::http::{download, download_compare, Conn, Progress};
 use common::*;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 const MINUTE: Duration = Duration::from_secs(60);
@@ -47,7 +45,7 @@ fn failing_fill_reaches_every_waiter(tag: &str, reply: Reply, chunked: bool) {
     let key = format!("{tag}.bin");
     o.set(&path, reply.gate_at(256 << 10));
     let p = fill_proxy(&b, &o.url(), "", "");
-    let progress: Arc<Vec<AtomicU64>> = Arc::new((0..WAITERS).map(|_| AtomicU64::new(0)).collect());
+    let progress = Progress::many(WAITERS);
     let clients: Vec<_> = (0..WAITERS)
         .map(|i| {
             let (progress, port, path) = (progress.clone(), p.port, path.clone());
@@ -55,7 +53,7 @@ fn failing_fill_reaches_every_waiter(tag: &str, reply: Reply, chunked: bool) {
         })
         .collect();
     wait_until("every waiter to get part of the body", MINUTE, || {
-        progress.iter().all(|p| p.load(Ordering::SeqCst) > 0)
+        progress.iter().all(|p| p.body() > 0)
     });
     o.release();
     for (i, c) in clients.into_iter().enumerate() {

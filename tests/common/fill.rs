@@ -104,10 +104,8 @@ pub struct Herd {
 /// the stored object equals the source; the next GET is a bucket hit;
 /// the spool file is gone afterwards.
 pub fn herd(tag: &str, len: u64, early: usize, late: usize) -> Herd {
-    use super::http::{download, download_compare};
+    use super::http::{download, download_compare, Progress};
     use super::*;
-    use std::sync::atomic::{AtomicU64, Ordering};
-    use std::sync::Arc;
     use std::time::{Duration, Instant};
 
     let seed = 3;
@@ -124,8 +122,7 @@ pub fn herd(tag: &str, len: u64, early: usize, late: usize) -> Herd {
     let path = "/herd/object.bin";
     let key = "herd/object.bin";
     o.set(path, Reply::shared(&src).hold_header().gate_at(len / 4));
-    let progress: Arc<Vec<AtomicU64>> =
-        Arc::new((0..early + late).map(|_| AtomicU64::new(0)).collect());
+    let progress = Progress::many(early + late);
     let spawn = |i: usize| {
         let (progress, src, port) = (progress.clone(), src.clone(), p.port);
         std::thread::spawn(move || download_compare(port, path, &src, Some(&progress[i])))
@@ -134,7 +131,7 @@ pub fn herd(tag: &str, len: u64, early: usize, late: usize) -> Herd {
     let minute = Duration::from_secs(60);
     wait_until("the origin GET", minute, || o.hits(path) >= 1);
     wait_until("the proxy to read every early request", minute, || {
-        requests_taken(p.port) >= early
+        progress[..early].iter().all(|p| p.sent()) && requests_taken(p.port) >= early
     });
     assert_eq!(
         o.sent(path),
@@ -147,7 +144,7 @@ pub fn herd(tag: &str, len: u64, early: usize, late: usize) -> Herd {
     });
     clients.extend((early..early + late).map(spawn));
     wait_until("every client to get part of the body", minute * 3, || {
-        progress.iter().all(|p| p.load(Ordering::SeqCst) > 0)
+        progress.iter().all(|p| p.body() > 0)
     });
     o.release();
 

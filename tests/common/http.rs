@@ -6,7 +6,7 @@
 use md5::{Digest, Md5};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 /// A response's status line and headers.
@@ -200,25 +200,49 @@ pub struct Download {
     pub end: Result<(), String>,
 }
 
+/// How far one client got, for tests that wait on many clients.
+#[derive(Default)]
+pub struct Progress {
+    /// The request was written to the socket.
+    pub sent: AtomicBool,
+    /// Body bytes received so far.
+    pub body: AtomicU64,
+}
+
+impl Progress {
+    pub fn many(n: usize) -> std::sync::Arc<Vec<Progress>> {
+        std::sync::Arc::new((0..n).map(|_| Progress::default()).collect())
+    }
+    pub fn sent(&self) -> bool {
+        self.sent.load(Ordering::SeqCst)
+    }
+    pub fn body(&self) -> u64 {
+        self.body.load(Ordering::SeqCst)
+    }
+}
+
 /// `GET path` on a new connection, feeding the body to `sink` as it
-/// arrives. `progress` (when given) counts body bytes received so far, so a
-/// test can wait for "this client got part of the body".
+/// arrives, reporting to `progress` (when given) so a test can wait for
+/// "every client asked" or "every client got part of the body".
 pub fn fetch(
     port: u16,
     path: &str,
     headers: &[(&str, &str)],
-    progress: Option<&AtomicU64>,
+    progress: Option<&Progress>,
     mut sink: impl FnMut(&[u8]),
 ) -> (Head, u64, Result<(), String>) {
     let mut c = Conn::open(port);
     c.send(path, headers);
+    if let Some(p) = progress {
+        p.sent.store(true, Ordering::SeqCst);
+    }
     let head = c.head().unwrap_or_else(|e| panic!("GET {path}: {e}"));
     let mut len = 0u64;
     let end = c.body(&head, |b| {
         sink(b);
         len += b.len() as u64;
         if let Some(p) = progress {
-            p.fetch_add(b.len() as u64, Ordering::SeqCst);
+            p.body.fetch_add(b.len() as u64, Ordering::SeqCst);
         }
     });
     (head, len, end.map(|_| ()))
@@ -229,7 +253,7 @@ pub fn download(
     port: u16,
     path: &str,
     headers: &[(&str, &str)],
-    progress: Option<&AtomicU64>,
+    progress: Option<&Progress>,
 ) -> Download {
     let mut h = Md5::new();
     let (head, len, end) = fetch(port, path, headers, progress, |b| h.update(b));
@@ -259,7 +283,7 @@ pub fn download_compare(
     port: u16,
     path: &str,
     expected: &[u8],
-    progress: Option<&AtomicU64>,
+    progress: Option<&Progress>,
 ) -> Compared {
     let (mut off, mut differs_at) = (0usize, None);
     let (head, len, end) = fetch(port, path, &[], progress, |b| {
