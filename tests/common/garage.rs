@@ -232,4 +232,31 @@ impl TestBucket {
     pub fn exists(&self, key: &str) -> bool {
         self.get(key).status == 200
     }
+
+    /// Compares a stored object with `expected` as it streams in (no
+    /// copy kept): Err says it is missing, or where it differs.
+    pub fn stored_matches(&self, key: &str, expected: &[u8]) -> Result<(), String> {
+        use std::io::Read;
+        let (b, c) = self.s3();
+        let url = b.get_object(Some(&c), key).sign(Duration::from_secs(600));
+        let mut resp = super::client().get(url).send().unwrap();
+        if resp.status() != 200 {
+            return Err(format!("{key}: status {}", resp.status()));
+        }
+        let (mut off, mut buf) = (0usize, vec![0u8; 1 << 20]);
+        loop {
+            let k = resp.read(&mut buf).unwrap();
+            if k == 0 {
+                break;
+            }
+            if expected.get(off..off + k) != Some(&buf[..k]) {
+                return Err(format!("{key}: differs in bytes {off}..{}", off + k));
+            }
+            off += k;
+        }
+        if off != expected.len() {
+            return Err(format!("{key}: {off} bytes stored of {}", expected.len()));
+        }
+        Ok(())
+    }
 }

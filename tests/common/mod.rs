@@ -3,14 +3,16 @@
 //! clients. Everything waits for readiness by polling the port it needs.
 #![allow(dead_code, unused_imports)]
 
+pub mod fill;
 pub mod garage;
+pub mod http;
 pub mod net;
 pub mod origin;
 pub mod tls;
 
 pub use garage::{garage, TestBucket};
 pub use net::*;
-pub use origin::{Body, Fault, Origin, Reply};
+pub use origin::{Body, Fault, Origin, Plan, Reply};
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -150,4 +152,17 @@ pub fn dead_bucket() -> (String, [(&'static str, &'static str); 2]) {
         free_port()
     );
     (yaml, [("OP_KEY", "k"), ("OP_SECRET", "s")])
+}
+
+/// Polls `cond` every 10 ms until it holds; panics naming `what` after
+/// `limit`. The only way tests wait: for a condition, never for a time.
+pub fn wait_until(what: &str, limit: std::time::Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + limit;
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
 }

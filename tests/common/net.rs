@@ -99,3 +99,80 @@ impl Recorder {
         String::from_utf8_lossy(&self.seen.lock().unwrap()).to_string()
     }
 }
+
+/// A TCP relay in front of `target` that passes at most `bytes_per_sec`
+/// (both directions and all connections together): a slow bucket.
+pub struct Throttle {
+    pub port: u16,
+    up: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Throttle {
+    pub fn start(target: u16, bytes_per_sec: u64) -> Throttle {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        // When the link is free again: shared by every connection.
+        let budget = Arc::new(Mutex::new(Instant::now()));
+        let up_bytes = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counter = up_bytes.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(down) = conn else { continue };
+                let Ok(up) = TcpStream::connect(("127.0.0.1", target)) else {
+                    continue;
+                };
+                let _ = (down.set_nodelay(true), up.set_nodelay(true));
+                for (from, to, count) in [
+                    (
+                        down.try_clone().unwrap(),
+                        up.try_clone().unwrap(),
+                        Some(counter.clone()),
+                    ),
+                    (up, down, None),
+                ] {
+                    let budget = budget.clone();
+                    std::thread::spawn(move || pace(from, to, bytes_per_sec, &budget, count));
+                }
+            }
+        });
+        Throttle { port, up: up_bytes }
+    }
+
+    /// Bytes passed on to the target so far (requests and uploads).
+    pub fn passed_up(&self) -> u64 {
+        self.up.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+fn pace(
+    mut from: TcpStream,
+    mut to: TcpStream,
+    rate: u64,
+    budget: &Mutex<Instant>,
+    count: Option<Arc<std::sync::atomic::AtomicU64>>,
+) {
+    let mut buf = [0u8; 16384];
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        // Throttling, not synchronisation: hold the bytes until the shared
+        // budget allows them.
+        let due = {
+            let mut free = budget.lock().unwrap();
+            *free = (*free).max(Instant::now()) + Duration::from_secs_f64(n as f64 / rate as f64);
+            *free
+        };
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        if to.write_all(&buf[..n]).is_err() {
+            break;
+        }
+        if let Some(c) = &count {
+            c.fetch_add(n as u64, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+    let _ = to.shutdown(Shutdown::Write);
+}

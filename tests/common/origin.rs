@@ -24,6 +24,49 @@ pub enum Fault {
     /// Announce the length, stream the body, waiting for `release` before the
     /// second half (lets a test act mid-body without sleeping).
     Gate,
+    /// Any combination of the above, with gates at chosen points.
+    Plan(Plan),
+}
+
+/// A composable fault: framing, where to hold, where to stop and how.
+#[derive(Clone, Debug, Default)]
+pub struct Plan {
+    /// `Transfer-Encoding: chunked` instead of `Content-Length`.
+    pub chunked: bool,
+    /// Send nothing (not even the status line) until `release_header`.
+    pub hold_header: bool,
+    /// After this many body bytes, wait for `release`.
+    pub gate_at: Option<u64>,
+    /// Send only this many body bytes, then end the connection (FIN, or RST
+    /// with `reset`); a chunked body then lacks its last chunk.
+    pub stop_at: Option<u64>,
+    pub reset: bool,
+}
+
+impl Fault {
+    fn plan(&self, len: u64) -> Plan {
+        match self {
+            Fault::None | Fault::Delay(_) => Plan::default(),
+            Fault::Chunked => Plan {
+                chunked: true,
+                ..Plan::default()
+            },
+            Fault::Truncate(n) => Plan {
+                stop_at: Some(*n as u64),
+                ..Plan::default()
+            },
+            Fault::Reset(n) => Plan {
+                stop_at: Some(*n as u64),
+                reset: true,
+                ..Plan::default()
+            },
+            Fault::Gate => Plan {
+                gate_at: Some(len / 2),
+                ..Plan::default()
+            },
+            Fault::Plan(p) => p.clone(),
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -34,6 +77,19 @@ pub enum Body {
         len: u64,
         seed: u8,
     },
+    /// Bytes shared by every request (large objects served at memcpy speed
+    /// without a copy per request).
+    Shared(Arc<Vec<u8>>),
+}
+
+impl Body {
+    fn len(&self) -> u64 {
+        match self {
+            Body::Bytes(b) => b.len() as u64,
+            Body::Pattern { len, .. } => *len,
+            Body::Shared(b) => b.len() as u64,
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -69,6 +125,44 @@ impl Reply {
         self.fault = f;
         self
     }
+    /// A 200 with `body`, shared by every request.
+    pub fn shared(body: &Arc<Vec<u8>>) -> Reply {
+        Reply {
+            status: 200,
+            headers: vec![("Content-Type".into(), "application/octet-stream".into())],
+            body: Body::Shared(body.clone()),
+            fault: Fault::None,
+        }
+    }
+    fn edit_plan(mut self, f: impl FnOnce(&mut Plan)) -> Reply {
+        let len = self.body.len();
+        let mut p = self.fault.plan(len);
+        f(&mut p);
+        self.fault = Fault::Plan(p);
+        self
+    }
+    /// Nothing is sent until `Origin::release_header`.
+    pub fn hold_header(self) -> Reply {
+        self.edit_plan(|p| p.hold_header = true)
+    }
+    /// After `n` body bytes, wait for `Origin::release`.
+    pub fn gate_at(self, n: u64) -> Reply {
+        self.edit_plan(|p| p.gate_at = Some(n))
+    }
+    pub fn chunked(self) -> Reply {
+        self.edit_plan(|p| p.chunked = true)
+    }
+    /// Send `n` body bytes, then close (FIN): short of the announced length.
+    pub fn truncate_at(self, n: u64) -> Reply {
+        self.edit_plan(|p| p.stop_at = Some(n))
+    }
+    /// Send `n` body bytes, then reset the connection (RST).
+    pub fn reset_at(self, n: u64) -> Reply {
+        self.edit_plan(|p| {
+            p.stop_at = Some(n);
+            p.reset = true
+        })
+    }
 }
 
 /// One request as the origin received it.
@@ -93,6 +187,11 @@ struct State {
     replies: HashMap<String, Reply>,
     seen: Vec<Seen>,
     gate_open: bool,
+    header_open: bool,
+    /// Body bytes written, per path (query ignored), over all connections.
+    sent: HashMap<String, u64>,
+    /// Responses whose write failed: the peer closed the connection early.
+    closed_early: HashMap<String, usize>,
 }
 
 pub struct Origin {
@@ -141,10 +240,34 @@ impl Origin {
         self.state.0.lock().unwrap().seen.clone()
     }
 
-    /// Lets `Fault::Gate` bodies finish.
+    /// Lets `Fault::Gate` bodies (and `gate_at`) finish.
     pub fn release(&self) {
         self.state.0.lock().unwrap().gate_open = true;
         self.state.1.notify_all();
+    }
+
+    /// Lets `hold_header` replies start.
+    pub fn release_header(&self) {
+        self.state.0.lock().unwrap().header_open = true;
+        self.state.1.notify_all();
+    }
+
+    /// Body bytes written so far for `path`, over all its requests.
+    pub fn sent(&self, path: &str) -> u64 {
+        let s = self.state.0.lock().unwrap();
+        s.sent.get(path).copied().unwrap_or(0)
+    }
+
+    /// Responses for `path` whose write failed because the peer had
+    /// closed the connection.
+    pub fn closed_early(&self, path: &str) -> usize {
+        let s = self.state.0.lock().unwrap();
+        s.closed_early.get(path).copied().unwrap_or(0)
+    }
+
+    /// Polls (60 s at most) until `cond(self)` holds; panics with `what`.
+    pub fn wait(&self, what: &str, cond: impl Fn(&Origin) -> bool) {
+        super::wait_until(what, std::time::Duration::from_secs(60), || cond(self));
     }
 }
 
@@ -183,28 +306,38 @@ fn serve(conn: TcpStream, st: Arc<(Mutex<State>, std::sync::Condvar)>) {
             .cloned()
             .unwrap_or_else(|| Reply::status(404))
     };
-    let _ = write_reply(conn, &method, reply, &st);
+    let path = target.split('?').next().unwrap_or("").to_string();
+    if write_reply(conn, &method, &path, reply, &st).is_err() {
+        *st.0.lock().unwrap().closed_early.entry(path).or_default() += 1;
+    }
 }
 
 fn write_reply(
     mut conn: TcpStream,
     method: &str,
+    path: &str,
     r: Reply,
     st: &Arc<(Mutex<State>, std::sync::Condvar)>,
 ) -> std::io::Result<()> {
     if let Fault::Delay(d) = r.fault {
         std::thread::sleep(d);
     }
-    let len = match &r.body {
-        Body::Bytes(b) => b.len() as u64,
-        Body::Pattern { len, .. } => *len,
+    let len = r.body.len();
+    let plan = r.fault.plan(len);
+    let wait_for = |open: fn(&State) -> bool| {
+        let mut s = st.0.lock().unwrap();
+        while !open(&s) {
+            s = st.1.wait(s).unwrap();
+        }
     };
+    if plan.hold_header {
+        wait_for(|s| s.header_open);
+    }
     let mut head = format!("HTTP/1.1 {} X\r\nConnection: close\r\n", r.status);
     for (k, v) in &r.headers {
         head.push_str(&format!("{k}: {v}\r\n"));
     }
-    let chunked = matches!(r.fault, Fault::Chunked);
-    if chunked {
+    if plan.chunked {
         head.push_str("Transfer-Encoding: chunked\r\n\r\n");
     } else {
         head.push_str(&format!("Content-Length: {len}\r\n\r\n"));
@@ -213,46 +346,49 @@ fn write_reply(
     if method == "HEAD" {
         return Ok(());
     }
-    let stop_at = match r.fault {
-        Fault::Truncate(n) | Fault::Reset(n) => n as u64,
-        _ => len,
-    };
+    let stop_at = plan.stop_at.unwrap_or(len).min(len);
     let mut sent = 0u64;
     let mut gen = Gen::new(&r.body);
     while sent < stop_at {
-        if matches!(r.fault, Fault::Gate) && sent >= len / 2 {
-            let mut s = st.0.lock().unwrap();
-            while !s.gate_open {
-                s = st.1.wait(s).unwrap();
+        let mut n = (stop_at - sent).min(65536);
+        if let Some(g) = plan.gate_at {
+            if sent >= g {
+                wait_for(|s| s.gate_open);
+            } else {
+                n = n.min(g - sent);
             }
         }
-        let n = (stop_at - sent).min(65536) as usize;
-        let chunk = gen.take(n);
-        if chunked {
+        let chunk = gen.take(n as usize);
+        if plan.chunked {
             conn.write_all(format!("{:x}\r\n", chunk.len()).as_bytes())?;
             conn.write_all(&chunk)?;
             conn.write_all(b"\r\n")?;
         } else {
             conn.write_all(&chunk)?;
         }
-        sent += n as u64;
+        sent += n;
+        *st.0
+            .lock()
+            .unwrap()
+            .sent
+            .entry(path.to_string())
+            .or_default() += n;
     }
-    match r.fault {
-        Fault::Chunked => conn.write_all(b"0\r\n\r\n")?,
-        Fault::Reset(_) => {
-            let sock = socket2::Socket::from(conn);
-            sock.set_linger(Some(Duration::ZERO))?;
-            drop(sock);
-            return Ok(());
-        }
-        _ => {}
+    if plan.stop_at.is_some() && plan.reset {
+        let sock = socket2::Socket::from(conn);
+        sock.set_linger(Some(Duration::ZERO))?;
+        drop(sock);
+        return Ok(());
+    }
+    if plan.chunked && plan.stop_at.is_none() {
+        conn.write_all(b"0\r\n\r\n")?;
     }
     conn.flush()
 }
 
 /// Produces a body's bytes in order without holding all of it.
 struct Gen {
-    bytes: Option<Vec<u8>>,
+    bytes: Option<Arc<Vec<u8>>>,
     pos: usize,
     x: u32,
 }
@@ -261,6 +397,11 @@ impl Gen {
     fn new(b: &Body) -> Gen {
         match b {
             Body::Bytes(v) => Gen {
+                bytes: Some(Arc::new(v.clone())),
+                pos: 0,
+                x: 0,
+            },
+            Body::Shared(v) => Gen {
                 bytes: Some(v.clone()),
                 pos: 0,
                 x: 0,

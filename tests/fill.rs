@@ -1,0 +1,167 @@
+//! Shared fills (SPEC section 2, the fill issue): one origin fetch per
+//! missing object whoever asks, Range on a miss, keep-alive, async mode, and
+//! a slow bucket that must not slow the client. Real Garage, the fault-mode
+//! origin, the real binary.
+
+mod common;
+use common::fill::*;
+use common::http::{download_compare, Conn};
+use common::*;
+use std::time::Duration;
+
+#[test]
+fn herd_of_100_on_a_missing_8_mib_key_is_one_origin_get() {
+    let h = herd("herd8", 8 << 20, 50, 50);
+    println!(
+        "100 clients x 8 MiB: {:?}, peak RSS growth {} MiB",
+        h.elapsed, h.rss_growth_mib
+    );
+}
+
+#[test]
+fn range_on_a_miss_is_served_from_the_whole_fill() {
+    const LEN: usize = 300_000;
+    let b = garage().bucket("range");
+    let o = Origin::start();
+    let body = pattern(LEN, 21);
+    let p = fill_proxy(&b, &o.url(), "", "");
+    let unsatisfiable = format!("bytes={LEN}-");
+    // (key name, Range, status, the bytes of the object expected back)
+    type Case<'a> = (&'a str, &'a str, u16, Option<(usize, usize)>);
+    let cases: [Case; 4] = [
+        ("mid", "bytes=1000-1999", 206, Some((1000, 1999))),
+        ("suffix", "bytes=-100", 206, Some((LEN - 100, LEN - 1))),
+        ("beyond", &unsatisfiable, 416, None),
+        ("two", "bytes=0-1,5-9", 200, Some((0, LEN - 1))),
+    ];
+    for (name, range, status, span) in cases {
+        let key = format!("range/{name}.bin");
+        let path = format!("/{key}");
+        o.set(&path, Reply::ok(&body, "application/octet-stream"));
+        let (head, got) = Conn::open(p.port).get(&path, &[("Range", range)]);
+        assert_eq!(head.status, status, "{range}");
+        if let Some((a, z)) = span {
+            let got = got.unwrap_or_else(|e| panic!("{range}: {e}"));
+            assert!(
+                got == body[a..=z],
+                "{range}: wrong bytes ({} long)",
+                got.len()
+            );
+            if status == 206 {
+                let want = format!("bytes {a}-{z}/{LEN}");
+                assert_eq!(head.header("content-range"), Some(want.as_str()), "{range}");
+            }
+        }
+        let seen: Vec<_> = o.seen().into_iter().filter(|s| s.target == path).collect();
+        assert_eq!(seen.len(), 1, "{range}: origin GETs");
+        assert_eq!(
+            seen[0].header("range"),
+            None,
+            "{range}: Range reached the origin"
+        );
+        let outcome = p.write_back_outcome(&key);
+        assert!(outcome.contains("stored"), "{range}: {outcome}");
+        assert!(b.get(&key).body == body, "{range}: stored object differs");
+    }
+}
+
+#[test]
+fn first_client_and_joiner_keep_their_connections() {
+    const LEN: usize = 2 << 20;
+    let b = garage().bucket("keepalive");
+    let o = Origin::start();
+    let body = pattern(LEN, 22);
+    o.set(
+        "/ka.bin",
+        Reply::ok(&body, "application/octet-stream").gate_at(LEN as u64 / 2),
+    );
+    o.set("/second.bin", Reply::ok(&body[..5000], "text/plain"));
+    let p = fill_proxy(&b, &o.url(), "", "");
+
+    // The first client's response starts; the origin then waits at its gate.
+    let mut first = Conn::open(p.port);
+    first.send("/ka.bin", &[]);
+    let h1 = first.head().unwrap();
+    // A joiner while the fill is live.
+    let mut joiner = Conn::open(p.port);
+    joiner.send("/ka.bin", &[]);
+    let h2 = joiner.head().unwrap();
+    assert_eq!((h1.status, h2.status), (200, 200));
+    assert_eq!(o.hits("/ka.bin"), 1, "the joiner did not join the fill");
+    o.release();
+    for (name, conn, head) in [("first", &mut first, &h1), ("joiner", &mut joiner, &h2)] {
+        let mut got = Vec::new();
+        conn.body(head, |b| got.extend_from_slice(b))
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(got == body, "{name}: body differs");
+        assert!(!head.closes(), "{name}: Connection: close");
+        // A second request on the same socket.
+        let (h, again) = conn.get("/second.bin", &[]);
+        assert_eq!(h.status, 200, "{name}: second request");
+        assert!(again.unwrap() == body[..5000], "{name}: second body");
+    }
+    assert_eq!(o.hits("/ka.bin"), 1);
+}
+
+#[test]
+fn async_mode_redirects_to_the_origin_and_stores_in_the_background() {
+    let b = garage().bucket("async");
+    let o = Origin::start();
+    let body = pattern(200_000, 23);
+    o.set(
+        "/dir/a%20b.bin",
+        Reply::ok(&body, "application/octet-stream"),
+    );
+    let p = fill_proxy(&b, &o.url(), ", mode: async", "");
+    let (head, _) = Conn::open(p.port).get("/dir/a%20b.bin", &[]);
+    assert_eq!(head.status, 302);
+    let want = format!("http://127.0.0.1:{}/dir/a%20b.bin", o.port);
+    assert_eq!(head.header("location"), Some(want.as_str()));
+    // No further client request: the fill stores the object by itself.
+    wait_until("the object in the bucket", Duration::from_secs(60), || {
+        b.exists("dir/a b.bin")
+    });
+    assert!(b.get("dir/a b.bin").body == body);
+    assert_eq!(o.hits("/dir/a%20b.bin"), 1);
+    assert!(p.write_back_outcome("dir/a b.bin").contains("stored"));
+}
+
+/// The bucket takes 10 MB/s (a throttling relay in front of Garage's S3
+/// port); the origin and the client are on loopback. Asserted by what had
+/// reached the bucket when the client finished (not by the clock): with
+/// fills about 1-2 MB of 64 MiB (debug build, busy cores); when the client
+/// is held to the bucket's pace, most of it.
+#[test]
+fn slow_bucket_does_not_slow_the_client() {
+    const LEN: u64 = 64 << 20;
+    const RATE: u64 = 10_000_000;
+    let g = garage();
+    let b = g.bucket("slowbucket");
+    let relay = Throttle::start(g.s3_port, RATE);
+    let bucket_yaml = b
+        .yaml()
+        .replace(&g.endpoint(), &format!("http://127.0.0.1:{}", relay.port));
+    let o = Origin::start();
+    let src = source(LEN as usize, 24);
+    o.set("/slow.bin", Reply::shared(&src));
+    let p = Proxy::start_env(&yaml(&bucket_yaml, &o.url(), "", ""), &b.proxy_env());
+
+    let d = download_compare(p.port, "/slow.bin", &src, None);
+    let uploaded = relay.passed_up();
+    let stored_yet = b.exists("slow.bin");
+    println!("client done; {uploaded} bytes had gone to the bucket");
+    assert_eq!(d.end, Ok(()));
+    assert_eq!((d.len, d.differs_at), (LEN, None));
+    // The client has it all while the bucket has at most half of it: the
+    // client was not held to the bucket's pace.
+    assert!(!stored_yet, "stored before the client finished");
+    assert!(!p.log().contains("write-back stored key=\"slow.bin\""));
+    assert!(
+        uploaded < LEN / 2,
+        "{uploaded} bytes had reached the bucket when the client finished"
+    );
+    let outcome = p.write_back_outcome("slow.bin");
+    assert!(outcome.contains("stored"), "{outcome}\n{}", p.log());
+    assert_eq!(b.stored_matches("slow.bin", &src), Ok(()));
+    assert_eq!(o.hits("/slow.bin"), 1);
+}
