@@ -24,7 +24,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import harness as h
-from setup import HIT_SIZES, SWEEP_N, Bench
+from setup import HERD_ORIGIN_RATE, HIT_SIZES, SLOW_BUCKET_RATE, Bench
 from report import print_table
 
 ROUNDS = 3
@@ -127,15 +127,17 @@ def wait_stored(b, keys, timeout=120):
 
 
 def ttfb_row(b, n):
-    """64 MiB from an origin that answers after 50 ms; each proxy GET is a
-    miss (distinct keys); the write-back is let finish between samples."""
+    """64 MiB (--quick: 16) from an origin that answers after 50 ms; each
+    proxy GET is a miss (distinct keys); the write-back is let finish
+    between samples."""
     direct, via = [], []
     for i in range(n):
         direct.append(h.ttfb_ms(f"http://127.0.0.1:{b.slow_origin}/slow/ttfb-{i}.bin"))
         via.append(h.ttfb_ms(f"http://127.0.0.1:{b.proxy_port}/slow/ttfb-{i}.bin"))
         wait_stored(b, [f"slow/ttfb-{i}.bin"])
     d, v = statistics.median(direct), statistics.median(via)
-    return {"direct_p50_ms": d, "origin_pull_p50_ms": v, "added_ms": v - d, "samples": n}
+    return {"direct_p50_ms": d, "origin_pull_p50_ms": v, "added_ms": v - d, "samples": n,
+            "object_MiB": b.sizes["ttfb"] >> 20}
 
 
 def fetch_all(port, paths, conns=32):
@@ -167,15 +169,15 @@ def fetch_all(port, paths, conns=32):
 
 
 def sweep_row(b, origin, port_direct):
-    """2,000 distinct 16 KiB objects, read once; then all present and
-    intact (ETag = MD5 of a single PUT) in the bucket."""
-    paths = [f"/{origin}/sweep/{i}.bin" for i in range(SWEEP_N)]
+    """2,000 (--quick: 500) distinct 16 KiB objects, read once; then all
+    present and intact (ETag = MD5 of a single PUT) in the bucket."""
+    paths = [f"/{origin}/sweep/{i}.bin" for i in range(b.sweep_n)]
     direct = fetch_all(port_direct, paths)
     via = fetch_all(b.proxy_port, paths)
-    have = wait_stored(b, [f"{origin}/sweep/{i}.bin" for i in range(SWEEP_N)])
+    have = wait_stored(b, [f"{origin}/sweep/{i}.bin" for i in range(b.sweep_n)])
     intact = sum(1 for i, m in b.sweep_md5.items() if have.get(f"{origin}/sweep/{i}.bin") == m)
     return {"direct_s": direct, "origin_pull_s": via, "ratio": via / direct, "stored_intact": intact,
-            "objects": SWEEP_N}
+            "objects": b.sweep_n}
 
 
 def outcome(log, key):
@@ -186,6 +188,27 @@ def outcome(log, key):
         if f"write-back {word} key={json.dumps(key)}" in text:
             return word
     return None
+
+
+def wait_outcome(log, key, timeout):
+    """Polls the proxy's log (bounded) until the write-back of `key` ended;
+    the outcome (None: still running at the bound)."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        word = outcome(log, key)
+        if word:
+            return word
+        time.sleep(0.1)
+    return outcome(log, key)
+
+
+def origin_gets(b, path):
+    """GETs the slow origin has answered for `path` so far."""
+    c = http.client.HTTPConnection("127.0.0.1", b.slow_origin, timeout=10)
+    c.request("GET", "/__hits")
+    hits = json.loads(c.getresponse().read())
+    c.close()
+    return hits.get(path, 0)
 
 
 def memory_row(b, clients=8):
@@ -214,7 +237,11 @@ def memory_row(b, clients=8):
 
 
 def egress_row(b, n=100):
-    """`n` concurrent GETs of one missing 8 MiB key: origin GETs seen."""
+    """`n` concurrent GETs of one missing 8 MiB key: origin GETs seen by
+    origin-pull (one shared fill: 1) and by nginx DIY (one per client);
+    then origin-pull's write-back outcome."""
+    size = b.sizes["egress"]
+
     def burst(port, key):
         gate = threading.Barrier(n)
         codes = []
@@ -229,13 +256,104 @@ def egress_row(b, n=100):
         with ThreadPoolExecutor(n) as ex:
             for f in [ex.submit(one) for _ in range(n)]:
                 f.result()
-        if any(c != (200, 8 << 20) for c in codes):
+        if any(c != (200, size) for c in codes):
             sys.exit(f"egress: bad answers {set(codes)}")
         with open(b.origin_log) as f:
             return sum(1 for line in f if f"GET {key} " in line)
 
-    return {"clients": n, "origin_pull_origin_gets": burst(b.proxy_port, "/fast/egress-0.bin"),
-            "nginx_diy_origin_gets": burst(b.nginx_garage, "/fast/egress-1.bin")}
+    via = burst(b.proxy_port, "/fast/egress-0.bin")
+    stored = wait_outcome(os.path.join(b.procs.tmp, "origin-pull.log"), "fast/egress-0.bin", 60)
+    return {"clients": n, "object_MiB": size >> 20, "origin_pull_origin_gets": via,
+            "origin_pull_write_back": stored, "nginx_diy_origin_gets": burst(b.nginx_garage, "/fast/egress-1.bin")}
+
+
+def herd_row(b, n=100):
+    """`n` clients, connected beforehand and released together, GET one
+    missing 64 MiB (--quick: 16) object whose origin answers after 50 ms
+    and sends at HERD_ORIGIN_RATE. Each client's time to first byte (the
+    response head, as curl's time_starttransfer) and to its first body
+    bytes, counted from its own request; clients in the order they sent."""
+    key = "/herd/herd-0.bin"
+    size = b.sizes["herd"]
+    gate = threading.Barrier(n)
+
+    def one():
+        c = http.client.HTTPConnection("127.0.0.1", b.proxy_port, timeout=120)
+        c.connect()
+        gate.wait(30)
+        start = time.monotonic()
+        c.request("GET", key)
+        r = c.getresponse()
+        head = time.monotonic()
+        got = len(r.read1(1 << 16))
+        body = time.monotonic()
+        buf = bytearray(1 << 20)
+        while True:
+            k = r.readinto(buf)
+            if not k:
+                break
+            got += k
+        end = time.monotonic()
+        c.close()
+        return {"start": start, "ttfb_ms": (head - start) * 1000, "first_body_ms": (body - start) * 1000,
+                "total_s": end - start, "status": r.status, "bytes": got}
+
+    with ThreadPoolExecutor(n) as ex:
+        clients = [f.result() for f in [ex.submit(one) for _ in range(n)]]
+    bad = {(c["status"], c["bytes"]) for c in clients} - {(200, size)}
+    if bad:
+        sys.exit(f"herd: bad answers {bad}")
+    clients.sort(key=lambda c: c["start"])
+    t0 = clients[0]["start"]
+    ttfb = [c["ttfb_ms"] for c in clients]
+    stored = wait_outcome(os.path.join(b.procs.tmp, "origin-pull.log"), key[1:], 120)
+    return {"clients": n, "object_MiB": size >> 20, "origin_MBps": HERD_ORIGIN_RATE / 1e6,
+            "first_ttfb_ms": ttfb[0], "median_ttfb_ms": statistics.median(ttfb), "last_ttfb_ms": ttfb[-1],
+            "max_ttfb_ms": max(ttfb), "ratio_last_first": ttfb[-1] / ttfb[0],
+            "send_spread_ms": (clients[-1]["start"] - t0) * 1000,
+            "median_total_s": statistics.median(c["total_s"] for c in clients),
+            "origin_gets": origin_gets(b, key), "write_back": stored,
+            "per_client": [{"sent_ms": round((c["start"] - t0) * 1000, 3), "ttfb_ms": round(c["ttfb_ms"], 3),
+                            "first_body_ms": round(c["first_body_ms"], 3), "total_s": round(c["total_s"], 3)}
+                           for c in clients]}
+
+
+def slow_bucket_row(b, rounds):
+    """A 256 MiB (--quick: 32) miss through the origin-pull instance whose
+    bucket sits behind a relay throttled to SLOW_BUCKET_RATE, against the
+    same object straight from the origin (+50 ms): client times (curl,
+    body discarded), then when the write-back stored the object, polled
+    until stored (bounded: 60 s + 3x the link's time for the object).
+    As a control, the same miss (another key, same bytes) through the
+    origin-pull in front of Garage at full speed: what the miss path
+    costs without a slow bucket."""
+    size = b.sizes["slowbucket"]
+    log = os.path.join(b.procs.tmp, "origin-pull-slowbucket.log")
+    samples = []
+    for i in range(rounds):
+        key, control = f"slow/slowbucket-{i}.bin", f"slow/slowbucket-{rounds + i}.bin"
+        direct = h.curl_get(f"http://127.0.0.1:{b.slow_origin}/{key}", size)["total_s"]
+        fast_bucket = h.curl_get(f"http://127.0.0.1:{b.proxy_port}/{control}", size)["total_s"]
+        wait_outcome(os.path.join(b.procs.tmp, "origin-pull.log"), control, 120)
+        gets = origin_gets(b, f"/{key}")
+        start = time.monotonic()
+        via = h.curl_get(f"http://127.0.0.1:{b.proxy_slowbucket_port}/{key}", size)["total_s"]
+        word = wait_outcome(log, key, 60 + 3 * size / SLOW_BUCKET_RATE)
+        stored_after = time.monotonic() - start if word == "stored" else None
+        if word == "stored":
+            # Garage itself (not through the relay) has it, whole.
+            stored_len = b.s3.head_object(Bucket=h.BUCKET, Key=key)["ContentLength"]
+            word = "stored" if stored_len == size else f"stored {stored_len} bytes"
+        samples.append({"direct_s": direct, "origin_pull_s": via, "fast_bucket_s": fast_bucket, "write_back": word,
+                        "stored_after_s": stored_after, "origin_gets": origin_gets(b, f"/{key}") - gets})
+    d = statistics.median(s["direct_s"] for s in samples)
+    v = statistics.median(s["origin_pull_s"] for s in samples)
+    after = [s["stored_after_s"] for s in samples if s["write_back"] == "stored"]
+    return {"object_MiB": size >> 20, "bucket_MBps": SLOW_BUCKET_RATE / 1e6, "bucket_link_s": size / SLOW_BUCKET_RATE,
+            "direct_s": d, "origin_pull_s": v, "ratio": v / d, "rounds": rounds,
+            "fast_bucket_s": statistics.median(s["fast_bucket_s"] for s in samples),
+            "stored": len(after), "stored_after_s": statistics.median(after) if after else None,
+            "samples": samples}
 
 
 def serve(b):
@@ -244,6 +362,8 @@ def serve(b):
                       "proxy_standin_pid": b.proxy_standin.pid, "garage_s3": b.garage.s3, "garage_web": b.garage.web,
                       "garage_pid": b.garage.proc.pid, "nginx_pid": b.nginx.pid, "standin": b.standin, "nginx_garage": b.nginx_garage,
                       "nginx_standin": b.nginx_standin, "slow_origin": b.slow_origin, "fast_origin": b.fast_origin,
+                      "proxy_slowbucket": b.proxy_slowbucket_port, "slow_bucket_relay": b.slow_bucket,
+                      "herd_link_relay": b.herd_link,
                       "direct_4k": b.presigned("obj-4k"), "direct_1m": b.presigned("obj-1m")}), flush=True)
     try:
         time.sleep(3600)
@@ -279,6 +399,8 @@ def main():
         res["latency"] = latency_rows(b, res["hit"], secs)
         print("miss ttfb", file=sys.stderr)
         res["miss_ttfb"] = ttfb_row(b, 3 if a.quick else 9)
+        print("herd ttfb", file=sys.stderr)
+        res["herd_ttfb"] = herd_row(b)
         print("cold sweep", file=sys.stderr)
         res["cold_sweep"] = sweep_row(b, "slow", b.slow_origin)
         res["cold_sweep_fast_origin"] = sweep_row(b, "fast", b.fast_origin)
@@ -286,6 +408,8 @@ def main():
         res["memory"] = memory_row(b)
         print("egress", file=sys.stderr)
         res["egress"] = egress_row(b)
+        print("slow bucket", file=sys.stderr)
+        res["slow_bucket"] = slow_bucket_row(b, 1 if a.quick else ROUNDS)
     finally:
         procs.close()
         quickack.close()

@@ -144,10 +144,12 @@ def start_nginx(procs, name, servers, workers=2):
 
 
 def start_proxy(procs, garage, bucket_endpoint, rules, name="origin-pull", threads=2):
-    """origin-pull with one mirror rule per (key prefix, origin URL)."""
+    """origin-pull with one mirror rule per (key prefix, origin URL); its
+    fill spools live in the run's temp folder."""
     port = free_port()
     cfg = os.path.join(procs.tmp, f"{name}.yaml")
-    text = (f'listen: ["127.0.0.1:{port}"]\nthreads: {threads}\nsites:\n'
+    spool = os.path.join(procs.tmp, f"{name}-spool")
+    text = (f'listen: ["127.0.0.1:{port}"]\nthreads: {threads}\nfill: {{ spool_dir: "{spool}" }}\nsites:\n'
             f'  - name: bench\n    bucket: {{ endpoint: "{bucket_endpoint}", name: {BUCKET}, region: garage }}\n'
             f'    rules:\n')
     for prefix, url in rules:
@@ -210,12 +212,19 @@ def peak_rss_mib(pid):
         return int(re.search(r"VmHWM:\s+(\d+) kB", f.read()).group(1)) / 1024
 
 
+def curl_get(url, size=None, timeout=600):
+    """One GET with curl, body discarded: time to first byte (ms) and to
+    the end (s). Exits unless the answer is a 200 (of `size` bytes)."""
+    out = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w",
+                          "%{http_code} %{size_download} %{time_starttransfer} %{time_total}", url],
+                         capture_output=True, text=True, timeout=timeout).stdout.split()
+    if not out or out[0] != "200" or (size is not None and int(out[1]) != size):
+        sys.exit(f"{url}: HTTP {out[:2]}, wanted 200 with {size} bytes")
+    return {"ttfb_ms": float(out[2]) * 1000, "total_s": float(out[3])}
+
+
 def ttfb_ms(url):
-    out = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code} %{time_starttransfer}", url],
-                         capture_output=True, text=True, timeout=120).stdout.split()
-    if out[0] != "200":
-        sys.exit(f"{url}: HTTP {out[0]}")
-    return float(out[1]) * 1000
+    return curl_get(url, timeout=120)["ttfb_ms"]
 
 
 class LoopbackQuickAck:

@@ -36,10 +36,21 @@ def print_table(r):
         ))
     t = r["miss_ttfb"]
     rows.append((
-        "miss TTFB, 64 MiB, origin +50 ms",
+        f"miss TTFB, {t['object_MiB']} MiB, origin +50 ms",
         f"origin-pull {t['origin_pull_p50_ms']:.1f} ms, origin {t['direct_p50_ms']:.1f} ms (p50 of {t['samples']})",
         f"+{t['added_ms']:.2f} ms",
         f"<= 2 ms: {verdict(t['added_ms'] <= 2.0)}",
+    ))
+    hd = r["herd_ttfb"]
+    rows.append((
+        f"herd TTFB, {hd['clients']} clients on one missing {hd['object_MiB']} MiB key, "
+        f"origin +50 ms at {hd['origin_MBps']:.0f} MB/s",
+        f"TTFB ms: first {hd['first_ttfb_ms']:.1f}, median {hd['median_ttfb_ms']:.1f}, "
+        f"{hd['clients']}th {hd['last_ttfb_ms']:.1f}, max {hd['max_ttfb_ms']:.1f} "
+        f"(sent within {hd['send_spread_ms']:.1f} ms); origin GETs {hd['origin_gets']}, "
+        f"write-back {hd['write_back']}",
+        f"{hd['clients']}th x{hd['ratio_last_first']:.2f} the first",
+        "(no target)",
     ))
     for name, label in (("cold_sweep", "origin +50 ms"), ("cold_sweep_fast_origin", "loopback nginx origin")):
         c = r[name]
@@ -59,10 +70,22 @@ def print_table(r):
     ))
     e = r["egress"]
     rows.append((
-        f"egress, {e['clients']} concurrent GETs of one missing 8 MiB key",
-        f"origin GETs: origin-pull {e['origin_pull_origin_gets']}, nginx DIY {e['nginx_diy_origin_gets']}",
-        f"{e['origin_pull_origin_gets']} origin GETs",
-        "recorded (no coalescing yet)",
+        f"egress, {e['clients']} concurrent GETs of one missing {e['object_MiB']} MiB key",
+        f"origin GETs: origin-pull {e['origin_pull_origin_gets']} (write-back {e['origin_pull_write_back']}), "
+        f"nginx DIY {e['nginx_diy_origin_gets']}",
+        f"{e['origin_pull_origin_gets']} origin GET{'' if e['origin_pull_origin_gets'] == 1 else 's'}",
+        f"1: {verdict(e['origin_pull_origin_gets'] == 1)}",
+    ))
+    sb = r["slow_bucket"]
+    after = (f"{sb['stored_after_s']:.1f} s after the request" if sb["stored_after_s"] is not None
+             else "not stored within the bound")
+    rows.append((
+        f"slow bucket, {sb['object_MiB']} MiB miss, bucket at {sb['bucket_MBps']:.0f} MB/s, origin +50 ms",
+        f"origin-pull {sb['origin_pull_s']:.2f} s (same miss, full-speed bucket: {sb['fast_bucket_s']:.2f} s), "
+        f"origin {sb['direct_s']:.2f} s (median of {sb['rounds']}); bucket link needs {sb['bucket_link_s']:.1f} s; "
+        f"stored {sb['stored']}/{sb['rounds']}, {after}",
+        f"x{sb['ratio']:.2f}",
+        f"<= 1.1x: {verdict(sb['ratio'] <= 1.1)}",
     ))
     cpu = r["hit"]["garage_1m"]
     rows.append((

@@ -1,5 +1,7 @@
 """Starts the whole bench: Garage, two origins, a stand-in bucket, the nginx
-DIY proxy and origin-pull (twice: in front of Garage and of the stand-in).
+DIY proxy, two throttling relays (a slow link to the origin for the herd, a
+slow bucket) and origin-pull three times: in front of Garage, of the
+stand-in, and of the slow bucket.
 """
 import hashlib
 import os
@@ -9,8 +11,23 @@ import sys
 from harness import BUCKET, WEB_HOST, Garage, free_port, start_nginx, start_proxy, wait_port
 
 HIT_SIZES = {"4k": 4096, "1m": 1 << 20}
-SWEEP_N = 2000
 SWEEP_SIZE = 16 << 10
+# Miss-row scale, full run and `--quick` (a smoke run): object bytes, and
+# the cold sweep's object count.
+SIZES = {
+    "sweep_n": (2000, 500),         # distinct 16 KiB objects per cold sweep
+    "ttfb": (64 << 20, 16 << 20),   # miss TTFB
+    "big": (1 << 30, 64 << 20),     # memory: 8 distinct misses
+    "egress": (8 << 20, 8 << 20),   # 100 clients, one key
+    "herd": (64 << 20, 16 << 20),   # 100 clients, one key, slow link
+    "slowbucket": (256 << 20, 32 << 20),  # one miss per round, bucket at 20 MB/s
+}
+# The herd's origin answers after 50 ms and sends at this rate, so a body
+# takes long enough to tell clients that follow the live fill from
+# clients that wait for it to end.
+HERD_ORIGIN_RATE = 50e6
+# The slow bucket's link, each direction (20 MB/s).
+SLOW_BUCKET_RATE = 20e6
 
 
 class Bench:
@@ -26,8 +43,10 @@ class Bench:
             self.s3.put_object(Bucket=BUCKET, Key=f"obj-{name}", Body=data)
             with open(os.path.join(standin, f"obj-{name}"), "wb") as f:
                 f.write(data)
+        self.sizes = {k: v[1 if quick else 0] for k, v in SIZES.items()}
+        self.sweep_n = self.sizes["sweep_n"]
         self.origin_dir = os.path.join(tmp, "origin")
-        self.sweep_md5 = self.make_origin_files(quick)
+        self.sweep_md5 = self.make_origin_files()
 
         # Origins: nginx (fast, counts GETs in its access log) and a
         # Python one that answers after 50 ms, as a remote origin would.
@@ -49,22 +68,36 @@ class Bench:
 """)
         self.nginx_garage, self.nginx_standin = free_port(), free_port()
         self.nginx = start_nginx(procs, "nginx-diy", self.diy_conf(tmp))
-        for p in (self.fast_origin, self.slow_origin, self.standin, self.nginx_garage, self.nginx_standin):
+        # Throttling relays: the herd's link to the slow origin, and the
+        # slow bucket (in front of Garage's S3 port).
+        self.herd_link, self.slow_bucket = free_port(), free_port()
+        for name, port, target, rate in (("herd-link", self.herd_link, self.slow_origin, HERD_ORIGIN_RATE),
+                                         ("slow-bucket", self.slow_bucket, self.garage.s3, SLOW_BUCKET_RATE)):
+            procs.start([sys.executable, os.path.join(os.path.dirname(__file__), "relay.py"),
+                         "--port", str(port), "--target", str(target), "--rate", str(rate)], name)
+        for p in (self.fast_origin, self.slow_origin, self.standin, self.nginx_garage, self.nginx_standin,
+                  self.herd_link, self.slow_bucket):
             wait_port(p)
 
         slow = f"http://127.0.0.1:{self.slow_origin}/"
         fast = f"http://127.0.0.1:{self.fast_origin}/"
+        herd = f"http://127.0.0.1:{self.herd_link}/"
         self.proxy, self.proxy_port = start_proxy(
-            procs, self.garage, f"http://127.0.0.1:{self.garage.s3}", [("slow/", slow), ("", fast)])
+            procs, self.garage, f"http://127.0.0.1:{self.garage.s3}",
+            [("slow/", slow), ("herd/", herd), ("", fast)])
         self.proxy_standin, self.proxy_standin_port = start_proxy(
             procs, self.garage, f"http://127.0.0.1:{self.standin}", [("", fast)], name="origin-pull-standin")
+        # The slow-bucket row's own instance: nothing else shares its bucket link.
+        self.proxy_slowbucket, self.proxy_slowbucket_port = start_proxy(
+            procs, self.garage, f"http://127.0.0.1:{self.slow_bucket}", [("", slow)],
+            name="origin-pull-slowbucket")
 
-    def make_origin_files(self, quick):
+    def make_origin_files(self):
         d = self.origin_dir
-        for sub in ("slow/sweep", "fast/sweep"):
+        for sub in ("slow/sweep", "fast/sweep", "herd"):
             os.makedirs(os.path.join(d, sub))
         md5 = {}
-        for i in range(SWEEP_N):
+        for i in range(self.sweep_n):
             data = os.urandom(SWEEP_SIZE)
             for sub in ("slow/sweep", "fast/sweep"):
                 with open(os.path.join(d, sub, f"{i}.bin"), "wb") as f:
@@ -72,12 +105,14 @@ class Bench:
             md5[i] = hashlib.md5(data).hexdigest()
         # Large objects: one random file under many names (the proxy sees
         # distinct keys; the disk holds one copy).
-        for name, size, copies in (("ttfb", 64 << 20, 10), ("big", (64 if quick else 1024) << 20, 8),
-                                   ("egress", 8 << 20, 2)):
+        for name, copies, subs in (("ttfb", 10, ("slow", "fast")), ("big", 8, ("slow", "fast")),
+                                   ("egress", 2, ("slow", "fast")), ("herd", 1, ("herd",)),
+                                   ("slowbucket", 6, ("slow",))):
             src = os.path.join(d, f"{name}.src")
-            subprocess.run(["head", "-c", str(size), "/dev/urandom"], stdout=open(src, "wb"), check=True)
+            with open(src, "wb") as f:
+                subprocess.run(["head", "-c", str(self.sizes[name]), "/dev/urandom"], stdout=f, check=True)
             for i in range(copies):
-                for sub in ("slow", "fast"):
+                for sub in subs:
                     os.symlink(src, os.path.join(d, sub, f"{name}-{i}.bin"))
         return md5
 
