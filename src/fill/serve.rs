@@ -71,7 +71,12 @@ pub(super) async fn serve(listener: tokio::net::UnixListener, fills: Weak<Fills>
         let fills = fills.clone();
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req| handle(fills.clone(), req));
+            // hyper queues up to ~400 KiB per connection by default; with
+            // 100 readers of one fill that alone was 40 MiB. A small cap
+            // keeps one chunk in flight per reader (the socket's own
+            // buffer does the rest).
             let _ = hyper::server::conn::http1::Builder::new()
+                .max_buf_size(16 << 10)
                 .serve_connection(TokioIo::new(stream), svc)
                 .await;
         });
