@@ -201,7 +201,13 @@ pub struct Origin {
 
 impl Origin {
     pub fn start() -> Origin {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        Origin::start_on("127.0.0.1")
+    }
+
+    /// An origin on another loopback address (e.g. `127.0.0.2`): another
+    /// host as far as URLs go.
+    pub fn start_on(ip: &str) -> Origin {
+        let listener = TcpListener::bind((ip, 0)).unwrap();
         let port = listener.local_addr().unwrap().port();
         let state = Arc::new((Mutex::new(State::default()), std::sync::Condvar::new()));
         let st = state.clone();
