@@ -338,23 +338,23 @@ fn head_and_uncovered_keys() {
     assert!(!b.exists("h"));
 }
 
-#[test]
-fn bucket_unreachable_502_or_origin_without_write_back() {
+/// A bucket that can't answer: 502, or the origin without write-back
+/// when the rule says `mirror_on_bucket_error`.
+fn unreachable_bucket_cases(bucket: &str, env: &[(&str, &str)]) {
     let o = Origin::start();
     o.set("/k", Reply::ok(b"from origin", "text/plain"));
-    let (dead, env) = dead_bucket();
     let yaml = |extra: &str| {
         format!(
-            "listen: [\"127.0.0.1:{{port}}\"]\nsites:\n  - name: s\n    bucket: {dead}\n    rules:\n      - mirror: {{ url: \"{}\" {extra} }}\n",
+            "listen: [\"127.0.0.1:{{port}}\"]\nsites:\n  - name: s\n    bucket: {bucket}\n    rules:\n      - mirror: {{ url: \"{}\" {extra} }}\n",
             o.url()
         )
     };
-    let p = Proxy::start_env(&yaml(""), &env);
+    let p = Proxy::start_env(&yaml(""), env);
     let (status, text) = raw_get(p.port, "e", "/k");
     assert_eq!(status, 502, "{text}");
     assert_eq!(o.hits("/k"), 0);
 
-    let p = Proxy::start_env(&yaml(", mirror_on_bucket_error: true"), &env);
+    let p = Proxy::start_env(&yaml(", mirror_on_bucket_error: true"), env);
     let (status, text) = raw_get(p.port, "e", "/k");
     assert_eq!(status, 200, "{text}");
     assert!(text.ends_with("from origin"));
@@ -364,6 +364,12 @@ fn bucket_unreachable_502_or_origin_without_write_back() {
         !p.log().contains("write-back "),
         "no write-back when the bucket is down"
     );
+}
+
+#[test]
+fn bucket_unreachable_502_or_origin_without_write_back() {
+    let (dead, env) = dead_bucket();
+    unreachable_bucket_cases(&dead, &env);
 }
 
 /// A "bucket" that accepts, reads the request and resets the connection.
@@ -387,22 +393,6 @@ fn resetting_bucket() -> (String, [(&'static str, &'static str); 2]) {
 
 #[test]
 fn bucket_reset_counts_as_unreachable() {
-    let o = Origin::start();
-    o.set("/k", Reply::ok(b"from origin", "text/plain"));
     let (bucket, env) = resetting_bucket();
-    let yaml = |extra: &str| {
-        format!(
-            "listen: [\"127.0.0.1:{{port}}\"]\nsites:\n  - name: s\n    bucket: {bucket}\n    rules:\n      - mirror: {{ url: \"{}\" {extra} }}\n",
-            o.url()
-        )
-    };
-    let p = Proxy::start_env(&yaml(""), &env);
-    let (status, text) = raw_get(p.port, "e", "/k");
-    assert_eq!(status, 502, "{text}");
-    assert_eq!(o.hits("/k"), 0);
-    let p = Proxy::start_env(&yaml(", mirror_on_bucket_error: true"), &env);
-    let (status, text) = raw_get(p.port, "e", "/k");
-    assert_eq!(status, 200, "{text}");
-    assert!(text.ends_with("from origin"));
-    assert_eq!(o.hits("/k"), 1);
+    unreachable_bucket_cases(&bucket, &env);
 }

@@ -2,18 +2,10 @@
 //! back, and the stored object is intact.
 
 mod common;
+use common::fill::peak_rss_kib;
 use common::*;
 use md5::{Digest, Md5};
 use std::io::Read;
-
-fn peak_rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
-}
 
 fn md5_of(mut r: impl Read) -> (u64, [u8; 16]) {
     let mut h = Md5::new();
