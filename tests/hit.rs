@@ -157,6 +157,12 @@ fn methods_and_invalid_keys() {
         "/a%00b",
         long.as_str(),
         "/",
+        // Empty segments: `//x` is an absolute path to storage that maps
+        // keys to files, `a//b` an alias of `a/b`.
+        "//etc/passwd",
+        "/%2Fetc/passwd",
+        "/a//b",
+        "/dir/",
     ] {
         let (status, text) = raw_get(p.port, "a", path);
         assert_eq!(status, 400, "{path}: {text}");

@@ -355,3 +355,28 @@ fn bucket_unreachable_502_or_origin_without_write_back() {
         "no write-back when the bucket is down"
     );
 }
+
+#[test]
+fn rewritten_keys_are_checked_before_the_origin() {
+    let b = garage().bucket("rewrite");
+    let o = Origin::start();
+    o.set("/dir/.x", Reply::ok(b"fine", "text/plain"));
+    let yaml = format!(
+        "listen: [\"127.0.0.1:{{port}}\"]\nsites:\n  - name: s\n    bucket: {}\n    rules:\n      - condition: {{ key_prefix: \"p\" }}\n        mirror: {{ url: \"{url}dir/\", replace_key_prefix_with: \".\" }}\n      - condition: {{ key_regex: \"^r(.*)$\" }}\n        mirror: {{ url: \"{url}dir/\", replace_key_with: \"$1\" }}\n",
+        b.yaml(),
+        url = o.url()
+    );
+    let p = Proxy::start_env(&yaml, &b.proxy_env());
+    // `p./secret` → `../secret`, `r/x` → `/x`: fine keys that the rules
+    // turn into a climb out of `dir/` and an empty segment.
+    for path in ["/p./secret", "/r/x"] {
+        let (status, text) = raw_get(p.port, "e", path);
+        assert_eq!(status, 400, "{path}: {text}");
+        assert!(text.contains("<Code>InvalidURI</Code>"), "{path}: {text}");
+    }
+    assert!(o.seen().is_empty(), "the origin was asked: {:?}", o.seen());
+    // A rewrite that stays valid still mirrors.
+    let (status, text) = raw_get(p.port, "e", "/px");
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(o.seen()[0].target, "/dir/.x");
+}

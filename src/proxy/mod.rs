@@ -18,7 +18,7 @@ use crate::errors::{new_request_id, RequestId, S3Error};
 use crate::key::key_from_path;
 use crate::metrics::COUNTERS;
 use crate::mirror::origin_request_headers;
-use crate::redirect::{location, RequestParts};
+use crate::redirect::{location, LocationError, RequestParts};
 use crate::rules::{first_match, Action, Probe, Redirect, Rule};
 use crate::site::HostTable;
 use async_trait::async_trait;
@@ -148,7 +148,9 @@ impl OriginPull {
                 if head && !m.allow_head {
                     return None; // HEAD of a missing key: the bucket's 404
                 }
-                origin::start(&site, ctx, idx, &caps, req.uri.query(), !head);
+                if let Err(e) = origin::start(&site, ctx, idx, &caps, req.uri.query(), !head) {
+                    return Some(origin::answer(ctx, Answer::Error(S3Error::InvalidUri(e))));
+                }
                 Some(origin::reroute(ctx, "bucket 404: mirroring"))
             }
             Action::Redirect(r) => {
@@ -178,8 +180,12 @@ impl OriginPull {
                 if let Action::Mirror(m) = &rule.action {
                     let head = req.method == http::Method::HEAD;
                     if m.mirror_on_bucket_error && (!head || m.allow_head) {
-                        origin::start(&site, ctx, idx, &caps, req.uri.query(), false);
-                        return origin::reroute(ctx, "bucket unreachable: serving from origin");
+                        return match origin::start(&site, ctx, idx, &caps, req.uri.query(), false) {
+                            Ok(()) => {
+                                origin::reroute(ctx, "bucket unreachable: serving from origin")
+                            }
+                            Err(e) => origin::answer(ctx, Answer::Error(S3Error::InvalidUri(e))),
+                        };
                     }
                 }
             }
@@ -513,13 +519,14 @@ fn redirect_answer(session: &Session, key: &str, r: &Redirect, caps: &[String]) 
         query: req.uri.query(),
     };
     match location(r, &parts, caps) {
-        Some(location) => Answer::Redirect {
+        Ok(location) => Answer::Redirect {
             code: r.code,
             location,
         },
-        None => Answer::Error(S3Error::InvalidArgument(
+        Err(LocationError::Host) => Answer::Error(S3Error::InvalidArgument(
             "the Host header is not a plain host name".into(),
         )),
+        Err(LocationError::Key(e)) => Answer::Error(S3Error::InvalidUri(e)),
     }
 }
 
