@@ -201,3 +201,53 @@ fn sites_by_host() {
         .1
         .ends_with("from one"));
 }
+
+#[test]
+fn oversized_request_headers_get_431_before_any_bucket_request() {
+    let b = garage().bucket("limits");
+    b.put("k", b"payload", Some("text/plain"));
+    let rec = Recorder::start(garage().s3_port);
+    let bucket = b.yaml().replace(
+        &garage().endpoint(),
+        &format!("http://127.0.0.1:{}", rec.port),
+    );
+    let start = |limits: &str| {
+        let yaml = format!(
+            "listen: [\"127.0.0.1:{{port}}\"]\n{limits}sites:\n  - name: s\n    bucket: {bucket}\n"
+        );
+        Proxy::start_env(&yaml, &b.proxy_env())
+    };
+    let get = |p: &Proxy, header_len: usize| {
+        raw_request(
+            p.port,
+            &format!(
+                "GET /k HTTP/1.1\r\nHost: a\r\nX-Big: {}\r\nConnection: close\r\n\r\n",
+                "b".repeat(header_len)
+            ),
+        )
+    };
+    // Default: 16 KiB.
+    let p = start("");
+    let (status, text) = get(&p, 200_000);
+    assert_eq!(status, 431, "{text}");
+    assert!(
+        text.contains("<Code>RequestHeaderSectionTooLarge</Code>"),
+        "{text}"
+    );
+    let (status, text) = get(&p, 16_384 + 1);
+    assert_eq!(status, 431, "{text}");
+    // (The start-up bucket check reads a random key; `k` must not be read.)
+    let asked = format!("/{}/k HTTP", b.name);
+    assert!(
+        !rec.seen().contains(&asked),
+        "the bucket was asked: {}",
+        rec.seen()
+    );
+    let (status, text) = get(&p, 15_000);
+    assert_eq!(status, 200, "{text}");
+    assert!(text.ends_with("payload"));
+    // Configured lower.
+    let p = start("limits: { max_request_header_bytes: 2048 }\n");
+    assert_eq!(get(&p, 1000).0, 200);
+    assert_eq!(get(&p, 3000).0, 431);
+}

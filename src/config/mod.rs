@@ -2,10 +2,12 @@
 //! and validated into the model below before anything binds. Every error
 //! names `file:line:column` and the field.
 
+pub mod limits;
 mod locate;
 mod raw;
 pub(crate) mod validate;
 
+pub use limits::Limits;
 pub use locate::{FieldPath, Seg};
 pub use raw::Addressing;
 pub use validate::parse_http_url as parse_origin_url;
@@ -37,6 +39,7 @@ pub struct Config {
     pub listen: Vec<String>,
     pub threads: Option<usize>,
     pub admin: Option<String>,
+    pub limits: Limits,
     pub sites: Vec<SiteConfig>,
 }
 

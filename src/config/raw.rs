@@ -13,6 +13,8 @@ pub struct RawConfig {
     pub threads: Option<usize>,
     #[serde(default)]
     pub admin: Option<String>,
+    #[serde(default)]
+    pub limits: Option<super::limits::RawLimits>,
     pub sites: Vec<RawSite>,
 }
 

@@ -13,7 +13,7 @@
 mod origin;
 
 use crate::bucket::Bucket;
-use crate::config::{BucketSource, Config};
+use crate::config::{BucketSource, Config, Limits};
 use crate::errors::{new_request_id, RequestId, S3Error};
 use crate::key::key_from_path;
 use crate::metrics::COUNTERS;
@@ -65,6 +65,7 @@ pub struct OriginPull {
     hosts: HostTable,
     /// For write-back uploads (pooled connections to the buckets).
     client: reqwest::Client,
+    limits: Limits,
 }
 
 /// What the proxy answers itself.
@@ -115,6 +116,7 @@ impl OriginPull {
             sites,
             hosts,
             client,
+            limits: config.limits,
         })
     }
 
@@ -213,6 +215,11 @@ impl ProxyHttp for OriginPull {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        // First, so an oversized request reaches no bucket or origin.
+        if self.limits.header_too_large(session.req_header()) {
+            let e = S3Error::RequestHeaderTooLarge(self.limits.max_request_header_bytes);
+            return respond(session, ctx, Answer::Error(e)).await;
+        }
         let req = session.req_header();
         let Some(site) = self.site_for(req) else {
             return respond(
