@@ -380,3 +380,49 @@ fn rewritten_keys_are_checked_before_the_origin() {
     assert_eq!(status, 200, "{text}");
     assert_eq!(o.seen()[0].target, "/dir/.x");
 }
+
+#[test]
+fn pass_all_keeps_hop_by_hop_encoding_and_conditionals() {
+    let b = garage().bucket("passall");
+    let o = Origin::start();
+    o.set("/k", Reply::ok(b"x", "text/plain"));
+    let p = mirror_proxy(&b, &o.url(), ", headers: { pass_all: true }");
+    let (status, text) = raw_request(
+        p.port,
+        "GET /k HTTP/1.1\r\nHost: e\r\nConnection: close, x-hop\r\nX-Hop: 1\r\nKeep-Alive: timeout=5\r\nTE: trailers\r\nAccept-Encoding: gzip, br\r\nIf-None-Match: \"abc\"\r\nIf-Modified-Since: Sat, 01 Jan 2000 00:00:00 GMT\r\nIf-Match: *\r\nX-Custom: yes\r\n\r\n",
+    );
+    assert_eq!(status, 200, "{text}");
+    let s = &o.seen()[0];
+    assert_eq!(s.header("x-custom"), Some("yes"));
+    for h in [
+        "x-hop",
+        "keep-alive",
+        "te",
+        "accept-encoding",
+        "if-none-match",
+        "if-modified-since",
+        "if-match",
+    ] {
+        assert!(s.header(h).is_none(), "{h} reached the origin: {s:?}");
+    }
+}
+
+#[test]
+fn answered_requests_are_not_logged_as_errors() {
+    let b = garage().bucket("quiet");
+    let o = Origin::start();
+    o.set("/gone", Reply::status(404));
+    o.set("/e500", Reply::status(500));
+    let p = mirror_proxy(&b, &o.url(), ", follow_redirect: false");
+    assert_eq!(raw_get(p.port, "e", "/gone").0, 404);
+    assert_eq!(raw_get(p.port, "e", "/e500").0, 424);
+    // Pingora logs its error line before the logging phase writes ours,
+    // so once both mirror lines are there, any ERROR line would be too.
+    p.wait_log("mirror key=\"gone\"");
+    p.wait_log("mirror key=\"e500\"");
+    let log = p.log();
+    assert!(
+        !log.lines().any(|l| l.contains("ERROR")),
+        "answers logged as errors:\n{log}"
+    );
+}

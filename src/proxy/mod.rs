@@ -86,6 +86,9 @@ pub struct RequestCtx {
     pub mirror: Option<MirrorRun>,
     /// The current error is our own reroute, not a failure.
     rerouting: bool,
+    /// `fail_to_proxy` sent an answer decided by a filter. Kept apart from
+    /// `answer`, which it consumes: Pingora asks `suppress_error_log` after.
+    answered: bool,
 }
 
 impl OriginPull {
@@ -211,6 +214,7 @@ impl ProxyHttp for OriginPull {
             answer: None,
             mirror: None,
             rerouting: false,
+            answered: false,
         }
     }
 
@@ -433,7 +437,8 @@ impl ProxyHttp for OriginPull {
     }
 
     fn suppress_error_log(&self, _session: &Session, ctx: &RequestCtx, _error: &Error) -> bool {
-        ctx.answer.is_some()
+        // A 404, 424 or 400 we decided on is an answer, not an error.
+        ctx.answered || ctx.answer.is_some()
     }
 
     async fn fail_to_proxy(
@@ -443,7 +448,10 @@ impl ProxyHttp for OriginPull {
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
         let answer = match ctx.answer.take() {
-            Some(a) => a,
+            Some(a) => {
+                ctx.answered = true;
+                a
+            }
             None => match e.esource() {
                 ErrorSource::Upstream if ctx.mirror.is_some() => {
                     Answer::Error(S3Error::MirrorFailed(e.etype().as_str().to_string()))
