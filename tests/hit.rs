@@ -251,3 +251,23 @@ fn oversized_request_headers_get_431_before_any_bucket_request() {
     assert_eq!(get(&p, 1000).0, 200);
     assert_eq!(get(&p, 3000).0, 431);
 }
+
+#[test]
+fn start_up_warns_when_a_missing_key_is_403() {
+    let g = garage();
+    let b = g.bucket("probe");
+    let yaml = format!(
+        "listen: [\"127.0.0.1:{{port}}\"]\nsites:\n  - name: s\n    bucket: {}\n",
+        b.yaml()
+    );
+    // A key Garage knows but that has no permission on this bucket: every
+    // read is 403, as on AWS S3 without s3:ListBucket for a missing key.
+    let (id, secret) = g.new_key(&format!("{}-noperm", b.name));
+    let p = Proxy::start_env(&yaml, &[("OP_KEY", &id), ("OP_SECRET", &secret)]);
+    let line = p.wait_log("s3:ListBucket");
+    assert!(line.contains("WARN") && line.contains("403"), "{line}");
+    // The proper key: the check passes, no warning.
+    let p = Proxy::start_env(&yaml, &b.proxy_env());
+    p.wait_log("bucket check: a missing key answers 404");
+    assert!(!p.log().contains("s3:ListBucket"), "{}", p.log());
+}

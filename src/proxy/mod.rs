@@ -109,6 +109,12 @@ impl OriginPull {
                 rules: s.rules.clone(),
             }));
         }
+        crate::probe::spawn(
+            sites
+                .iter()
+                .map(|s| (s.name.clone(), s.bucket.clone()))
+                .collect(),
+        );
         let hosts = HostTable::new(config.sites.iter().map(|s| s.hosts.as_slice()));
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))

@@ -108,7 +108,8 @@ impl Garage {
         g
     }
 
-    fn new_key(&self, name: &str) -> (String, String) {
+    /// Creates a key (no access to any bucket until allowed): (id, secret).
+    pub fn new_key(&self, name: &str) -> (String, String) {
         let out = self.cli(&["key", "create", name]);
         let field = |label: &str| {
             out.lines()
