@@ -253,6 +253,33 @@ fn oversized_request_headers_get_431_before_any_bucket_request() {
 }
 
 #[test]
+fn stored_access_control_allow_origin_comes_back_on_hits() {
+    let b = garage().bucket("acao");
+    b.put_with(
+        "cors.txt",
+        b"x",
+        &[
+            ("content-type", "text/plain"),
+            (
+                "x-amz-meta-access-control-allow-origin",
+                "https://app.example.com",
+            ),
+        ],
+    );
+    let p = one_site(&b);
+    let r = client().get(p.url("/cors.txt")).send().unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.headers()["access-control-allow-origin"],
+        "https://app.example.com"
+    );
+    assert!(r
+        .headers()
+        .get("x-amz-meta-access-control-allow-origin")
+        .is_none());
+}
+
+#[test]
 fn start_up_warns_when_a_missing_key_is_403() {
     let g = garage();
     let b = g.bucket("probe");

@@ -41,6 +41,9 @@ const FORWARDED_TO_BUCKET: [&str; 5] = [
 
 /// User metadata under which the mirror source is stored with an object.
 pub const TAG_META: &str = "x-amz-meta-x-oss-tag";
+/// User metadata under which the origin's `Access-Control-Allow-Origin` is
+/// stored: S3-compatible buckets keep only their standard headers on PUT.
+pub const ACAO_META: &str = "x-amz-meta-access-control-allow-origin";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -357,6 +360,16 @@ impl ProxyHttp for OriginPull {
         if let Some(tag) = resp.headers.get(TAG_META).cloned() {
             resp.remove_header(TAG_META);
             resp.insert_header("x-oss-tag", tag)?;
+        }
+        // The stored CORS header comes back as the header it was; one the
+        // bucket itself sends (its CORS rules) is left as it is.
+        if let Some(acao) = resp.remove_header(ACAO_META) {
+            if !resp
+                .headers
+                .contains_key(http::header::ACCESS_CONTROL_ALLOW_ORIGIN)
+            {
+                resp.insert_header(http::header::ACCESS_CONTROL_ALLOW_ORIGIN, acao)?;
+            }
         }
         Ok(())
     }

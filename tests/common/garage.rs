@@ -217,6 +217,26 @@ impl TestBucket {
         );
     }
 
+    /// PUT with extra headers (signed, e.g. `x-amz-meta-*`).
+    pub fn put_with(&self, key: &str, body: &[u8], headers: &[(&str, &str)]) {
+        let (b, c) = self.s3();
+        let mut action = b.put_object(Some(&c), key);
+        for (k, v) in headers {
+            action.headers_mut().insert(k.to_string(), v.to_string());
+        }
+        let url = action.sign(Duration::from_secs(600));
+        let mut req = super::client().put(url).body(body.to_vec());
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = req.send().unwrap();
+        assert!(
+            resp.status().is_success(),
+            "put {key}: {}",
+            resp.text().unwrap_or_default()
+        );
+    }
+
     pub fn get(&self, key: &str) -> Object {
         let (b, c) = self.s3();
         let url = b.get_object(Some(&c), key).sign(Duration::from_secs(600));
