@@ -19,6 +19,8 @@ pub enum S3Error {
     InvalidArgument(String),
     #[error("the specified key does not exist")]
     NoSuchKey,
+    #[error("the request header is larger than {0} bytes")]
+    RequestHeaderTooLarge(usize),
     #[error("the origin did not provide the object: {0}")]
     MirrorFailed(String),
     #[error("the bucket could not be reached: {0}")]
@@ -34,6 +36,7 @@ impl S3Error {
             S3Error::MethodNotAllowed => 405,
             S3Error::InvalidUri(_) | S3Error::InvalidArgument(_) => 400,
             S3Error::MirrorFailed(_) => 424,
+            S3Error::RequestHeaderTooLarge(_) => 431,
             S3Error::BucketUnreachable(_) => 502,
             S3Error::Internal(_) => 500,
         }
@@ -47,6 +50,8 @@ impl S3Error {
             S3Error::InvalidArgument(_) => "InvalidArgument",
             S3Error::NoSuchKey => "NoSuchKey",
             S3Error::MirrorFailed(_) => "MirrorFailed",
+            // The code S3 uses for the same refusal.
+            S3Error::RequestHeaderTooLarge(_) => "RequestHeaderSectionTooLarge",
             S3Error::BucketUnreachable(_) => "BadGateway",
             S3Error::Internal(_) => "InternalError",
         }

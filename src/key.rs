@@ -18,6 +18,8 @@ pub enum KeyError {
     Control,
     #[error("the object key contains a `.` or `..` segment")]
     DotSegment,
+    #[error("the object key contains an empty segment (`//`, or a leading or trailing `/`)")]
+    EmptySegment,
 }
 
 /// Decodes and checks the key of a request path (`/a/b%20c` → `a/b c`).
@@ -31,14 +33,36 @@ pub fn key_from_path(path: &str) -> Result<String, KeyError> {
         return Err(KeyError::TooLong);
     }
     let key = String::from_utf8(bytes).map_err(|_| KeyError::NotUtf8)?;
+    // Checked after decoding, so `%2e%2e` and `%2F` tricks are caught too.
+    check_key(&key)?;
+    Ok(key)
+}
+
+/// The one check every key passes before it is sent anywhere: a client's
+/// decoded key, and a key rewritten by a rule (`replace_key_with` and
+/// friends can build from captures what the client could not send).
+/// Empty segments are refused because storage that maps keys to paths
+/// (the embedded bucket, many origins) reads `a//b` as `a/b` and `//x` as
+/// the absolute path `/x`.
+pub fn check_key(key: &str) -> Result<(), KeyError> {
+    if key.is_empty() {
+        return Err(KeyError::Empty);
+    }
+    if key.len() > MAX_KEY_LEN {
+        return Err(KeyError::TooLong);
+    }
     if key.chars().any(|c| c.is_control()) {
         return Err(KeyError::Control);
     }
-    // Checked after decoding, so `%2e%2e` and `%2F` tricks are caught too.
-    if key.split('/').any(|seg| seg == "." || seg == "..") {
-        return Err(KeyError::DotSegment);
+    for seg in key.split('/') {
+        if seg.is_empty() {
+            return Err(KeyError::EmptySegment);
+        }
+        if seg == "." || seg == ".." {
+            return Err(KeyError::DotSegment);
+        }
     }
-    Ok(key)
+    Ok(())
 }
 
 /// RFC 3986 unreserved characters stay; everything else is encoded.
@@ -89,6 +113,11 @@ mod tests {
             ("/a%00b", KeyError::Control),
             ("/a%0d%0ab", KeyError::Control),
             ("/a%ffb", KeyError::NotUtf8),
+            ("//etc/passwd", KeyError::EmptySegment),
+            ("/%2Fetc/passwd", KeyError::EmptySegment),
+            ("/a//b", KeyError::EmptySegment),
+            ("/a%2F%2Fb", KeyError::EmptySegment),
+            ("/dir/", KeyError::EmptySegment),
         ] {
             assert_eq!(key_from_path(p), Err(e), "{p}");
         }

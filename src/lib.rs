@@ -13,6 +13,7 @@ pub mod key;
 pub mod local;
 pub mod metrics;
 pub mod mirror;
+pub mod probe;
 pub mod proxy;
 pub mod redirect;
 pub mod rules;

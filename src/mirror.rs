@@ -25,7 +25,10 @@ const FRAMING: [&str; 2] = ["content-length", "transfer-encoding"];
 
 /// Client headers that never reach the origin, whatever `pass`/`pass_all`
 /// say: credentials, our own framing and range (we need whole objects to
-/// store them), hop-by-hop headers and storage-specific ones.
+/// store them), hop-by-hop headers and storage-specific ones. Also
+/// `Accept-Encoding` and every `If-*`: the answer is stored for all later
+/// clients, so it must be the plain, whole object, not one client's
+/// encoding choice or a 304/412 to one client's condition.
 fn never_passed(name: &str) -> bool {
     matches!(
         name,
@@ -44,8 +47,24 @@ fn never_passed(name: &str) -> bool {
             | "transfer-encoding"
             | "upgrade"
             | "expect"
-    ) || name.starts_with("x-amz-")
+            | "http2-settings"
+            | "accept-encoding"
+    ) || name.starts_with("if-")
+        || name.starts_with("x-amz-")
         || name.starts_with("x-oss-")
+}
+
+/// Names the client's `Connection` header lists: hop-by-hop for this one
+/// connection (RFC 9110 7.6.1), so never forwarded either.
+fn connection_listed(client: &HeaderMap) -> Vec<String> {
+    client
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|n| n.trim().to_ascii_lowercase())
+        .filter(|n| !n.is_empty())
+        .collect()
 }
 
 /// Where one origin request goes.
@@ -136,11 +155,13 @@ pub fn origin_request_headers(
     policy: &HeaderPolicy,
     client: &HeaderMap,
 ) -> Vec<(HeaderName, HeaderValue)> {
+    let hop = connection_listed(client);
     let mut out: Vec<(HeaderName, HeaderValue)> = client
         .iter()
         .filter(|(name, _)| {
             let n = name.as_str();
             !never_passed(n)
+                && !hop.iter().any(|h| h == n)
                 && (policy.pass_all || policy.pass.iter().any(|p| p == n))
                 && !policy.remove.iter().any(|r| r == n)
         })
@@ -279,5 +300,34 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(names(&all), vec!["x-custom", "x-set"]);
+    }
+
+    #[test]
+    fn pass_all_keeps_hop_by_hop_encoding_and_conditionals_back() {
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            ("connection", "keep-alive, x-hop"),
+            ("x-hop", "1"),
+            ("keep-alive", "timeout=5"),
+            ("te", "trailers"),
+            ("upgrade", "websocket"),
+            ("accept-encoding", "gzip"),
+            ("if-none-match", "\"e\""),
+            ("if-modified-since", "Sat, 01 Jan 2000 00:00:00 GMT"),
+            ("if-match", "*"),
+            ("if-range", "\"e\""),
+            ("x-custom", "x"),
+        ] {
+            h.insert(k, v.parse().unwrap());
+        }
+        let all = HeaderPolicy {
+            pass_all: true,
+            ..Default::default()
+        };
+        let names: Vec<String> = origin_request_headers(&all, &h)
+            .iter()
+            .map(|(n, _)| n.to_string())
+            .collect();
+        assert_eq!(names, vec!["x-custom"]);
     }
 }

@@ -3,8 +3,17 @@
 //! percent-encoded per segment, so no key can change the scheme or host
 //! (`//evil`, `\`, `@`, CR/LF all end up encoded inside the path).
 
-use crate::key::encode_key;
+use crate::key::{encode_key, KeyError};
 use crate::rules::Redirect;
+
+/// Why no `Location` can be built (both are the client's doing: 400).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LocationError {
+    /// The request's own `Host` is needed but is not a plain `host[:port]`.
+    Host,
+    /// The rewritten key fails the key check.
+    Key(KeyError),
+}
 
 /// The request facts a redirect may reuse.
 pub struct RequestParts<'a> {
@@ -15,15 +24,24 @@ pub struct RequestParts<'a> {
     pub query: Option<&'a str>,
 }
 
-/// The `Location` for `r`, or `None` when the request's own `Host` is
-/// needed but is not a plain `host[:port]`.
-pub fn location(r: &Redirect, req: &RequestParts, captures: &[String]) -> Option<String> {
+/// The `Location` for `r`.
+pub fn location(
+    r: &Redirect,
+    req: &RequestParts,
+    captures: &[String],
+) -> Result<String, LocationError> {
     let scheme = r.protocol.as_deref().unwrap_or(req.scheme);
     let host = match &r.host {
         Some(h) => h.clone(),
-        None => plain_authority(req.host?)?,
+        None => req
+            .host
+            .and_then(plain_authority)
+            .ok_or(LocationError::Host)?,
     };
-    let key = r.rewrite.apply(req.key, captures);
+    let key = r
+        .rewrite
+        .apply(req.key, captures)
+        .map_err(LocationError::Key)?;
     let mut loc = format!("{scheme}://{host}/{}", encode_key(&key));
     if r.pass_query_string {
         if let Some(q) = req.query.filter(|q| !q.is_empty()) {
@@ -31,7 +49,7 @@ pub fn location(r: &Redirect, req: &RequestParts, captures: &[String]) -> Option
             loc.push_str(q);
         }
     }
-    Some(loc)
+    Ok(loc)
 }
 
 /// A client-sent `Host` accepted as a redirect target: an authority with
@@ -107,6 +125,23 @@ mod tests {
             key: "k",
             query: None,
         };
-        assert!(location(&r(None, KeyRewrite::Keep, false), &bad, &[]).is_none());
+        assert_eq!(
+            location(&r(None, KeyRewrite::Keep, false), &bad, &[]),
+            Err(LocationError::Host)
+        );
+        let climb = KeyRewrite::Prefix {
+            from: "p".into(),
+            to: ".".into(),
+        };
+        let req = RequestParts {
+            scheme: "http",
+            host: Some("edge"),
+            key: "p./x",
+            query: None,
+        };
+        assert_eq!(
+            location(&r(None, climb, false), &req, &[]),
+            Err(LocationError::Key(KeyError::DotSegment))
+        );
     }
 }

@@ -1,6 +1,7 @@
 //! Rules (SPEC sections 2, 3 and 5): conditions, actions, first-match
 //! selection and key rewriting. Shared by the mirror and redirect phases.
 
+use crate::key::{check_key, KeyError};
 use http::HeaderMap;
 use regex::Regex;
 use std::time::Duration;
@@ -170,15 +171,22 @@ impl HeaderCondition {
 
 impl KeyRewrite {
     /// The rewritten key. `captures[0]` is the whole match, `[1]`.. groups.
-    pub fn apply(&self, key: &str, captures: &[String]) -> String {
-        match self {
-            KeyRewrite::Keep => key.to_string(),
+    /// A rewritten key passes the same check as a client's key: prefixes
+    /// and captures can join into `..`, `//` or a leading `/` that the
+    /// client could not send, and the result goes to an origin or into a
+    /// `Location`.
+    pub fn apply(&self, key: &str, captures: &[String]) -> Result<String, KeyError> {
+        let out = match self {
+            // Already checked when it was decoded.
+            KeyRewrite::Keep => return Ok(key.to_string()),
             KeyRewrite::Prefix { from, to } => match key.strip_prefix(from.as_str()) {
                 Some(rest) => format!("{to}{rest}"),
-                None => key.to_string(),
+                None => return Ok(key.to_string()),
             },
             KeyRewrite::Template(t) => substitute(t, key, captures),
-        }
+        };
+        check_key(&out)?;
+        Ok(out)
     }
 }
 
@@ -290,13 +298,39 @@ mod tests {
             .unwrap();
         let t = KeyRewrite::Template("img/$1.$2?${key}$x$".into());
         assert_eq!(
-            t.apply("images/a b.jpg", &caps),
+            t.apply("images/a b.jpg", &caps).unwrap(),
             "img/a b.jpg?images/a b.jpg$x$"
         );
         let p = KeyRewrite::Prefix {
             from: "old/".into(),
             to: "new/".into(),
         };
-        assert_eq!(p.apply("old/x/y", &[]), "new/x/y");
+        assert_eq!(p.apply("old/x/y", &[]).unwrap(), "new/x/y");
+    }
+
+    #[test]
+    fn rewritten_keys_are_checked_like_client_keys() {
+        let dot = KeyRewrite::Prefix {
+            from: "p".into(),
+            to: ".".into(),
+        };
+        // `p./x` is a fine client key; rewritten it would climb a level.
+        assert_eq!(dot.apply("p./x", &[]), Err(KeyError::DotSegment));
+        let slash = KeyRewrite::Prefix {
+            from: "img".into(),
+            to: "x/".into(),
+        };
+        assert_eq!(slash.apply("img/a", &[]), Err(KeyError::EmptySegment));
+        let caps = vec!["a/b".to_string(), "/b".to_string()];
+        let t = KeyRewrite::Template("$1".into());
+        assert_eq!(t.apply("a/b", &caps), Err(KeyError::EmptySegment));
+        let t = KeyRewrite::Template("x\r\ny/${key}".into());
+        assert_eq!(t.apply("k", &[]), Err(KeyError::Control));
+        assert_eq!(
+            KeyRewrite::Template(String::new()).apply("k", &[]),
+            Err(KeyError::Empty)
+        );
+        // Untouched keys were checked on the way in.
+        assert_eq!(dot.apply("q/x", &[]).unwrap(), "q/x");
     }
 }

@@ -116,6 +116,18 @@ fn rule_shape_errors() {
 }
 
 #[test]
+fn limits_errors() {
+    let low = site("").replace("sites:", "limits:\n  max_request_header_bytes: 10\nsites:");
+    assert_bad(
+        &low,
+        "3:29",
+        "limits.max_request_header_bytes: 10 is outside 1024..=1048575 bytes",
+    );
+    let unknown = site("").replace("sites:", "limits: { max_headers: 3 }\nsites:");
+    assert_bad(&unknown, "2:11", "unknown field `max_headers`");
+}
+
+#[test]
 fn shipped_configs_validate() {
     for f in [
         "reference.yaml",

@@ -157,6 +157,12 @@ fn methods_and_invalid_keys() {
         "/a%00b",
         long.as_str(),
         "/",
+        // Empty segments: `//x` is an absolute path to storage that maps
+        // keys to files, `a//b` an alias of `a/b`.
+        "//etc/passwd",
+        "/%2Fetc/passwd",
+        "/a//b",
+        "/dir/",
     ] {
         let (status, text) = raw_get(p.port, "a", path);
         assert_eq!(status, 400, "{path}: {text}");
@@ -194,4 +200,101 @@ fn sites_by_host() {
     assert!(raw_get(p.port, "one.example.com", "/k")
         .1
         .ends_with("from one"));
+}
+
+#[test]
+fn oversized_request_headers_get_431_before_any_bucket_request() {
+    let b = garage().bucket("limits");
+    b.put("k", b"payload", Some("text/plain"));
+    let rec = Recorder::start(garage().s3_port);
+    let bucket = b.yaml().replace(
+        &garage().endpoint(),
+        &format!("http://127.0.0.1:{}", rec.port),
+    );
+    let start = |limits: &str| {
+        let yaml = format!(
+            "listen: [\"127.0.0.1:{{port}}\"]\n{limits}sites:\n  - name: s\n    bucket: {bucket}\n"
+        );
+        Proxy::start_env(&yaml, &b.proxy_env())
+    };
+    let get = |p: &Proxy, header_len: usize| {
+        raw_request(
+            p.port,
+            &format!(
+                "GET /k HTTP/1.1\r\nHost: a\r\nX-Big: {}\r\nConnection: close\r\n\r\n",
+                "b".repeat(header_len)
+            ),
+        )
+    };
+    // Default: 16 KiB.
+    let p = start("");
+    let (status, text) = get(&p, 200_000);
+    assert_eq!(status, 431, "{text}");
+    assert!(
+        text.contains("<Code>RequestHeaderSectionTooLarge</Code>"),
+        "{text}"
+    );
+    let (status, text) = get(&p, 16_384 + 1);
+    assert_eq!(status, 431, "{text}");
+    // (The start-up bucket check reads a random key; `k` must not be read.)
+    let asked = format!("/{}/k HTTP", b.name);
+    assert!(
+        !rec.seen().contains(&asked),
+        "the bucket was asked: {}",
+        rec.seen()
+    );
+    let (status, text) = get(&p, 15_000);
+    assert_eq!(status, 200, "{text}");
+    assert!(text.ends_with("payload"));
+    // Configured lower.
+    let p = start("limits: { max_request_header_bytes: 2048 }\n");
+    assert_eq!(get(&p, 1000).0, 200);
+    assert_eq!(get(&p, 3000).0, 431);
+}
+
+#[test]
+fn stored_access_control_allow_origin_comes_back_on_hits() {
+    let b = garage().bucket("acao");
+    b.put_with(
+        "cors.txt",
+        b"x",
+        &[
+            ("content-type", "text/plain"),
+            (
+                "x-amz-meta-access-control-allow-origin",
+                "https://app.example.com",
+            ),
+        ],
+    );
+    let p = one_site(&b);
+    let r = client().get(p.url("/cors.txt")).send().unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.headers()["access-control-allow-origin"],
+        "https://app.example.com"
+    );
+    assert!(r
+        .headers()
+        .get("x-amz-meta-access-control-allow-origin")
+        .is_none());
+}
+
+#[test]
+fn start_up_warns_when_a_missing_key_is_403() {
+    let g = garage();
+    let b = g.bucket("probe");
+    let yaml = format!(
+        "listen: [\"127.0.0.1:{{port}}\"]\nsites:\n  - name: s\n    bucket: {}\n",
+        b.yaml()
+    );
+    // A key Garage knows but that has no permission on this bucket: every
+    // read is 403, as on AWS S3 without s3:ListBucket for a missing key.
+    let (id, secret) = g.new_key(&format!("{}-noperm", b.name));
+    let p = Proxy::start_env(&yaml, &[("OP_KEY", &id), ("OP_SECRET", &secret)]);
+    let line = p.wait_log("s3:ListBucket");
+    assert!(line.contains("WARN") && line.contains("403"), "{line}");
+    // The proper key: the check passes, no warning.
+    let p = Proxy::start_env(&yaml, &b.proxy_env());
+    p.wait_log("bucket check: a missing key answers 404");
+    assert!(!p.log().contains("s3:ListBucket"), "{}", p.log());
 }

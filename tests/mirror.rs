@@ -12,6 +12,7 @@ fn miss_is_fetched_stored_and_then_hit() {
         "/dir1/img/a%20b%20%C3%BC.jpg",
         Reply::ok(&body, "image/jpeg")
             .header("Cache-Control", "max-age=60")
+            .header("Access-Control-Allow-Origin", "https://app.example")
             .header("Set-Cookie", "s=1")
             .header("Server", "origin/1.0")
             .header("X-Powered-By", "php"),
@@ -53,6 +54,11 @@ fn miss_is_fetched_stored_and_then_hit() {
         .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["x-oss-tag"], want_tag.as_str());
+    // One of the seven stored headers, kept as user metadata by the bucket.
+    assert_eq!(
+        r.headers()["access-control-allow-origin"],
+        "https://app.example"
+    );
     assert!(r.bytes().unwrap().as_ref() == body.as_slice());
     assert_eq!(o.hits("/dir1/img/a%20b%20%C3%BC.jpg"), 1);
 }

@@ -1,5 +1,6 @@
-//! Where origin redirects may lead (SPEC section 2): the rule's headers
-//! stay with the configured origin.
+//! What reaches the origin (SPEC section 2): rewritten keys are checked,
+//! client headers filtered, the rule's headers stay with the configured
+//! origin; and answered requests are not errors in the log.
 
 mod common;
 use common::*;
@@ -50,4 +51,75 @@ fn a_hop_to_another_origin_carries_none_of_the_rule_headers() {
     assert_eq!(same.header("authorization"), Some("Bearer secret"));
     assert_eq!(same.header("x-custom"), Some("mine"));
     assert!(p.write_back_outcome("away").contains("stored"));
+}
+
+#[test]
+fn rewritten_keys_are_checked_before_the_origin() {
+    let b = garage().bucket("rewrite");
+    let o = Origin::start();
+    o.set("/dir/.x", Reply::ok(b"fine", "text/plain"));
+    let yaml = format!(
+        "listen: [\"127.0.0.1:{{port}}\"]\nsites:\n  - name: s\n    bucket: {}\n    rules:\n      - condition: {{ key_prefix: \"p\" }}\n        mirror: {{ url: \"{url}dir/\", replace_key_prefix_with: \".\" }}\n      - condition: {{ key_regex: \"^r(.*)$\" }}\n        mirror: {{ url: \"{url}dir/\", replace_key_with: \"$1\" }}\n",
+        b.yaml(),
+        url = o.url()
+    );
+    let p = Proxy::start_env(&yaml, &b.proxy_env());
+    // `p./secret` → `../secret`, `r/x` → `/x`: fine keys that the rules
+    // turn into a climb out of `dir/` and an empty segment.
+    for path in ["/p./secret", "/r/x"] {
+        let (status, text) = raw_get(p.port, "e", path);
+        assert_eq!(status, 400, "{path}: {text}");
+        assert!(text.contains("<Code>InvalidURI</Code>"), "{path}: {text}");
+    }
+    assert!(o.seen().is_empty(), "the origin was asked: {:?}", o.seen());
+    // A rewrite that stays valid still mirrors.
+    let (status, text) = raw_get(p.port, "e", "/px");
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(o.seen()[0].target, "/dir/.x");
+}
+
+#[test]
+fn pass_all_keeps_hop_by_hop_encoding_and_conditionals() {
+    let b = garage().bucket("passall");
+    let o = Origin::start();
+    o.set("/k", Reply::ok(b"x", "text/plain"));
+    let p = mirror_proxy(&b, &o.url(), ", headers: { pass_all: true }");
+    let (status, text) = raw_request(
+        p.port,
+        "GET /k HTTP/1.1\r\nHost: e\r\nConnection: close, x-hop\r\nX-Hop: 1\r\nKeep-Alive: timeout=5\r\nTE: trailers\r\nAccept-Encoding: gzip, br\r\nIf-None-Match: \"abc\"\r\nIf-Modified-Since: Sat, 01 Jan 2000 00:00:00 GMT\r\nIf-Match: *\r\nX-Custom: yes\r\n\r\n",
+    );
+    assert_eq!(status, 200, "{text}");
+    let s = &o.seen()[0];
+    assert_eq!(s.header("x-custom"), Some("yes"));
+    for h in [
+        "x-hop",
+        "keep-alive",
+        "te",
+        "accept-encoding",
+        "if-none-match",
+        "if-modified-since",
+        "if-match",
+    ] {
+        assert!(s.header(h).is_none(), "{h} reached the origin: {s:?}");
+    }
+}
+
+#[test]
+fn answered_requests_are_not_logged_as_errors() {
+    let b = garage().bucket("quiet");
+    let o = Origin::start();
+    o.set("/gone", Reply::status(404));
+    o.set("/e500", Reply::status(500));
+    let p = mirror_proxy(&b, &o.url(), ", follow_redirect: false");
+    assert_eq!(raw_get(p.port, "e", "/gone").0, 404);
+    assert_eq!(raw_get(p.port, "e", "/e500").0, 424);
+    // Pingora logs its error line before the logging phase writes ours,
+    // so once both mirror lines are there, any ERROR line would be too.
+    p.wait_log("fill key=\"gone\"");
+    p.wait_log("fill key=\"e500\"");
+    let log = p.log();
+    assert!(
+        !log.lines().any(|l| l.contains("ERROR")),
+        "answers logged as errors:\n{log}"
+    );
 }

@@ -3,12 +3,14 @@
 //! names `file:line:column` and the field.
 
 mod fill;
+pub mod limits;
 mod locate;
 mod raw;
 mod tls;
 pub(crate) mod validate;
 
 pub use fill::FillConfig;
+pub use limits::Limits;
 pub use locate::{FieldPath, Seg};
 pub use raw::{Addressing, MirrorMode};
 pub use validate::parse_http_url as parse_origin_url;
@@ -41,6 +43,7 @@ pub struct Config {
     pub threads: Option<usize>,
     pub admin: Option<String>,
     pub fill: FillConfig,
+    pub limits: Limits,
     pub sites: Vec<SiteConfig>,
 }
 

@@ -15,6 +15,7 @@ pub struct RawConfig {
     pub admin: Option<String>,
     #[serde(default)]
     pub fill: Option<RawFill>,
+    pub limits: Option<super::limits::RawLimits>,
     pub sites: Vec<RawSite>,
 }
 

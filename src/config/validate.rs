@@ -86,6 +86,8 @@ pub(super) fn parse(
     if raw.threads == Some(0) {
         return Err(cx.err(&root.key("threads"), "must be at least 1"));
     }
+    let limits = super::limits::validate(raw.limits.as_ref(), &root.key("limits"))
+        .map_err(|(at, why)| cx.err(&at, why))?;
     if raw.sites.is_empty() {
         return Err(cx.err(&root.key("sites"), "needs at least one site"));
     }
@@ -132,6 +134,7 @@ pub(super) fn parse(
         threads: raw.threads,
         admin: raw.admin,
         fill,
+        limits,
         sites,
     })
 }

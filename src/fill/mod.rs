@@ -428,7 +428,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// 128 random bits from the OS, hex.
 fn random_id() -> String {
     let mut b = [0u8; 16];
-    if getrandom::getrandom(&mut b).is_err() {
+    if getrandom::fill(&mut b).is_err() {
         // Never expected; the socket's folder is private anyway.
         let t = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

@@ -26,16 +26,17 @@ pub struct FillRun {
     pub started: Instant,
 }
 
-/// The fill a GET of `key` under rule `idx` would read.
+/// The fill a GET of `key` under rule `idx` would read; an error when
+/// the rule rewrites the key into one no origin may be asked for.
 pub fn job(
     site: &Site,
     key: &str,
     idx: usize,
     captures: &[String],
     req: &RequestHeader,
-) -> Option<FetchJob> {
-    let m = origin::rule(site, idx)?;
-    let origin_key = m.rewrite.apply(key, captures);
+) -> Result<FetchJob, S3Error> {
+    let m = origin::rule(site, idx).ok_or_else(|| S3Error::Internal("no mirror rule".into()))?;
+    let origin_key = m.rewrite.apply(key, captures)?;
     let query = req.uri.query().filter(|_| m.pass_query_string);
     let primary = origin_target(&m.url, &origin_key, query);
     let secondary = m
@@ -44,7 +45,7 @@ pub fn job(
         .map(|u| origin_target(u, &origin_key, query));
     let headers = origin_request_headers(&m.headers, &req.headers);
     let fill_key = FillKey::new(&site.name, key, &full_url(&primary), &headers);
-    Some(FetchJob {
+    Ok(FetchJob {
         fill_key,
         key: key.to_string(),
         primary,
@@ -80,8 +81,8 @@ pub fn try_join(fills: &Fills, site: &Site, ctx: &mut RequestCtx, req: &RequestH
     if !matches!(rule.action, Action::Mirror(_)) {
         return;
     }
-    let Some(job) = job(site, &ctx.key, idx, &caps, req) else {
-        return;
+    let Ok(job) = job(site, &ctx.key, idx, &caps, req) else {
+        return; // the bucket's answer decides; a bad rewrite is refused then
     };
     if let Some(att) = fills.join(&job.fill_key) {
         ctx.fill = Some(FillRun::new(att, true, idx, caps));
@@ -112,11 +113,9 @@ pub fn start(
     captures: Vec<String>,
     req: &RequestHeader,
 ) -> Box<Error> {
-    let Some(job) = job(site, &ctx.key, idx, &captures, req) else {
-        return origin::answer(
-            ctx,
-            Answer::Error(S3Error::Internal("no mirror rule".into())),
-        );
+    let job = match job(site, &ctx.key, idx, &captures, req) {
+        Ok(j) => j,
+        Err(e) => return origin::answer(ctx, Answer::Error(e)),
     };
     let asynchronous =
         origin::rule(site, idx).is_some_and(|m| m.mode == crate::config::MirrorMode::Async);
@@ -145,7 +144,9 @@ pub fn start(
         }
         None => {
             log::info!("fill fallback key={key:?}: spool budget or disk; plain mirror");
-            origin::start(site, ctx, idx, &captures, req.uri.query(), true);
+            if let Err(e) = origin::start(site, ctx, idx, &captures, req.uri.query(), true) {
+                return origin::answer(ctx, Answer::Error(S3Error::InvalidUri(e)));
+            }
             origin::reroute(ctx, "bucket 404: mirroring (no fill)")
         }
     }
@@ -221,7 +222,10 @@ pub fn on_response(
             let Some(run) = ctx.fill.take() else {
                 return Ok(());
             };
-            origin::start(site, ctx, run.rule, &run.captures, req.uri.query(), true);
+            if let Err(e) = origin::start(site, ctx, run.rule, &run.captures, req.uri.query(), true)
+            {
+                return Err(origin::answer(ctx, Answer::Error(S3Error::InvalidUri(e))));
+            }
             Err(origin::reroute(ctx, "fill fallback: mirroring (no fill)"))
         }
         other => Err(origin::answer(

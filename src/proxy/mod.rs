@@ -17,12 +17,12 @@ mod fill;
 mod origin;
 
 use crate::bucket::Bucket;
-use crate::config::{BucketSource, Config};
+use crate::config::{BucketSource, Config, Limits};
 use crate::errors::{new_request_id, RequestId, S3Error};
 use crate::key::key_from_path;
 use crate::metrics::COUNTERS;
 use crate::mirror::origin_request_headers;
-use crate::redirect::{location, RequestParts};
+use crate::redirect::{location, LocationError, RequestParts};
 use crate::rules::{first_match, Action, Probe, Redirect, Rule};
 use crate::site::HostTable;
 use async_trait::async_trait;
@@ -45,6 +45,9 @@ const FORWARDED_TO_BUCKET: [&str; 5] = [
 
 /// User metadata under which the mirror source is stored with an object.
 pub const TAG_META: &str = "x-amz-meta-x-oss-tag";
+/// User metadata under which the origin's `Access-Control-Allow-Origin` is
+/// stored: S3-compatible buckets keep only their standard headers on PUT.
+pub const ACAO_META: &str = "x-amz-meta-access-control-allow-origin";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -70,6 +73,7 @@ pub struct OriginPull {
     /// For write-back uploads (pooled connections to the buckets).
     client: reqwest::Client,
     fills: Arc<crate::fill::Fills>,
+    limits: Limits,
 }
 
 /// What the proxy answers itself.
@@ -97,6 +101,9 @@ pub struct RequestCtx {
     /// The bucket's response header arrived (errors after it are not
     /// "bucket unreachable").
     bucket_answered: bool,
+    /// `fail_to_proxy` sent an answer decided by a filter. Kept apart from
+    /// `answer`, which it consumes: Pingora asks `suppress_error_log` after.
+    answered: bool,
 }
 
 impl OriginPull {
@@ -117,6 +124,12 @@ impl OriginPull {
                 rules: s.rules.clone(),
             }));
         }
+        crate::probe::spawn(
+            sites
+                .iter()
+                .map(|s| (s.name.clone(), s.bucket.clone()))
+                .collect(),
+        );
         let hosts = HostTable::new(config.sites.iter().map(|s| s.hosts.as_slice()));
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
@@ -130,6 +143,7 @@ impl OriginPull {
             hosts,
             client,
             fills,
+            limits: config.limits,
         })
     }
 
@@ -166,7 +180,9 @@ impl OriginPull {
                 if !head {
                     return Some(fill::start(&self.fills, &site, ctx, idx, caps, req));
                 }
-                origin::start(&site, ctx, idx, &caps, req.uri.query(), false);
+                if let Err(e) = origin::start(&site, ctx, idx, &caps, req.uri.query(), false) {
+                    return Some(origin::answer(ctx, Answer::Error(S3Error::InvalidUri(e))));
+                }
                 Some(origin::reroute(ctx, "bucket 404: mirroring"))
             }
             Action::Redirect(r) => {
@@ -196,8 +212,12 @@ impl OriginPull {
                 if let Action::Mirror(m) = &rule.action {
                     let head = req.method == http::Method::HEAD;
                     if m.mirror_on_bucket_error && (!head || m.allow_head) {
-                        origin::start(&site, ctx, idx, &caps, req.uri.query(), false);
-                        return origin::reroute(ctx, "bucket unreachable: serving from origin");
+                        return match origin::start(&site, ctx, idx, &caps, req.uri.query(), false) {
+                            Ok(()) => {
+                                origin::reroute(ctx, "bucket unreachable: serving from origin")
+                            }
+                            Err(e) => origin::answer(ctx, Answer::Error(S3Error::InvalidUri(e))),
+                        };
                     }
                 }
             }
@@ -224,10 +244,16 @@ impl ProxyHttp for OriginPull {
             rerouting: false,
             rechecked: false,
             bucket_answered: false,
+            answered: false,
         }
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        // First, so an oversized request reaches no bucket or origin.
+        if self.limits.header_too_large(session.req_header()) {
+            let e = S3Error::RequestHeaderTooLarge(self.limits.max_request_header_bytes);
+            return respond(session, ctx, Answer::Error(e)).await;
+        }
         let req = session.req_header();
         let Some(site) = self.site_for(req) else {
             return respond(
@@ -368,6 +394,16 @@ impl ProxyHttp for OriginPull {
             resp.remove_header(TAG_META);
             resp.insert_header("x-oss-tag", tag)?;
         }
+        // The stored CORS header comes back as the header it was; one the
+        // bucket itself sends (its CORS rules) is left as it is.
+        if let Some(acao) = resp.remove_header(ACAO_META) {
+            if !resp
+                .headers
+                .contains_key(http::header::ACCESS_CONTROL_ALLOW_ORIGIN)
+            {
+                resp.insert_header(http::header::ACCESS_CONTROL_ALLOW_ORIGIN, acao)?;
+            }
+        }
         Ok(())
     }
 
@@ -472,7 +508,8 @@ impl ProxyHttp for OriginPull {
     }
 
     fn suppress_error_log(&self, _session: &Session, ctx: &RequestCtx, _error: &Error) -> bool {
-        ctx.answer.is_some()
+        // A 404, 424 or 400 we decided on is an answer, not an error.
+        ctx.answered || ctx.answer.is_some()
     }
 
     async fn fail_to_proxy(
@@ -482,7 +519,10 @@ impl ProxyHttp for OriginPull {
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
         let answer = match ctx.answer.take() {
-            Some(a) => a,
+            Some(a) => {
+                ctx.answered = true;
+                a
+            }
             None => match e.esource() {
                 ErrorSource::Upstream if ctx.mirror.is_some() || ctx.fill.is_some() => {
                     Answer::Error(S3Error::MirrorFailed(e.etype().as_str().to_string()))
@@ -580,13 +620,14 @@ fn redirect_answer(session: &Session, key: &str, r: &Redirect, caps: &[String]) 
         query: req.uri.query(),
     };
     match location(r, &parts, caps) {
-        Some(location) => Answer::Redirect {
+        Ok(location) => Answer::Redirect {
             code: r.code,
             location,
         },
-        None => Answer::Error(S3Error::InvalidArgument(
+        Err(LocationError::Host) => Answer::Error(S3Error::InvalidArgument(
             "the Host header is not a plain host name".into(),
         )),
+        Err(LocationError::Key(e)) => Answer::Error(S3Error::InvalidUri(e)),
     }
 }
 

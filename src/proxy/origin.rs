@@ -4,6 +4,7 @@
 
 use super::{Answer, RequestCtx, Site};
 use crate::errors::S3Error;
+use crate::key::KeyError;
 use crate::metrics::{inc, COUNTERS};
 use crate::mirror::{
     filter_origin_response, origin_target, oss_tag, redirect_target, stored_headers, OriginTarget,
@@ -202,7 +203,8 @@ fn content_md5(resp: &ResponseHeader) -> Option<[u8; 16]> {
     <[u8; 16]>::try_from(bytes.as_slice()).ok()
 }
 
-/// Starts a mirror for the bucket's answer when a rule says so.
+/// Starts a mirror for the bucket's answer when a rule says so. A key the
+/// rule rewrites into an invalid one is refused (never sent to the origin).
 pub fn start(
     site: &Arc<Site>,
     ctx: &mut RequestCtx,
@@ -210,13 +212,16 @@ pub fn start(
     captures: &[String],
     query: Option<&str>,
     write_back: bool,
-) {
-    let Some(m) = rule(site, idx) else { return };
-    let origin_key = m.rewrite.apply(&ctx.key, captures);
+) -> Result<(), KeyError> {
+    let Some(m) = rule(site, idx) else {
+        return Ok(());
+    };
+    let origin_key = m.rewrite.apply(&ctx.key, captures)?;
     let query = if m.pass_query_string {
         query.map(str::to_string)
     } else {
         None
     };
     ctx.mirror = Some(MirrorRun::new(idx, m, origin_key, query, write_back));
+    Ok(())
 }

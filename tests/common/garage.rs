@@ -108,7 +108,8 @@ impl Garage {
         g
     }
 
-    fn new_key(&self, name: &str) -> (String, String) {
+    /// Creates a key (no access to any bucket until allowed): (id, secret).
+    pub fn new_key(&self, name: &str) -> (String, String) {
         let out = self.cli(&["key", "create", name]);
         let field = |label: &str| {
             out.lines()
@@ -207,6 +208,26 @@ impl TestBucket {
         let mut req = super::client().put(url).body(body.to_vec());
         if let Some(ct) = content_type {
             req = req.header("content-type", ct);
+        }
+        let resp = req.send().unwrap();
+        assert!(
+            resp.status().is_success(),
+            "put {key}: {}",
+            resp.text().unwrap_or_default()
+        );
+    }
+
+    /// PUT with extra headers (signed, e.g. `x-amz-meta-*`).
+    pub fn put_with(&self, key: &str, body: &[u8], headers: &[(&str, &str)]) {
+        let (b, c) = self.s3();
+        let mut action = b.put_object(Some(&c), key);
+        for (k, v) in headers {
+            action.headers_mut().insert(k.to_string(), v.to_string());
+        }
+        let url = action.sign(Duration::from_secs(600));
+        let mut req = super::client().put(url).body(body.to_vec());
+        for (k, v) in headers {
+            req = req.header(*k, *v);
         }
         let resp = req.send().unwrap();
         assert!(

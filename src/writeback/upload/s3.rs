@@ -22,7 +22,16 @@ const ABORT_ATTEMPTS: u32 = 3;
 const ABORT_BACKOFF: Duration = Duration::from_millis(500);
 
 fn object_headers(job: &Job) -> Vec<(String, String)> {
-    let mut h = job.headers.clone();
+    // S3-compatible buckets keep only their standard headers on PUT: the
+    // CORS header OSS stores goes in user metadata, restored on hits.
+    let mut h: Vec<(String, String)> = job
+        .headers
+        .iter()
+        .map(|(k, v)| match k.as_str() {
+            "access-control-allow-origin" => (crate::proxy::ACAO_META.to_string(), v.clone()),
+            _ => (k.clone(), v.clone()),
+        })
+        .collect();
     h.push(("x-amz-meta-x-oss-tag".into(), job.tag.clone()));
     h
 }

@@ -1,0 +1,116 @@
+//! `limits:` (SPEC 5): bounds on what a client may send. Kept apart from
+//! `validate` so each section stays small.
+
+use super::locate::FieldPath;
+use serde::Deserialize;
+
+/// Request headers larger than this are refused by default: what common
+/// front ends accept (nginx 8-32 KiB, Apache 8 KiB per line), far below
+/// the 1 MiB Pingora itself reads.
+pub const DEFAULT_MAX_REQUEST_HEADER_BYTES: usize = 16 * 1024;
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    pub max_request_header_bytes: Option<usize>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Request line plus header fields, as received; more is a 431.
+    pub max_request_header_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_request_header_bytes: DEFAULT_MAX_REQUEST_HEADER_BYTES,
+        }
+    }
+}
+
+impl Limits {
+    /// Whether this request's header is over `max_request_header_bytes`.
+    pub fn header_too_large(&self, req: &http::request::Parts) -> bool {
+        request_header_bytes(req) > self.max_request_header_bytes
+    }
+}
+
+/// Smallest accepted bound: below it even an ordinary browser request
+/// (cookies, user agent) would be refused.
+const MIN_HEADER_BYTES: usize = 1024;
+/// Pingora reads at most this much request header (1 MiB - 1), so a
+/// larger bound could never apply.
+const MAX_HEADER_BYTES: usize = 1_048_575;
+
+/// The validated section, or the field at fault and why.
+pub(super) fn validate(
+    raw: Option<&RawLimits>,
+    path: &FieldPath,
+) -> Result<Limits, (FieldPath, String)> {
+    let mut limits = Limits::default();
+    let Some(raw) = raw else { return Ok(limits) };
+    if let Some(n) = raw.max_request_header_bytes {
+        if !(MIN_HEADER_BYTES..=MAX_HEADER_BYTES).contains(&n) {
+            return Err((
+                path.key("max_request_header_bytes"),
+                format!("{n} is outside {MIN_HEADER_BYTES}..={MAX_HEADER_BYTES} bytes"),
+            ));
+        }
+        limits.max_request_header_bytes = n;
+    }
+    Ok(limits)
+}
+
+/// The size of a request header as it was on the wire: request line and
+/// every field with its separators. Computed from the parsed header so it
+/// holds for HTTP/1 and HTTP/2 alike (within a few bytes of optional
+/// whitespace).
+pub fn request_header_bytes(req: &http::request::Parts) -> usize {
+    // "GET /path HTTP/1.1\r\n" ... "\r\n"
+    let line = req.method.as_str().len()
+        + req.uri.path_and_query().map_or(1, |p| p.as_str().len())
+        + " HTTP/1.1\r\n".len()
+        + 1;
+    let fields: usize = req
+        .headers
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len() + ": \r\n".len())
+        .sum();
+    line + fields + "\r\n".len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_the_whole_header() {
+        let (parts, ()) = http::Request::get("/a?b=1")
+            .header("x-big", "v".repeat(100))
+            .body(())
+            .unwrap()
+            .into_parts();
+        // "GET /a?b=1 HTTP/1.1\r\n" + "x-big: vvv..\r\n" + "\r\n"
+        assert_eq!(request_header_bytes(&parts), 21 + 5 + 2 + 100 + 2 + 2);
+    }
+
+    #[test]
+    fn bounds() {
+        let p = FieldPath::default().key("limits");
+        assert_eq!(validate(None, &p).unwrap().max_request_header_bytes, 16384);
+        let raw = |n| RawLimits {
+            max_request_header_bytes: Some(n),
+        };
+        assert_eq!(
+            validate(Some(&raw(4096)), &p)
+                .unwrap()
+                .max_request_header_bytes,
+            4096
+        );
+        let (at, why) = validate(Some(&raw(10)), &p).unwrap_err();
+        assert_eq!(at.to_string(), "limits.max_request_header_bytes");
+        assert!(why.contains("outside"), "{why}");
+        assert!(validate(Some(&raw(2 << 20)), &p).is_err());
+    }
+}

@@ -1,0 +1,86 @@
+//! The README's first command, `scripts/quickstart.sh`, run for real (with
+//! the binary under test, free ports and a scratch data folder), and the
+//! install-when-missing helper both scripts use.
+
+mod common;
+use common::*;
+use std::process::Command;
+
+#[test]
+fn quickstart_script_shows_a_miss_then_a_hit() {
+    let data = tempfile::tempdir().unwrap();
+    let script = format!("{}/scripts/quickstart.sh", env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new("bash")
+        .arg(&script)
+        .arg("--check")
+        .env("BIN", binary())
+        .env("PORT", free_port().to_string())
+        .env("ORIGIN_PORT", free_port().to_string())
+        .env("DATA", data.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("miss from the origin, stored, then a bucket hit"));
+    assert_eq!(
+        std::fs::read_to_string(data.path().join("quickstart/hello.txt")).unwrap(),
+        "hello from the origin\n"
+    );
+}
+
+#[test]
+fn missing_tools_are_installed_with_apt_get() {
+    // A stand-in apt-get that records its calls and "installs" the tool.
+    let bin = tempfile::tempdir().unwrap();
+    let calls = bin.path().join("calls");
+    let apt = bin.path().join("apt-get");
+    std::fs::write(
+        &apt,
+        format!(
+            "#!/bin/sh\necho \"$@\" >>{calls}\n[ \"$1\" = install ] && printf '#!/bin/sh\\n' >{dir}/op-tool-x && chmod +x {dir}/op-tool-x\nexit 0\n",
+            calls = calls.display(),
+            dir = bin.path().display()
+        ),
+    )
+    .unwrap();
+    Command::new("chmod").arg("+x").arg(&apt).status().unwrap();
+    let need = format!("{}/scripts/need.sh", env!("CARGO_MANIFEST_DIR"));
+    let run = |cmd: &str| {
+        Command::new("bash")
+            .arg("-c")
+            .arg(format!("source {need} && {cmd}"))
+            .env(
+                "PATH",
+                format!(
+                    "{}:{}",
+                    bin.path().display(),
+                    std::env::var("PATH").unwrap()
+                ),
+            )
+            .output()
+            .unwrap()
+    };
+    // Present: nothing installed.
+    assert!(run("need bash").status.success());
+    assert!(!calls.exists());
+    // Missing: installed by package name, then found.
+    let out = run("need op-tool-x op-tool-pkg");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let log = std::fs::read_to_string(&calls).unwrap();
+    assert!(log.contains("install -y -qq op-tool-pkg"), "{log}");
+    // Both README commands use it for what the build needs.
+    for script in ["test.sh", "quickstart.sh"] {
+        let text =
+            std::fs::read_to_string(format!("{}/scripts/{script}", env!("CARGO_MANIFEST_DIR")))
+                .unwrap();
+        assert!(
+            text.contains("need cmake"),
+            "{script} does not install cmake"
+        );
+    }
+}
