@@ -7,6 +7,7 @@
 use super::{origin, Answer, RequestCtx, Site};
 use crate::errors::S3Error;
 use crate::fill::{Attached, FetchJob, FillKey, Fills};
+use crate::metrics::COUNTERS;
 use crate::mirror::{origin_request_headers, origin_target, OriginTarget};
 use crate::rules::{first_match, Action, Probe};
 use pingora::http::{RequestHeader, ResponseHeader};
@@ -232,5 +233,24 @@ pub fn on_response(
             ctx,
             Answer::Error(S3Error::Internal(format!("fill peer: {other}"))),
         )),
+    }
+}
+
+/// The logging phase's line for a request that read a fill.
+pub fn log(ctx: &RequestCtx, failed: bool) {
+    if let Some(run) = &ctx.fill {
+        COUNTERS
+            .bytes_mirrored
+            .fetch_add(run.bytes, std::sync::atomic::Ordering::Relaxed);
+        log::info!(
+            "{} fill key={:?} joined={} status={} bytes={} error={} ms={}",
+            ctx.request_id,
+            ctx.key,
+            run.joined,
+            run.status,
+            run.bytes,
+            failed,
+            run.started.elapsed().as_millis()
+        );
     }
 }

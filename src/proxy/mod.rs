@@ -13,17 +13,21 @@
 //! - fail_to_proxy: every answer decided above, and every error, is
 //!   written here (S3 XML through `errors`).
 
+mod answer;
+mod bucket;
 mod fill;
 mod origin;
+
+pub use answer::Answer;
+use answer::{redirect_answer, respond, write_answer};
+pub use bucket::{ACAO_META, TAG_META};
 
 use crate::bucket::Bucket;
 use crate::config::{BucketSource, Config, Limits};
 use crate::errors::{new_request_id, RequestId, S3Error};
 use crate::key::key_from_path;
-use crate::metrics::COUNTERS;
 use crate::mirror::origin_request_headers;
-use crate::redirect::{location, LocationError, RequestParts};
-use crate::rules::{first_match, Action, Probe, Redirect, Rule};
+use crate::rules::{first_match, Action, Probe, Rule};
 use crate::site::HostTable;
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -33,21 +37,6 @@ use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, ProxyWarnLogContext, Session};
 use std::sync::Arc;
 use std::time::Duration;
-
-/// Client headers forwarded to the bucket (SPEC 1.5); all others dropped.
-const FORWARDED_TO_BUCKET: [&str; 5] = [
-    "range",
-    "if-match",
-    "if-none-match",
-    "if-modified-since",
-    "if-unmodified-since",
-];
-
-/// User metadata under which the mirror source is stored with an object.
-pub const TAG_META: &str = "x-amz-meta-x-oss-tag";
-/// User metadata under which the origin's `Access-Control-Allow-Origin` is
-/// stored: S3-compatible buckets keep only their standard headers on PUT.
-pub const ACAO_META: &str = "x-amz-meta-access-control-allow-origin";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -74,12 +63,6 @@ pub struct OriginPull {
     client: reqwest::Client,
     fills: Arc<crate::fill::Fills>,
     limits: Limits,
-}
-
-/// What the proxy answers itself.
-pub enum Answer {
-    Error(S3Error),
-    Redirect { code: u16, location: String },
 }
 
 /// Per-request state.
@@ -154,78 +137,6 @@ impl OriginPull {
             .and_then(|h| h.to_str().ok())
             .or_else(|| req.uri.host());
         self.hosts.select(host).map(|i| self.sites[i].clone())
-    }
-
-    /// The bucket answered `status` (an error): which rule acts on it.
-    fn on_bucket_error(
-        &self,
-        session: &Session,
-        ctx: &mut RequestCtx,
-        status: u16,
-    ) -> Option<Box<Error>> {
-        let site = ctx.site.clone()?;
-        let req = session.req_header();
-        let probe = Probe {
-            key: &ctx.key,
-            headers: &req.headers,
-            status: Some(status),
-        };
-        let (idx, rule, caps) = first_match(&site.rules, &probe)?;
-        match &rule.action {
-            Action::Mirror(m) => {
-                let head = req.method == http::Method::HEAD;
-                if head && !m.allow_head {
-                    return None; // HEAD of a missing key: the bucket's 404
-                }
-                if !head {
-                    return Some(fill::start(&self.fills, &site, ctx, idx, caps, req));
-                }
-                if let Err(e) = origin::start(&site, ctx, idx, &caps, req.uri.query(), false) {
-                    return Some(origin::answer(ctx, Answer::Error(S3Error::InvalidUri(e))));
-                }
-                Some(origin::reroute(ctx, "bucket 404: mirroring"))
-            }
-            Action::Redirect(r) => {
-                // The bucket's body is never read, so it cannot leak.
-                let answer = redirect_answer(session, &ctx.key, r, &caps);
-                Some(origin::answer(ctx, answer))
-            }
-        }
-    }
-
-    /// The bucket could not be reached: 502, or the origin without
-    /// write-back when the matching mirror rule allows it.
-    fn on_bucket_unreachable(
-        &self,
-        session: &Session,
-        ctx: &mut RequestCtx,
-        why: &str,
-    ) -> Box<Error> {
-        let req = session.req_header();
-        if let Some(site) = ctx.site.clone() {
-            let probe = Probe {
-                key: &ctx.key,
-                headers: &req.headers,
-                status: Some(404),
-            };
-            if let Some((idx, rule, caps)) = first_match(&site.rules, &probe) {
-                if let Action::Mirror(m) = &rule.action {
-                    let head = req.method == http::Method::HEAD;
-                    if m.mirror_on_bucket_error && (!head || m.allow_head) {
-                        return match origin::start(&site, ctx, idx, &caps, req.uri.query(), false) {
-                            Ok(()) => {
-                                origin::reroute(ctx, "bucket unreachable: serving from origin")
-                            }
-                            Err(e) => origin::answer(ctx, Answer::Error(S3Error::InvalidUri(e))),
-                        };
-                    }
-                }
-            }
-        }
-        origin::answer(
-            ctx,
-            Answer::Error(S3Error::BucketUnreachable(why.to_string())),
-        )
     }
 }
 
@@ -343,29 +254,7 @@ impl ProxyHttp for OriginPull {
             }
             return Ok(());
         }
-        let bucket = &site.bucket;
-        let drop: Vec<http::HeaderName> = upstream
-            .headers
-            .keys()
-            .filter(|n| !FORWARDED_TO_BUCKET.contains(&n.as_str()))
-            .cloned()
-            .collect();
-        for name in drop {
-            upstream.remove_header(&name);
-        }
-        let path = bucket.object_path(&ctx.key);
-        let uri = path
-            .parse::<http::Uri>()
-            .map_err(|e| Error::because(InternalError, "object path", e))?;
-        upstream.set_uri(uri);
-        upstream.insert_header(http::header::HOST, bucket.host())?;
-        let signed = bucket
-            .sign_read(&upstream.method, &path)
-            .map_err(|e| Error::because(InternalError, "signing", e))?;
-        for (k, v) in signed.iter() {
-            upstream.insert_header(k, v.clone())?;
-        }
-        Ok(())
+        bucket::request(&site.bucket, &ctx.key, upstream)
     }
 
     async fn upstream_response_filter(
@@ -388,23 +277,7 @@ impl ProxyHttp for OriginPull {
                 return Err(e);
             }
         }
-        // A mirrored object carries its source as metadata; show it as
-        // `x-oss-tag` like OSS does.
-        if let Some(tag) = resp.headers.get(TAG_META).cloned() {
-            resp.remove_header(TAG_META);
-            resp.insert_header("x-oss-tag", tag)?;
-        }
-        // The stored CORS header comes back as the header it was; one the
-        // bucket itself sends (its CORS rules) is left as it is.
-        if let Some(acao) = resp.remove_header(ACAO_META) {
-            if !resp
-                .headers
-                .contains_key(http::header::ACCESS_CONTROL_ALLOW_ORIGIN)
-            {
-                resp.insert_header(http::header::ACCESS_CONTROL_ALLOW_ORIGIN, acao)?;
-            }
-        }
-        Ok(())
+        bucket::restore_stored_headers(resp)
     }
 
     fn upstream_response_body_filter(
@@ -555,97 +428,7 @@ impl ProxyHttp for OriginPull {
     }
 
     async fn logging(&self, _session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
-        if let Some(run) = &ctx.fill {
-            COUNTERS
-                .bytes_mirrored
-                .fetch_add(run.bytes, std::sync::atomic::Ordering::Relaxed);
-            log::info!(
-                "{} fill key={:?} joined={} status={} bytes={} error={} ms={}",
-                ctx.request_id,
-                ctx.key,
-                run.joined,
-                run.status,
-                run.bytes,
-                e.is_some(),
-                run.started.elapsed().as_millis()
-            );
-        }
-        if let Some(run) = &ctx.mirror {
-            COUNTERS
-                .bytes_mirrored
-                .fetch_add(run.bytes, std::sync::atomic::Ordering::Relaxed);
-            let wb = match &run.tee {
-                None => "none",
-                Some(t) if t.abandoned() => "abandoned",
-                Some(_) if e.is_some() => "aborted",
-                Some(_) => "queued",
-            };
-            log::info!(
-                "{} mirror key={:?} origin={} status={} bytes={} write_back={} ms={}",
-                ctx.request_id,
-                ctx.key,
-                run.target.url,
-                run.status,
-                run.bytes,
-                wb,
-                run.started.elapsed().as_millis()
-            );
-        }
-    }
-}
-
-impl Answer {
-    fn status(&self) -> u16 {
-        match self {
-            Answer::Error(e) => e.status(),
-            Answer::Redirect { code, .. } => *code,
-        }
-    }
-}
-
-/// The redirect for this request, or 400 when the `Location` would need
-/// the client's `Host` and that is not a plain host name.
-fn redirect_answer(session: &Session, key: &str, r: &Redirect, caps: &[String]) -> Answer {
-    let req = session.req_header();
-    let parts = RequestParts {
-        // origin-pull listens on plain TCP; TLS is terminated in front of
-        // it, so without a configured `protocol` the request's is http.
-        scheme: "http",
-        host: req
-            .headers
-            .get(http::header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .or_else(|| req.uri.host()),
-        key,
-        query: req.uri.query(),
-    };
-    match location(r, &parts, caps) {
-        Ok(location) => Answer::Redirect {
-            code: r.code,
-            location,
-        },
-        Err(LocationError::Host) => Answer::Error(S3Error::InvalidArgument(
-            "the Host header is not a plain host name".into(),
-        )),
-        Err(LocationError::Key(e)) => Answer::Error(S3Error::InvalidUri(e)),
-    }
-}
-
-/// Writes `answer` from a filter and ends the request.
-async fn respond(session: &mut Session, ctx: &RequestCtx, answer: Answer) -> Result<bool> {
-    write_answer(session, ctx.request_id, &answer).await?;
-    Ok(true)
-}
-
-async fn write_answer(session: &mut Session, request_id: RequestId, answer: &Answer) -> Result<()> {
-    match answer {
-        Answer::Error(e) => e.respond(session, request_id).await,
-        Answer::Redirect { code, location } => {
-            let mut resp = ResponseHeader::build(*code, Some(3))?;
-            resp.insert_header(http::header::LOCATION, location.as_str())?;
-            resp.insert_header(http::header::CONTENT_LENGTH, "0")?;
-            resp.insert_header("x-amz-request-id", request_id.to_string())?;
-            session.write_response_header(Box::new(resp), true).await
-        }
+        fill::log(ctx, e.is_some());
+        origin::log(ctx, e.is_some());
     }
 }

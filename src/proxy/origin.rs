@@ -225,3 +225,28 @@ pub fn start(
     ctx.mirror = Some(MirrorRun::new(idx, m, origin_key, query, write_back));
     Ok(())
 }
+
+/// The logging phase's line for a request on the plain mirror path.
+pub fn log(ctx: &RequestCtx, failed: bool) {
+    if let Some(run) = &ctx.mirror {
+        COUNTERS
+            .bytes_mirrored
+            .fetch_add(run.bytes, std::sync::atomic::Ordering::Relaxed);
+        let wb = match &run.tee {
+            None => "none",
+            Some(t) if t.abandoned() => "abandoned",
+            Some(_) if failed => "aborted",
+            Some(_) => "queued",
+        };
+        log::info!(
+            "{} mirror key={:?} origin={} status={} bytes={} write_back={} ms={}",
+            ctx.request_id,
+            ctx.key,
+            run.target.url,
+            run.status,
+            run.bytes,
+            wb,
+            run.started.elapsed().as_millis()
+        );
+    }
+}

@@ -1,0 +1,149 @@
+//! The bucket side of a request: what the bucket is asked (signed, with
+//! only the client headers S3 semantics need), how its stored metadata
+//! comes back as headers, and what a bucket error or an unreachable
+//! bucket leads to (a rule's mirror or redirect, or 502).
+
+use super::answer::{redirect_answer, Answer};
+use super::{fill, origin, OriginPull, RequestCtx};
+use crate::bucket::Bucket;
+use crate::errors::S3Error;
+use crate::rules::{first_match, Action, Probe};
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::*;
+use pingora::proxy::Session;
+
+/// Client headers forwarded to the bucket (SPEC 1.5); all others dropped.
+const FORWARDED_TO_BUCKET: [&str; 5] = [
+    "range",
+    "if-match",
+    "if-none-match",
+    "if-modified-since",
+    "if-unmodified-since",
+];
+
+/// User metadata under which the mirror source is stored with an object.
+pub const TAG_META: &str = "x-amz-meta-x-oss-tag";
+/// User metadata under which the origin's `Access-Control-Allow-Origin` is
+/// stored: S3-compatible buckets keep only their standard headers on PUT.
+pub const ACAO_META: &str = "x-amz-meta-access-control-allow-origin";
+
+impl OriginPull {
+    /// The bucket answered `status` (an error): which rule acts on it.
+    pub(super) fn on_bucket_error(
+        &self,
+        session: &Session,
+        ctx: &mut RequestCtx,
+        status: u16,
+    ) -> Option<Box<Error>> {
+        let site = ctx.site.clone()?;
+        let req = session.req_header();
+        let probe = Probe {
+            key: &ctx.key,
+            headers: &req.headers,
+            status: Some(status),
+        };
+        let (idx, rule, caps) = first_match(&site.rules, &probe)?;
+        match &rule.action {
+            Action::Mirror(m) => {
+                let head = req.method == http::Method::HEAD;
+                if head && !m.allow_head {
+                    return None; // HEAD of a missing key: the bucket's 404
+                }
+                if !head {
+                    return Some(fill::start(&self.fills, &site, ctx, idx, caps, req));
+                }
+                if let Err(e) = origin::start(&site, ctx, idx, &caps, req.uri.query(), false) {
+                    return Some(origin::answer(ctx, Answer::Error(S3Error::InvalidUri(e))));
+                }
+                Some(origin::reroute(ctx, "bucket 404: mirroring"))
+            }
+            Action::Redirect(r) => {
+                // The bucket's body is never read, so it cannot leak.
+                let answer = redirect_answer(session, &ctx.key, r, &caps);
+                Some(origin::answer(ctx, answer))
+            }
+        }
+    }
+
+    /// The bucket could not be reached: 502, or the origin without
+    /// write-back when the matching mirror rule allows it.
+    pub(super) fn on_bucket_unreachable(
+        &self,
+        session: &Session,
+        ctx: &mut RequestCtx,
+        why: &str,
+    ) -> Box<Error> {
+        let req = session.req_header();
+        if let Some(site) = ctx.site.clone() {
+            let probe = Probe {
+                key: &ctx.key,
+                headers: &req.headers,
+                status: Some(404),
+            };
+            if let Some((idx, rule, caps)) = first_match(&site.rules, &probe) {
+                if let Action::Mirror(m) = &rule.action {
+                    let head = req.method == http::Method::HEAD;
+                    if m.mirror_on_bucket_error && (!head || m.allow_head) {
+                        return match origin::start(&site, ctx, idx, &caps, req.uri.query(), false) {
+                            Ok(()) => {
+                                origin::reroute(ctx, "bucket unreachable: serving from origin")
+                            }
+                            Err(e) => origin::answer(ctx, Answer::Error(S3Error::InvalidUri(e))),
+                        };
+                    }
+                }
+            }
+        }
+        origin::answer(
+            ctx,
+            Answer::Error(S3Error::BucketUnreachable(why.to_string())),
+        )
+    }
+}
+
+/// The signed bucket request for `key`.
+pub fn request(bucket: &Bucket, key: &str, upstream: &mut RequestHeader) -> Result<()> {
+    let drop: Vec<http::HeaderName> = upstream
+        .headers
+        .keys()
+        .filter(|n| !FORWARDED_TO_BUCKET.contains(&n.as_str()))
+        .cloned()
+        .collect();
+    for name in drop {
+        upstream.remove_header(&name);
+    }
+    let path = bucket.object_path(key);
+    let uri = path
+        .parse::<http::Uri>()
+        .map_err(|e| Error::because(InternalError, "object path", e))?;
+    upstream.set_uri(uri);
+    upstream.insert_header(http::header::HOST, bucket.host())?;
+    let signed = bucket
+        .sign_read(&upstream.method, &path)
+        .map_err(|e| Error::because(InternalError, "signing", e))?;
+    for (k, v) in signed.iter() {
+        upstream.insert_header(k, v.clone())?;
+    }
+    Ok(())
+}
+
+/// A hit's stored metadata back as the headers it was.
+pub fn restore_stored_headers(resp: &mut ResponseHeader) -> Result<()> {
+    // A mirrored object carries its source as metadata; show it as
+    // `x-oss-tag` like OSS does.
+    if let Some(tag) = resp.headers.get(TAG_META).cloned() {
+        resp.remove_header(TAG_META);
+        resp.insert_header("x-oss-tag", tag)?;
+    }
+    // The stored CORS header comes back as the header it was; one the
+    // bucket itself sends (its CORS rules) is left as it is.
+    if let Some(acao) = resp.remove_header(ACAO_META) {
+        if !resp
+            .headers
+            .contains_key(http::header::ACCESS_CONTROL_ALLOW_ORIGIN)
+        {
+            resp.insert_header(http::header::ACCESS_CONTROL_ALLOW_ORIGIN, acao)?;
+        }
+    }
+    Ok(())
+}
