@@ -78,10 +78,7 @@ pub async fn create(job: &Job) -> Result<String, WriteBackError> {
         &Progress::bucket(),
     )
     .await?;
-    let text = resp
-        .text()
-        .await
-        .map_err(|e| WriteBackError::Http(e.to_string()))?;
+    let text = body_text(resp).await?;
     let r: InitiateMultipartUploadResult = quick_xml::de::from_str(&text).map_err(|e| {
         WriteBackError::Bucket(200, format!("unreadable CreateMultipartUpload answer: {e}"))
     })?;
@@ -137,10 +134,7 @@ pub async fn complete(job: &Job, upload_id: &str, etags: &[String]) -> Result<()
     )
     .await?;
     // S3 can answer 200 with an error document for Complete.
-    let text = resp
-        .text()
-        .await
-        .map_err(|e| WriteBackError::Http(e.to_string()))?;
+    let text = body_text(resp).await?;
     if text.contains("<Error>") {
         if already_exists(409, &text) || text.contains("<Code>PreconditionFailed</Code>") {
             return Err(WriteBackError::AlreadyExists);
@@ -287,6 +281,13 @@ fn error_chain(e: &reqwest::Error) -> String {
         cur = c.source();
     }
     s
+}
+
+/// A bucket answer's body (XML documents are small).
+async fn body_text(resp: reqwest::Response) -> Result<String, WriteBackError> {
+    resp.text()
+        .await
+        .map_err(|e| WriteBackError::Http(e.to_string()))
 }
 
 #[cfg(test)]
