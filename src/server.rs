@@ -1,10 +1,13 @@
 //! Builds the Pingora server for a validated configuration.
 //!
-//! Workers are laid out like nginx's: one single-threaded Pingora service
-//! per worker, all listening on the same addresses with `SO_REUSEPORT`
-//! (the kernel spreads connections), each with its own upstream
-//! connection pool. Measured against one service with N threads (bench/,
-//! stand-in bucket, 4 KiB hits), the shared layout lost 8% of upstream
+//! Workers: one single-threaded Pingora service per worker, each with its
+//! own upstream connection pool. Caution: they were meant to be
+//! `SO_REUSEPORT` siblings (the kernel spreading connections), but inside
+//! one Pingora `Server` a second service on the same address string reuses
+//! the first one's listening fd (pingora-core 0.9 listeners/l4.rs): `ss
+//! -ltn` shows one socket per port, shared by all workers (issue 14).
+//! Kept over one service with N threads because, measured (bench/,
+//! stand-in bucket, 4 KiB hits), that layout lost 8% of upstream
 //! reuses to a race in Pingora 0.9's pool (an idle-watch task on another
 //! thread still holds the connection when it is taken: "failed to acquire
 //! reusable stream", a new connection and an ERROR line each time) and
