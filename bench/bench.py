@@ -233,7 +233,8 @@ def memory_row(b, clients=8):
         time.sleep(0.5)
     outcomes = [outcome(log, k) for k in keys]
     return {"clients": clients, "object_MiB": size >> 20, "peak_rss_MiB": peak, "seconds": secs,
-            "stored": outcomes.count("stored"), "abandoned": outcomes.count("abandoned")}
+            "stored": outcomes.count("stored"), "abandoned": outcomes.count("abandoned"),
+            "failed": outcomes.count("failed"), "unfinished": outcomes.count(None)}
 
 
 def egress_row(b, n=100):

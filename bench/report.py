@@ -64,7 +64,8 @@ def print_table(r):
     m = r["memory"]
     rows.append((
         f"memory, {m['clients']} x {m['object_MiB']} MiB misses",
-        f"{m['seconds']:.0f} s; write-back stored {m['stored']}, abandoned {m['abandoned']}",
+        f"{m['seconds']:.0f} s; write-back stored {m['stored']}, abandoned {m['abandoned']}, "
+        f"failed {m.get('failed', 0)}, unfinished after 300 s {m.get('unfinished', 0)}",
         f"peak RSS {m['peak_rss_MiB']:.0f} MiB",
         f"< 100 MiB: {verdict(m['peak_rss_MiB'] < 100)}",
     ))
