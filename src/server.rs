@@ -1,12 +1,15 @@
 //! Builds the Pingora server for a validated configuration.
 //!
 //! Workers: one single-threaded Pingora service per worker, each with its
-//! own upstream connection pool. Caution: they were meant to be
-//! `SO_REUSEPORT` siblings (the kernel spreading connections), but inside
-//! one Pingora `Server` a second service on the same address string reuses
-//! the first one's listening fd (pingora-core 0.9 listeners/l4.rs): `ss
-//! -ltn` shows one socket per port, shared by all workers (issue 14).
-//! Kept over one service with N threads because, measured (bench/,
+//! own upstream connection pool and its own `SO_REUSEPORT` listening
+//! socket, so the kernel spreads connections like nginx's `reuseport`.
+//! Inside one Pingora `Server` a second service on the same address
+//! *string* reuses the first one's fd (pingora-core 0.9 listeners/l4.rs,
+//! the fd table is keyed by the string): with plain copies of the address
+//! all workers shared one socket (`ss -ltn` showed one). So each worker
+//! gets another spelling of the same address ([`worker_address`]), which
+//! binds its own socket. One service per worker was chosen over one
+//! service with N threads because, measured (bench/,
 //! stand-in bucket, 4 KiB hits), that layout lost 8% of upstream
 //! reuses to a race in Pingora 0.9's pool (an idle-watch task on another
 //! thread still holds the connection when it is taken: "failed to acquire
@@ -40,9 +43,82 @@ pub fn build(config: &Config) -> Result<Server, StartError> {
         for addr in &config.listen {
             let mut opt = TcpSocketOptions::default();
             opt.so_reuseport = Some(true);
-            service.add_tcp_with_settings(addr, opt);
+            service.add_tcp_with_settings(&worker_address(addr, i), opt);
         }
         server.add_service(service);
     }
     Ok(server)
+}
+
+/// Worker `n`'s spelling of listen address `addr`: the same socket address
+/// written differently, so Pingora binds a socket of its own for it
+/// (see the module comment). Worker 0 keeps `addr`. IPv4 uses the
+/// hexadecimal form the system resolver reads (`0x7f000001`, with `n - 1`
+/// leading zeros); IPv6 the uncompressed form with some groups zero-padded.
+/// When the system can't read a spelling back to the same address, the
+/// worker shares `addr`'s socket (correct, only less balanced).
+pub fn worker_address(addr: &str, n: usize) -> String {
+    use std::net::{SocketAddr, ToSocketAddrs};
+    let Ok(sa) = addr.parse::<SocketAddr>() else {
+        return addr.to_string();
+    };
+    if n == 0 {
+        return addr.to_string();
+    }
+    let spelled = match sa {
+        SocketAddr::V4(v4) => format!(
+            "0x{}{:08x}:{}",
+            "0".repeat(n - 1),
+            u32::from(*v4.ip()),
+            v4.port()
+        ),
+        SocketAddr::V6(v6) => {
+            let groups: Vec<String> = v6
+                .ip()
+                .segments()
+                .iter()
+                .enumerate()
+                .map(|(j, g)| {
+                    if (n >> j) & 1 == 1 {
+                        format!("{g:04x}")
+                    } else {
+                        format!("{g:x}")
+                    }
+                })
+                .collect();
+            format!("[{}]:{}", groups.join(":"), v6.port())
+        }
+    };
+    let same = spelled
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .is_some_and(|back| back == sa);
+    if same && spelled != addr {
+        spelled
+    } else {
+        addr.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::worker_address;
+    use std::collections::HashSet;
+    use std::net::{SocketAddr, ToSocketAddrs};
+
+    #[test]
+    fn every_worker_spells_the_same_address_differently() {
+        for addr in ["127.0.0.1:8080", "0.0.0.0:80", "[::1]:8443", "[::]:8080"] {
+            let want: SocketAddr = addr.parse().unwrap();
+            let spelled: Vec<String> = (0..8).map(|n| worker_address(addr, n)).collect();
+            assert_eq!(spelled[0], addr);
+            let distinct: HashSet<&String> = spelled.iter().collect();
+            assert_eq!(distinct.len(), 8, "{spelled:?}");
+            for s in &spelled {
+                let back = s.to_socket_addrs().unwrap().next().unwrap();
+                assert_eq!(back, want, "{s}");
+            }
+        }
+    }
 }
