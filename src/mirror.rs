@@ -83,6 +83,15 @@ pub struct OriginTarget {
     pub trust: crate::tls::TrustRoots,
 }
 
+impl OriginTarget {
+    /// The URL asked of the origin, with the passed query (the fetch's
+    /// URL, the `FillKey`'s, and an async mirror's `Location`).
+    pub fn full_url(&self) -> String {
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}{}", self.authority, self.path_and_query)
+    }
+}
+
 /// The URL of `key` under a configured origin: the origin's path kept, each
 /// key segment percent-encoded, never resolved as a relative reference
 /// (so a key cannot change the host, scheme or port).
@@ -203,14 +212,39 @@ pub fn filter_origin_response(resp: &mut ResponseHeader, tag: &str) -> pingora::
 }
 
 /// The stored headers of an origin answer, as (name, value) pairs.
-pub fn stored_headers(resp: &ResponseHeader) -> Vec<(String, String)> {
+pub fn stored_headers(headers: &HeaderMap) -> Vec<(String, String)> {
     STORED_HEADERS
         .iter()
         .filter_map(|n| {
-            let v = resp.headers.get(*n)?.to_str().ok()?;
+            let v = headers.get(*n)?.to_str().ok()?;
             Some((n.to_string(), v.to_string()))
         })
         .collect()
+}
+
+/// The body length an origin answer announced (none when it has a
+/// `Transfer-Encoding`: the framing then decides, as HTTP says).
+pub fn content_length(headers: &HeaderMap) -> Option<u64> {
+    if headers.contains_key(http::header::TRANSFER_ENCODING) {
+        return None;
+    }
+    headers
+        .get(http::header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// The origin's `Content-MD5` (16 bytes), when it sent a valid one.
+pub fn content_md5(headers: &HeaderMap) -> Option<[u8; 16]> {
+    use base64::Engine;
+    let v = headers.get("content-md5")?.to_str().ok()?;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(v.trim())
+        .ok()?;
+    <[u8; 16]>::try_from(bytes.as_slice()).ok()
 }
 
 /// A Pingora peer for `target`. The name is resolved asynchronously (an

@@ -6,7 +6,9 @@
 
 use super::{policy, Cursor, Fill, FillKey, Fills, Head, Outcome, State};
 use crate::bucket::Bucket;
-use crate::mirror::{oss_tag, redirect_target, OriginTarget, STORED_HEADERS};
+use crate::mirror::{
+    content_length, content_md5, oss_tag, redirect_target, stored_headers, OriginTarget,
+};
 use futures_util::{FutureExt, StreamExt};
 use md5::{Digest, Md5};
 use std::sync::Arc;
@@ -105,22 +107,13 @@ async fn fetch(
         .get(http::header::TRANSFER_ENCODING)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
-    let len = if chunked {
-        None
-    } else {
-        h.get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-    };
+    let len = content_length(h);
     // A body ended by the connection closing can't be told from a cut
     // one: serve it, never store it.
     let storable = chunked || len.is_some();
     let want_md5 = if job.check_md5 { content_md5(h) } else { None };
-    let mut headers: Vec<(String, String)> = STORED_HEADERS
-        .iter()
-        .filter_map(|n| Some((n.to_string(), h.get(*n)?.to_str().ok()?.to_string())))
-        .collect();
-    let stored_headers = headers.clone();
+    let stored_headers = stored_headers(h);
+    let mut headers = stored_headers.clone();
     let tag = oss_tag(&tag_url);
     headers.push(("x-oss-tag".into(), tag.clone()));
     let head = Arc::new(Head { headers, len });
@@ -294,9 +287,7 @@ async fn request(
     headers: &[(http::HeaderName, http::HeaderValue)],
     timeout: Duration,
 ) -> Result<reqwest::Response, String> {
-    let scheme = if target.tls { "https" } else { "http" };
-    let url = format!("{scheme}://{}{}", target.authority, target.path_and_query);
-    let mut req = client.get(&url);
+    let mut req = client.get(target.full_url());
     for (k, v) in headers {
         req = req.header(k, v);
     }
@@ -305,15 +296,6 @@ async fn request(
         Ok(Err(e)) => Err(format!("cannot reach the origin: {}", error_chain(&e))),
         Ok(Ok(r)) => Ok(r),
     }
-}
-
-fn content_md5(h: &http::HeaderMap) -> Option<[u8; 16]> {
-    use base64::Engine;
-    let v = h.get("content-md5")?.to_str().ok()?;
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(v.trim())
-        .ok()?;
-    <[u8; 16]>::try_from(bytes.as_slice()).ok()
 }
 
 /// An error with its causes (reqwest's own message is often just

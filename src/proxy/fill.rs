@@ -8,7 +8,7 @@ use super::{origin, Answer, RequestCtx, Site};
 use crate::errors::S3Error;
 use crate::fill::{Attached, FetchJob, FillKey, Fills};
 use crate::metrics::COUNTERS;
-use crate::mirror::{origin_request_headers, origin_target, OriginTarget};
+use crate::mirror::{origin_request_headers, origin_target};
 use crate::rules::{first_match, Action, Probe};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
@@ -45,7 +45,7 @@ pub fn job(
         .as_ref()
         .map(|u| origin_target(u, &origin_key, query));
     let headers = origin_request_headers(&m.headers, &req.headers);
-    let fill_key = FillKey::new(&site.name, key, &full_url(&primary), &headers);
+    let fill_key = FillKey::new(&site.name, key, &primary.full_url(), &headers);
     Ok(FetchJob {
         fill_key,
         key: key.to_string(),
@@ -57,12 +57,6 @@ pub fn job(
         check_md5: m.check_md5,
         store: Some(site.bucket.clone()),
     })
-}
-
-/// The URL the origin is asked, with the passed query.
-pub fn full_url(t: &OriginTarget) -> String {
-    let scheme = if t.tls { "https" } else { "http" };
-    format!("{scheme}://{}{}", t.authority, t.path_and_query)
 }
 
 /// Request filter: a GET whose object has a live fill joins it without
@@ -121,7 +115,7 @@ pub fn start(
     let asynchronous =
         origin::rule(site, idx).is_some_and(|m| m.mode == crate::config::MirrorMode::Async);
     if asynchronous {
-        let location = full_url(&job.primary);
+        let location = job.primary.full_url();
         if !fills.start_background(job) {
             log::warn!(
                 "{} async mirror key={:?}: no fill could start (spool budget or unattended cap); not stored",

@@ -7,7 +7,8 @@ use crate::errors::S3Error;
 use crate::key::KeyError;
 use crate::metrics::{inc, COUNTERS};
 use crate::mirror::{
-    filter_origin_response, origin_target, oss_tag, redirect_target, stored_headers, OriginTarget,
+    content_length, content_md5, filter_origin_response, origin_target, oss_tag, redirect_target,
+    stored_headers, OriginTarget,
 };
 use crate::rules::{Action, Mirror};
 use crate::writeback::{Job, Tee};
@@ -147,10 +148,14 @@ pub fn on_response(
                     bucket: site.bucket.clone(),
                     client: client.clone(),
                     key: ctx.key.clone(),
-                    headers: stored_headers(resp),
+                    headers: stored_headers(&resp.headers),
                     tag: tag.clone(),
-                    expected_len: content_length(resp),
-                    md5: if m.check_md5 { content_md5(resp) } else { None },
+                    expected_len: content_length(&resp.headers),
+                    md5: if m.check_md5 {
+                        content_md5(&resp.headers)
+                    } else {
+                        None
+                    },
                 }));
             }
             filter_origin_response(resp, &tag)?;
@@ -178,29 +183,6 @@ pub fn on_response(
         }
         _ => Err(origin_failed(ctx, format!("origin answered {status}"))),
     }
-}
-
-/// The body length the origin announced (none when chunked).
-fn content_length(resp: &ResponseHeader) -> Option<u64> {
-    if resp.headers.contains_key(http::header::TRANSFER_ENCODING) {
-        return None;
-    }
-    resp.headers
-        .get(http::header::CONTENT_LENGTH)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
-}
-
-fn content_md5(resp: &ResponseHeader) -> Option<[u8; 16]> {
-    use base64::Engine;
-    let v = resp.headers.get("content-md5")?.to_str().ok()?;
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(v.trim())
-        .ok()?;
-    <[u8; 16]>::try_from(bytes.as_slice()).ok()
 }
 
 /// Starts a mirror for the bucket's answer when a rule says so. A key the
