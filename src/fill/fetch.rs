@@ -142,7 +142,6 @@ async fn fetch(
         .filter(|_| storable)
         .map(|bucket| crate::writeback::Job {
             bucket,
-            client: fills.upload_client.clone(),
             key: job.key.clone(),
             headers: stored_headers,
             tag,

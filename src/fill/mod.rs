@@ -167,7 +167,6 @@ pub struct Fills {
     /// One origin client per set of trust roots (a rule's `tls.ca_file`);
     /// Pingora's bucket connector trusts the same roots (`crate::tls`).
     origin_clients: Mutex<Vec<(crate::tls::TrustRoots, reqwest::Client)>>,
-    upload_client: reqwest::Client,
 }
 
 #[derive(Debug, Default)]
@@ -196,10 +195,7 @@ pub enum FillError {
 
 impl Fills {
     /// Starts the fill runtime and the fill peer's socket.
-    pub fn start(
-        cfg: &FillConfig,
-        upload_client: reqwest::Client,
-    ) -> Result<Arc<Fills>, FillError> {
+    pub fn start(cfg: &FillConfig) -> Result<Arc<Fills>, FillError> {
         let origin_client = origin_client(&crate::tls::TrustRoots::platform())?;
         let (rt, socket, listener) = serve::bind()?;
         let fills = Arc::new(Fills {
@@ -211,7 +207,6 @@ impl Fills {
             rt,
             socket,
             origin_clients: Mutex::new(vec![(crate::tls::TrustRoots::platform(), origin_client)]),
-            upload_client,
         });
         fills
             .rt

@@ -81,7 +81,7 @@ fn racing_starts_make_one_fill() {
         spool_dir: spool.path().to_path_buf(),
         ..FillConfig::default()
     };
-    let fills = Fills::start(&cfg, reqwest::Client::new()).unwrap();
+    let fills = Fills::start(&cfg).unwrap();
     let url = crate::config::parse_origin_url(&format!("http://127.0.0.1:{port}/")).unwrap();
     let job = || FetchJob {
         fill_key: FillKey::new("s", "k", "u", &[]),

@@ -53,14 +53,13 @@ pub struct Site {
 }
 
 /// The proxy. Build it from a validated [`Config`] and hand it to
-/// `pingora::proxy::http_proxy_service`. Clones share sites, buckets and
-/// the write-back client (one clone per worker, see `server`).
+/// `pingora::proxy::http_proxy_service`. Clones share sites, buckets (with
+/// their write-back clients) and the fills (one clone per worker, see
+/// `server`).
 #[derive(Clone)]
 pub struct OriginPull {
     sites: Vec<Arc<Site>>,
     hosts: HostTable,
-    /// For write-back uploads (pooled connections to the buckets).
-    client: reqwest::Client,
     fills: Arc<crate::fill::Fills>,
     limits: Limits,
 }
@@ -114,17 +113,11 @@ impl OriginPull {
                 .collect(),
         );
         let hosts = HostTable::new(config.sites.iter().map(|s| s.hosts.as_slice()));
-        let client = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build()
-            .map_err(|e| StartError::Bucket("*".into(), e.to_string()))?;
-        let fills = crate::fill::Fills::start(&config.fill, client.clone())
+        let fills = crate::fill::Fills::start(&config.fill)
             .map_err(|e| StartError::Bucket("*".into(), e.to_string()))?;
         Ok(OriginPull {
             sites,
             hosts,
-            client,
             fills,
             limits: config.limits,
         })
@@ -268,7 +261,7 @@ impl ProxyHttp for OriginPull {
             return fill::on_response(&site, resp, ctx, session.req_header());
         }
         if ctx.mirror.is_some() {
-            return origin::on_response(session, resp, ctx, &self.client);
+            return origin::on_response(session, resp, ctx);
         }
         ctx.bucket_answered = true;
         let status = resp.status.as_u16();

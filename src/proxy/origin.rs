@@ -129,7 +129,6 @@ pub fn on_response(
     session: &Session,
     resp: &mut ResponseHeader,
     ctx: &mut RequestCtx,
-    client: &reqwest::Client,
 ) -> Result<()> {
     let (Some(site), Some(run)) = (ctx.site.clone(), ctx.mirror.as_mut()) else {
         return Ok(());
@@ -146,7 +145,6 @@ pub fn on_response(
             if run.write_back && is_get {
                 run.tee = Some(Tee::start(Job {
                     bucket: site.bucket.clone(),
-                    client: client.clone(),
                     key: ctx.key.clone(),
                     headers: stored_headers(&resp.headers),
                     tag: tag.clone(),

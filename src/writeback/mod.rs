@@ -56,7 +56,6 @@ pub enum WriteBackError {
 /// What to store, and how to check it.
 pub struct Job {
     pub bucket: Arc<Bucket>,
-    pub client: reqwest::Client,
     pub key: String,
     /// The stored origin headers.
     pub headers: Vec<(String, String)>,

@@ -217,7 +217,6 @@ fn spawn_part(
 ) -> tokio::task::JoinHandle<Result<String, WriteBackError>> {
     let job = Job {
         bucket: job.bucket.clone(),
-        client: job.client.clone(),
         key: job.key.clone(),
         headers: Vec::new(),
         tag: String::new(),

@@ -318,7 +318,6 @@ mod tests {
         };
         let bucket = Arc::new(Bucket::new(&cfg).unwrap());
         Job {
-            client: bucket.client().clone(),
             bucket,
             key: "k".into(),
             headers: Vec::new(),
