@@ -5,8 +5,10 @@
 //! as a Pingora `ProxyHttp`, or run the `origin-pull` binary.
 #![forbid(unsafe_code)]
 
+pub mod access_log;
 pub mod bucket;
 pub mod config;
+pub mod control;
 pub mod errors;
 pub mod fill;
 pub mod key;

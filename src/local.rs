@@ -74,9 +74,47 @@ fn random_credentials() -> Result<Credentials, getrandom::Error> {
     })
 }
 
-/// Starts the endpoint for `dir` on its own thread and runtime, and returns
-/// the bucket description the proxy should use for it.
-pub fn start(dir: &Path) -> Result<RemoteBucket, LocalError> {
+/// A running embedded endpoint. Dropping the last `Arc` stops it: the
+/// accept loop ends and its thread exits once open connections close.
+#[derive(Debug)]
+pub struct LocalRun {
+    bucket: RemoteBucket,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl LocalRun {
+    /// How the proxy reaches this endpoint.
+    pub fn bucket(&self) -> &RemoteBucket {
+        &self.bucket
+    }
+}
+
+/// The embedded endpoints by folder, so a reload that keeps a `local:`
+/// bucket keeps its endpoint (and the write-backs going to it).
+#[derive(Default)]
+pub struct LocalBuckets {
+    running: std::sync::Mutex<std::collections::HashMap<PathBuf, std::sync::Weak<LocalRun>>>,
+}
+
+impl LocalBuckets {
+    /// The running endpoint for `dir`, started when none is.
+    pub fn start(&self, dir: &Path) -> Result<std::sync::Arc<LocalRun>, LocalError> {
+        let mut running = self
+            .running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        running.retain(|_, w| w.strong_count() > 0);
+        if let Some(run) = running.get(dir).and_then(std::sync::Weak::upgrade) {
+            return Ok(run);
+        }
+        let run = std::sync::Arc::new(start(dir)?);
+        running.insert(dir.to_path_buf(), std::sync::Arc::downgrade(&run));
+        Ok(run)
+    }
+}
+
+/// Starts the endpoint for `dir` on its own thread and runtime.
+fn start(dir: &Path) -> Result<LocalRun, LocalError> {
     let setup =
         |e: &dyn std::fmt::Display| LocalError::Setup(dir.display().to_string(), e.to_string());
     std::fs::create_dir_all(dir).map_err(|e| setup(&e))?;
@@ -105,6 +143,7 @@ pub fn start(dir: &Path) -> Result<RemoteBucket, LocalError> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| setup(&e))?;
     listener.set_nonblocking(true).map_err(|e| setup(&e))?;
     let port = listener.local_addr().map_err(|e| setup(&e))?.port();
+    let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .thread_name("local-bucket")
@@ -123,7 +162,7 @@ pub fn start(dir: &Path) -> Result<RemoteBucket, LocalError> {
                     }
                 };
                 let http = ConnBuilder::new(TokioExecutor::new());
-                accept_loop(
+                let serve = accept_loop(
                     || async { listener.accept().await.map(|(s, _)| Some(s)) },
                     |socket| {
                         let conn = http
@@ -134,8 +173,12 @@ pub fn start(dir: &Path) -> Result<RemoteBucket, LocalError> {
                         });
                     },
                     tokio::time::sleep,
-                )
-                .await;
+                );
+                // Stopped when no bucket uses this endpoint any more.
+                tokio::select! {
+                    _ = serve => {}
+                    _ = &mut stop_rx => {}
+                }
             })
         })
         .map_err(|e| setup(&e))?;
@@ -143,7 +186,7 @@ pub fn start(dir: &Path) -> Result<RemoteBucket, LocalError> {
         "embedded bucket `{name}` over {} on 127.0.0.1:{port}",
         dir.display()
     );
-    Ok(RemoteBucket {
+    let bucket = RemoteBucket {
         endpoint: Endpoint {
             tls: false,
             host: "127.0.0.1".into(),
@@ -154,6 +197,10 @@ pub fn start(dir: &Path) -> Result<RemoteBucket, LocalError> {
         addressing: Addressing::Path,
         credentials,
         tls: crate::tls::TrustRoots::platform(),
+    };
+    Ok(LocalRun {
+        bucket,
+        _stop: stop_tx,
     })
 }
 

@@ -15,11 +15,28 @@ struct Cli {
     /// Validate the configuration and exit (like `nginx -t`).
     #[arg(short, long)]
     test: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(clap::Subcommand)]
+enum Command {
+    /// GET the URL (e.g. http://127.0.0.1:9090/readyz): exit 0 on a 2xx,
+    /// 1 otherwise. For container health checks in an image without curl.
+    Healthcheck {
+        url: String,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 5)]
+        timeout: u64,
+    },
 }
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let cli = Cli::parse();
+    if let Some(Command::Healthcheck { url, timeout }) = &cli.command {
+        return healthcheck(url, std::time::Duration::from_secs(*timeout));
+    }
     let config = match Config::load(&cli.config) {
         Ok(c) => c,
         Err(e) => {
@@ -34,10 +51,40 @@ fn main() -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
-    match origin_pull::server::build(&config) {
-        Ok(server) => server.run_forever(),
+    let (server, proxy) = match origin_pull::server::build(&config) {
+        Ok(built) => built,
         Err(e) => {
             eprintln!("origin-pull: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    if let Err(e) = origin_pull::control::start(&cli.config, config, proxy) {
+        eprintln!("origin-pull: {e}");
+        return ExitCode::from(1);
+    }
+    server.run_forever()
+}
+
+fn healthcheck(url: &str, timeout: std::time::Duration) -> ExitCode {
+    let check = async {
+        let client = reqwest::Client::builder().timeout(timeout).build()?;
+        client.get(url).send().await
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build();
+    match rt.map(|rt| rt.block_on(check)) {
+        Ok(Ok(r)) if r.status().is_success() => ExitCode::SUCCESS,
+        Ok(Ok(r)) => {
+            eprintln!("origin-pull healthcheck: {url} answered {}", r.status());
+            ExitCode::from(1)
+        }
+        Ok(Err(e)) => {
+            eprintln!("origin-pull healthcheck: {url}: {e}");
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("origin-pull healthcheck: {e}");
             ExitCode::from(1)
         }
     }

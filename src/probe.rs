@@ -1,4 +1,7 @@
-//! A start-up check that each bucket answers 404 for a missing key.
+//! The bucket probe: one signed GET of a key that cannot exist. Run in
+//! the background by `control` every few seconds (never on the request
+//! path): it feeds `/readyz` and `origin_pull_bucket_up`, and explains a
+//! bucket whose answer would keep mirror rules from acting.
 //!
 //! Mirror rules act on the bucket's 404. AWS S3 answers `403 AccessDenied`
 //! instead when the credentials lack `s3:ListBucket` (so that a caller
@@ -8,7 +11,6 @@
 //! names the fix.
 
 use crate::bucket::{Bucket, Payload};
-use std::sync::Arc;
 use std::time::Duration;
 
 /// What a bucket's answer to a missing key means for the mirror rules.
@@ -29,65 +31,54 @@ pub fn verdict(status: u16) -> Verdict {
     }
 }
 
-/// Checks every `(site name, bucket)` on a thread of its own; the result
-/// is only logged, start-up never waits for it.
-pub fn spawn(buckets: Vec<(String, Arc<Bucket>)>) {
-    let run = move || {
-        let rt = match tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        {
-            Ok(rt) => rt,
-            Err(e) => return log::warn!("bucket check not run: {e}"),
-        };
-        // A client of its own: pooled connections belong to this runtime.
-        let client = match reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()
-        {
-            Ok(c) => c,
-            Err(e) => return log::warn!("bucket check not run: {e}"),
-        };
-        rt.block_on(async {
-            for (site, bucket) in &buckets {
-                check(&client, site, bucket).await;
-            }
-        });
-    };
-    if let Err(e) = std::thread::Builder::new()
-        .name("bucket-check".into())
-        .spawn(run)
-    {
-        log::warn!("bucket check not run: {e}");
-    }
-}
-
-async fn check(client: &reqwest::Client, site: &str, bucket: &Bucket) {
+/// Asks `bucket` for a key that cannot exist, within `timeout`: the
+/// status it answered, or why there was no answer. Uses the bucket's own
+/// client (its trust roots and pinned address).
+pub async fn probe(bucket: &Bucket, timeout: Duration) -> Result<u16, String> {
     let mut nonce = [0u8; 16];
-    if let Err(e) = getrandom::fill(&mut nonce) {
-        return log::warn!("site `{site}`: bucket check not run: {e}");
-    }
+    getrandom::fill(&mut nonce).map_err(|e| e.to_string())?;
     // A key nobody has written: the answer can only be "missing".
     let key = format!("origin-pull-check/{}", hex::encode(nonce));
     let path = bucket.object_path(&key);
-    let signed = match bucket.sign("GET", &path, &[], Payload::Unsigned) {
-        Ok(s) => s,
-        Err(e) => return log::warn!("site `{site}`: bucket check not run: {e}"),
-    };
-    let mut req = client
+    let signed = bucket
+        .sign("GET", &path, &[], Payload::Unsigned)
+        .map_err(|e| e.to_string())?;
+    let mut req = bucket
+        .client()
         .get(format!("{}{path}", bucket.base_url()))
-        .header("host", bucket.host());
+        .header("host", bucket.host())
+        .timeout(timeout);
     for (k, v) in &signed {
         req = req.header(k.as_str(), v.as_str());
     }
-    let status = match req.send().await {
-        Ok(resp) => resp.status().as_u16(),
-        Err(e) => {
-            return log::warn!(
-                "site `{site}`: bucket `{}` not reachable at start-up: {e}",
-                bucket.name
-            )
-        }
+    let started = std::time::Instant::now();
+    let answer = req.send().await;
+    bucket
+        .metrics
+        .bucket_request(crate::metrics::BucketOp::Probe, started.elapsed());
+    match answer {
+        Ok(resp) => Ok(resp.status().as_u16()),
+        Err(e) if e.is_timeout() => Err(format!("no answer within {timeout:?}")),
+        Err(e) => Err(format!("not reachable: {e}")),
+    }
+}
+
+/// Whether a probe's result means the bucket serves: it answered, and
+/// not with a server error. A 403 still serves hits (see [`explain`]).
+pub fn serving(result: &Result<u16, String>) -> Result<(), String> {
+    match result {
+        Ok(s) if *s < 500 => Ok(()),
+        Ok(s) => Err(format!("bucket answered {s}")),
+        Err(why) => Err(why.clone()),
+    }
+}
+
+/// Logs what a probe's answer means for the mirror rules (at start-up and
+/// whenever it changes).
+pub fn explain(site: &str, bucket: &Bucket, result: &Result<u16, String>) {
+    let status = match result {
+        Ok(s) => *s,
+        Err(why) => return log::warn!("site `{site}`: bucket `{}` {why}", bucket.name),
     };
     match verdict(status) {
         Verdict::Ok => log::info!(

@@ -22,14 +22,23 @@ use pingora::listeners::TcpSocketOptions;
 use pingora::server::configuration::ServerConf;
 use pingora::server::Server;
 
-/// A server ready for `run_forever`.
-pub fn build(config: &Config) -> Result<Server, StartError> {
+/// A server ready for `run_forever`, and the proxy it serves (for the
+/// control plane: reloads, readiness).
+pub fn build(config: &Config) -> Result<(Server, OriginPull), StartError> {
     // Like nginx's `worker_processes auto`: one worker per core unless
     // the config says otherwise.
     let workers = config
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let mut server = Server::new_with_opt_and_conf(None, ServerConf::default());
+    // Pingora sleeps its grace period in full after SIGTERM; `control`
+    // exits as soon as the work in flight is done, at the latest after
+    // `shutdown_timeout`, so Pingora's own bound only backs it up.
+    let conf = ServerConf {
+        grace_period_seconds: Some(config.shutdown_timeout.as_secs() + 5),
+        graceful_shutdown_timeout_seconds: Some(1),
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
     let proxy = OriginPull::new(config)?;
     for i in 0..workers {
@@ -47,7 +56,7 @@ pub fn build(config: &Config) -> Result<Server, StartError> {
         }
         server.add_service(service);
     }
-    Ok(server)
+    Ok((server, proxy))
 }
 
 /// Worker `n`'s spelling of listen address `addr`: the same socket address

@@ -58,6 +58,13 @@ pub struct Bucket {
     path_prefix: String,
     identity: Identity,
     reads: ReadSignatures,
+    /// An embedded local bucket's endpoint runs while a `Bucket` (held by
+    /// the routing state, a request or a write-back) still uses it.
+    pub keep_alive: Option<std::sync::Arc<crate::local::LocalRun>>,
+    /// The site's metric handles (the bucket belongs to one site).
+    pub metrics: std::sync::Arc<crate::metrics::SiteMetrics>,
+    /// That site's name, for log lines written away from a request.
+    pub metrics_site: String,
 }
 
 /// Connecting to the bucket (it is expected to be near).
@@ -76,7 +83,12 @@ pub enum Payload<'a> {
 }
 
 impl Bucket {
-    pub fn new(cfg: &RemoteBucket) -> Result<Bucket, BucketError> {
+    /// The bucket of site `site`, counting into `metrics`.
+    pub fn new(
+        cfg: &RemoteBucket,
+        site: &str,
+        metrics: std::sync::Arc<crate::metrics::SiteMetrics>,
+    ) -> Result<Bucket, BucketError> {
         let Endpoint { tls, host, port } = &cfg.endpoint;
         let (host_name, path_prefix) = match cfg.addressing {
             Addressing::Path => (host.clone(), format!("/{}", cfg.name)),
@@ -133,6 +145,9 @@ impl Bucket {
             path_prefix,
             identity: identity(&cfg.credentials),
             reads: ReadSignatures::default(),
+            keep_alive: None,
+            metrics,
+            metrics_site: site.to_string(),
         })
     }
 

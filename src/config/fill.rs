@@ -6,7 +6,7 @@ use super::raw::RawFill;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FillConfig {
     /// Spool files are created (and unlinked at once) here.
     pub spool_dir: PathBuf,

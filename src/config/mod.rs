@@ -5,6 +5,7 @@
 mod fill;
 pub mod limits;
 mod locate;
+mod ops;
 mod raw;
 mod tls;
 pub(crate) mod validate;
@@ -12,6 +13,7 @@ pub(crate) mod validate;
 pub use fill::FillConfig;
 pub use limits::Limits;
 pub use locate::{FieldPath, Seg};
+pub use ops::{AccessLogConfig, AdminConfig, LogFormat, LogTarget};
 pub use raw::{Addressing, MirrorMode};
 pub use validate::parse_http_url as parse_origin_url;
 
@@ -41,7 +43,10 @@ pub enum ConfigError {
 pub struct Config {
     pub listen: Vec<String>,
     pub threads: Option<usize>,
-    pub admin: Option<String>,
+    pub admin: Option<AdminConfig>,
+    pub access_log: Option<AccessLogConfig>,
+    /// SIGTERM: exit as soon as nothing is in flight, at the latest after this.
+    pub shutdown_timeout: std::time::Duration,
     pub fill: FillConfig,
     pub limits: Limits,
     pub sites: Vec<SiteConfig>,

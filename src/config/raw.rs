@@ -12,7 +12,11 @@ pub struct RawConfig {
     #[serde(default)]
     pub threads: Option<usize>,
     #[serde(default)]
-    pub admin: Option<String>,
+    pub admin: Option<super::ops::RawAdmin>,
+    #[serde(default)]
+    pub access_log: Option<super::ops::RawAccessLog>,
+    #[serde(default)]
+    pub shutdown_timeout_seconds: Option<u64>,
     #[serde(default)]
     pub fill: Option<RawFill>,
     pub limits: Option<super::limits::RawLimits>,

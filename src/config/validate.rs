@@ -75,14 +75,15 @@ pub(super) fn parse(
             ));
         }
     }
-    if let Some(admin) = &raw.admin {
-        if admin.parse::<std::net::SocketAddr>().is_err() {
-            return Err(cx.err(
-                &root.key("admin"),
-                format!("`{admin}` is not an ip:port address"),
-            ));
-        }
-    }
+    let admin = super::ops::admin(raw.admin.as_ref(), &root.key("admin"))
+        .map_err(|(at, why)| cx.err(&at, why))?;
+    let access_log = super::ops::access_log(raw.access_log.as_ref(), &root.key("access_log"), base)
+        .map_err(|(at, why)| cx.err(&at, why))?;
+    let shutdown_timeout = super::ops::shutdown_timeout(
+        raw.shutdown_timeout_seconds,
+        &root.key("shutdown_timeout_seconds"),
+    )
+    .map_err(|(at, why)| cx.err(&at, why))?;
     if raw.threads == Some(0) {
         return Err(cx.err(&root.key("threads"), "must be at least 1"));
     }
@@ -132,7 +133,9 @@ pub(super) fn parse(
     Ok(Config {
         listen: raw.listen,
         threads: raw.threads,
-        admin: raw.admin,
+        admin,
+        access_log,
+        shutdown_timeout,
         fill,
         limits,
         sites,

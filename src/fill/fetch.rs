@@ -6,6 +6,8 @@
 
 use super::{policy, Cursor, Fill, FillKey, Fills, Head, Outcome, State};
 use crate::bucket::Bucket;
+use crate::errors::RequestId;
+use crate::metrics::{OriginResult, RuleMetrics};
 use crate::mirror::{
     content_length, content_md5, oss_tag, redirect_target, stored_headers, OriginTarget,
 };
@@ -38,6 +40,11 @@ pub struct FetchJob {
     pub check_md5: bool,
     /// Write the object back to this bucket.
     pub store: Option<Arc<Bucket>>,
+    /// The rule's origin counters (results, egress bytes).
+    pub metrics: Option<RuleMetrics>,
+    /// The request that started the fill: the write-back's log line
+    /// carries it.
+    pub request_id: Option<RequestId>,
 }
 
 /// The writer's end of the progress channel. Dropped without a terminal
@@ -67,10 +74,22 @@ impl Drop for Publisher {
 }
 
 pub(super) async fn run(fills: Arc<Fills>, fill: Arc<Fill>, job: FetchJob, publisher: Publisher) {
+    let _in_flight = crate::metrics::InFlight::new(&crate::metrics::METRICS.fills_in_flight);
     let done = tokio::select! {
         r = fetch(&fills, &fill, &job, &publisher) => r,
         _ = fill.cancel.notified() => Err("cancelled: nobody reads it and too much remains".into()),
     };
+    if let Some(m) = &job.metrics {
+        // The 200's body decides (answers were counted in `open`).
+        match &done {
+            Err(why) if why.starts_with("MD5") => m.origin(OriginResult::Md5Mismatch),
+            Err(why) if why.starts_with("origin stalled") => m.origin(OriginResult::Timeout),
+            Err(_) => m.origin(OriginResult::Truncated),
+            Ok(true) => m.origin(OriginResult::Ok),
+            Ok(false) => {}
+        }
+    }
+    let done = done.map(|_| ());
     match done {
         Ok(()) => fills.release(&fill),
         Err(why) => {
@@ -85,13 +104,14 @@ pub(super) async fn run(fills: Arc<Fills>, fill: Arc<Fill>, job: FetchJob, publi
     }
 }
 
-/// Ok: the fill ended with a body or an answer; Err: it broke off.
+/// Ok: the fill ended with a body (true) or an answer (false); Err: it
+/// broke off.
 async fn fetch(
     fills: &Arc<Fills>,
     fill: &Arc<Fill>,
     job: &FetchJob,
     publisher: &Publisher,
-) -> Result<(), String> {
+) -> Result<bool, String> {
     let (resp, tag_url) = match open(fills, job).await {
         Ok(r) => r,
         Err(outcome) => {
@@ -99,7 +119,7 @@ async fn fetch(
                 log::warn!("fill key={:?}: origin failed: {why}", job.key);
             }
             publisher.set(State::Answer(outcome));
-            return Ok(());
+            return Ok(false);
         }
     };
     let h = resp.headers();
@@ -125,7 +145,7 @@ async fn fetch(
                 fills.budget.used()
             );
             publisher.set(State::Answer(Outcome::Fallback));
-            return Ok(());
+            return Ok(false);
         }
     }
     publisher.set(State::Body {
@@ -147,6 +167,7 @@ async fn fetch(
             tag,
             expected_len: len,
             md5: None, // checked here, before the fill may end well
+            request_id: job.request_id,
         });
     let mut body = resp.bytes_stream();
     let mut md5 = Md5::new();
@@ -183,6 +204,9 @@ async fn fetch(
         if want_md5.is_some() {
             md5.update(&chunk);
         }
+        if let Some(m) = &job.metrics {
+            m.bytes.inc_by(chunk.len() as u64);
+        }
         written += chunk.len() as u64;
         if written - published >= PUBLISH_STEP {
             publisher.set(State::Body {
@@ -206,7 +230,7 @@ async fn fetch(
         }
     }
     publisher.set(State::Done { head, len: written });
-    Ok(())
+    Ok(true)
 }
 
 /// Starts the write-back from the spool (once: `job` is taken).
@@ -237,10 +261,14 @@ async fn open(fills: &Fills, job: &FetchJob) -> Result<(reqwest::Response, Strin
         let client = fills
             .origin_client(&target.trust)
             .map_err(|e| Outcome::Failed(e.to_string()))?;
+        let count = |r: OriginResult| job.metrics.as_ref().map(|m| m.origin(r));
         let why = match request(&client, &target, headers, job.timeout).await {
             Ok(resp) => match resp.status().as_u16() {
                 200 => return Ok((resp, configured.url.clone())),
-                404 => return Err(Outcome::NotFound),
+                404 => {
+                    count(OriginResult::NotFound);
+                    return Err(Outcome::NotFound);
+                }
                 s @ (301 | 302 | 303 | 307 | 308) if job.follow_redirect && hops < MAX_HOPS => {
                     let next = resp
                         .headers()
@@ -259,9 +287,19 @@ async fn open(fills: &Fills, job: &FetchJob) -> Result<(reqwest::Response, Strin
                         },
                     }
                 }
-                s => format!("origin answered {s}"),
+                s => {
+                    count(OriginResult::BadStatus);
+                    format!("origin answered {s}")
+                }
             },
-            Err(why) => why,
+            Err((timeout, why)) => {
+                count(if timeout {
+                    OriginResult::Timeout
+                } else {
+                    OriginResult::ConnectError
+                });
+                why
+            }
         };
         match (&job.secondary, on_secondary) {
             (Some(sec), false) => {
@@ -279,20 +317,24 @@ async fn open(fills: &Fills, job: &FetchJob) -> Result<(reqwest::Response, Strin
     }
 }
 
-/// One origin GET, up to its response header.
+/// One origin GET, up to its response header; the error says whether it
+/// was the timeout.
 async fn request(
     client: &reqwest::Client,
     target: &OriginTarget,
     headers: &[(http::HeaderName, http::HeaderValue)],
     timeout: Duration,
-) -> Result<reqwest::Response, String> {
+) -> Result<reqwest::Response, (bool, String)> {
     let mut req = client.get(target.full_url());
     for (k, v) in headers {
         req = req.header(k, v);
     }
     match tokio::time::timeout(timeout, req.send()).await {
-        Err(_) => Err(format!("no answer within {timeout:?}")),
-        Ok(Err(e)) => Err(format!("cannot reach the origin: {}", error_chain(&e))),
+        Err(_) => Err((true, format!("no answer within {timeout:?}"))),
+        Ok(Err(e)) => Err((
+            e.is_timeout(),
+            format!("cannot reach the origin: {}", error_chain(&e)),
+        )),
         Ok(Ok(r)) => Ok(r),
     }
 }

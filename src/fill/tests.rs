@@ -93,6 +93,8 @@ fn racing_starts_make_one_fill() {
         timeout: Duration::from_secs(30),
         check_md5: false,
         store: None,
+        metrics: None,
+        request_id: None,
     };
     let ids: Vec<String> = std::thread::scope(|s| {
         let hs: Vec<_> = (0..8)

@@ -3,6 +3,7 @@
 
 use super::RequestCtx;
 use crate::errors::{RequestId, S3Error};
+use crate::metrics::Outcome;
 use crate::redirect::{location, LocationError, RequestParts};
 use crate::rules::Redirect;
 use pingora::http::ResponseHeader;
@@ -20,6 +21,18 @@ impl Answer {
         match self {
             Answer::Error(e) => e.status(),
             Answer::Redirect { code, .. } => *code,
+        }
+    }
+
+    /// The metric outcome of a request this answer ends.
+    pub fn outcome(&self) -> Outcome {
+        match self {
+            Answer::Redirect { .. } => Outcome::Redirect,
+            // Only answered for an origin's 404 (a bucket 404 is proxied).
+            Answer::Error(S3Error::NoSuchKey) => Outcome::OriginMiss,
+            Answer::Error(S3Error::BucketUnreachable(_)) => Outcome::BucketError,
+            Answer::Error(S3Error::MirrorFailed(_) | S3Error::Internal(_)) => Outcome::Error,
+            Answer::Error(_) => Outcome::Rejected,
         }
     }
 }
@@ -53,7 +66,9 @@ pub fn redirect_answer(session: &Session, key: &str, r: &Redirect, caps: &[Strin
 }
 
 /// Writes `answer` from a filter and ends the request.
-pub async fn respond(session: &mut Session, ctx: &RequestCtx, answer: Answer) -> Result<bool> {
+pub async fn respond(session: &mut Session, ctx: &mut RequestCtx, answer: Answer) -> Result<bool> {
+    ctx.outcome = Some(answer.outcome());
+    ctx.ttfb = Some(ctx.started.elapsed());
     write_answer(session, ctx.request_id, &answer).await?;
     Ok(true)
 }

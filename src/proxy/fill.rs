@@ -7,7 +7,6 @@
 use super::{origin, Answer, RequestCtx, Site};
 use crate::errors::S3Error;
 use crate::fill::{Attached, FetchJob, FillKey, Fills};
-use crate::metrics::COUNTERS;
 use crate::mirror::{origin_request_headers, origin_target};
 use crate::rules::{first_match, Action, Probe};
 use pingora::http::{RequestHeader, ResponseHeader};
@@ -56,6 +55,8 @@ pub fn job(
         timeout: m.timeout,
         check_md5: m.check_md5,
         store: Some(site.bucket.clone()),
+        metrics: site.metrics.rule(idx).cloned(),
+        request_id: None,
     })
 }
 
@@ -108,10 +109,11 @@ pub fn start(
     captures: Vec<String>,
     req: &RequestHeader,
 ) -> Box<Error> {
-    let job = match job(site, &ctx.key, idx, &captures, req) {
+    let mut job = match job(site, &ctx.key, idx, &captures, req) {
         Ok(j) => j,
         Err(e) => return origin::answer(ctx, Answer::Error(e)),
     };
+    job.request_id = Some(ctx.request_id);
     let asynchronous =
         origin::rule(site, idx).is_some_and(|m| m.mode == crate::config::MirrorMode::Async);
     if asynchronous {
@@ -233,9 +235,6 @@ pub fn on_response(
 /// The logging phase's line for a request that read a fill.
 pub fn log(ctx: &RequestCtx, failed: bool) {
     if let Some(run) = &ctx.fill {
-        COUNTERS
-            .bytes_mirrored
-            .fetch_add(run.bytes, std::sync::atomic::Ordering::Relaxed);
         log::info!(
             "{} fill key={:?} joined={} status={} bytes={} error={} ms={}",
             ctx.request_id,

@@ -16,6 +16,7 @@
 mod answer;
 mod bucket;
 mod fill;
+mod logging;
 mod origin;
 
 pub use answer::Answer;
@@ -26,9 +27,11 @@ use crate::bucket::Bucket;
 use crate::config::{BucketSource, Config, Limits};
 use crate::errors::{new_request_id, RequestId, S3Error};
 use crate::key::key_from_path;
+use crate::metrics::{BucketOp, InFlight, OriginResult, Outcome, SiteMetrics, METRICS};
 use crate::mirror::origin_request_headers;
 use crate::rules::{first_match, Action, Probe, Rule};
 use crate::site::HostTable;
+use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::Bytes;
 use origin::MirrorRun;
@@ -36,7 +39,7 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, ProxyWarnLogContext, Session};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -50,17 +53,30 @@ pub struct Site {
     pub name: String,
     pub bucket: Arc<Bucket>,
     pub rules: Vec<Rule>,
+    pub metrics: Arc<SiteMetrics>,
 }
 
 /// The proxy. Build it from a validated [`Config`] and hand it to
-/// `pingora::proxy::http_proxy_service`. Clones share sites, buckets (with
-/// their write-back clients) and the fills (one clone per worker, see
-/// `server`).
+/// `pingora::proxy::http_proxy_service`. Clones share the routing state,
+/// buckets (with their write-back clients) and the fills (one clone per
+/// worker, see `server`).
+///
+/// The routing state (sites, hosts, limits) sits behind an `ArcSwap` so a
+/// reload replaces it whole ([`OriginPull::reload`]). A request takes its
+/// `Arc<Site>` once, in the request filter, and keeps it to its end:
+/// retries, the origin reroute and the write-back all use the site (and
+/// bucket) the request started with, whatever was swapped in meanwhile.
 #[derive(Clone)]
 pub struct OriginPull {
-    sites: Vec<Arc<Site>>,
-    hosts: HostTable,
+    state: Arc<ArcSwap<State>>,
     fills: Arc<crate::fill::Fills>,
+    locals: Arc<crate::local::LocalBuckets>,
+}
+
+/// Everything a reload replaces at once.
+pub struct State {
+    pub sites: Vec<Arc<Site>>,
+    hosts: HostTable,
     limits: Limits,
 }
 
@@ -86,43 +102,84 @@ pub struct RequestCtx {
     /// `fail_to_proxy` sent an answer decided by a filter. Kept apart from
     /// `answer`, which it consumes: Pingora asks `suppress_error_log` after.
     answered: bool,
+    /// When the request header was read (duration, TTFB).
+    pub started: Instant,
+    /// When the response header went out.
+    pub ttfb: Option<Duration>,
+    /// How the request was answered, when a filter decided it.
+    pub outcome: Option<Outcome>,
+    /// The bucket's status, and when its request was sent.
+    pub bucket_status: Option<u16>,
+    bucket_sent: Option<Instant>,
+    /// Counted in `origin_pull_requests_in_flight` while it lives.
+    _in_flight: InFlight,
 }
 
 impl OriginPull {
     /// Resolves buckets and starts embedded local buckets.
     pub fn new(config: &Config) -> Result<OriginPull, StartError> {
-        let mut sites = Vec::with_capacity(config.sites.len());
-        for s in &config.sites {
-            let fail =
-                |e: &dyn std::fmt::Display| StartError::Bucket(s.name.clone(), e.to_string());
-            let remote = match &s.bucket {
-                BucketSource::Remote(r) => r.clone(),
-                BucketSource::Local(dir) => crate::local::start(dir).map_err(|e| fail(&e))?,
-            };
-            let bucket = Bucket::new(&remote).map_err(|e| fail(&e))?;
-            sites.push(Arc::new(Site {
-                name: s.name.clone(),
-                bucket: Arc::new(bucket),
-                rules: s.rules.clone(),
-            }));
-        }
-        crate::probe::spawn(
-            sites
-                .iter()
-                .map(|s| (s.name.clone(), s.bucket.clone()))
-                .collect(),
-        );
-        let hosts = HostTable::new(config.sites.iter().map(|s| s.hosts.as_slice()));
+        let locals = Arc::new(crate::local::LocalBuckets::default());
+        let state = build_state(config, &locals)?;
         let fills = crate::fill::Fills::start(&config.fill)
             .map_err(|e| StartError::Bucket("*".into(), e.to_string()))?;
         Ok(OriginPull {
-            sites,
-            hosts,
+            state: Arc::new(ArcSwap::from_pointee(state)),
             fills,
-            limits: config.limits,
+            locals,
         })
     }
 
+    /// Builds the whole routing state from `config` (a validated one) and
+    /// swaps it in; on any error the running state stays. Embedded local
+    /// buckets are reused by folder; one no site uses any more stops when
+    /// the last request or write-back holding it ends.
+    pub fn reload(&self, config: &Config) -> Result<(), StartError> {
+        let state = build_state(config, &self.locals)?;
+        self.state.store(Arc::new(state));
+        Ok(())
+    }
+
+    /// The routing state now in force.
+    pub fn state(&self) -> Arc<State> {
+        self.state.load_full()
+    }
+
+    /// The shared fills (live ones count as work in flight at shutdown).
+    pub fn fills(&self) -> &Arc<crate::fill::Fills> {
+        &self.fills
+    }
+}
+
+fn build_state(config: &Config, locals: &crate::local::LocalBuckets) -> Result<State, StartError> {
+    let mut sites = Vec::with_capacity(config.sites.len());
+    for s in &config.sites {
+        let fail = |e: &dyn std::fmt::Display| StartError::Bucket(s.name.clone(), e.to_string());
+        let (remote, keep) = match &s.bucket {
+            BucketSource::Remote(r) => (r.clone(), None),
+            BucketSource::Local(dir) => {
+                let run = locals.start(dir).map_err(|e| fail(&e))?;
+                (run.bucket().clone(), Some(run))
+            }
+        };
+        let metrics = Arc::new(SiteMetrics::new(&s.name, s.rules.len()));
+        let mut bucket = Bucket::new(&remote, &s.name, metrics.clone()).map_err(|e| fail(&e))?;
+        bucket.keep_alive = keep;
+        sites.push(Arc::new(Site {
+            name: s.name.clone(),
+            bucket: Arc::new(bucket),
+            rules: s.rules.clone(),
+            metrics,
+        }));
+    }
+    let hosts = HostTable::new(config.sites.iter().map(|s| s.hosts.as_slice()));
+    Ok(State {
+        sites,
+        hosts,
+        limits: config.limits,
+    })
+}
+
+impl State {
     fn site_for(&self, req: &RequestHeader) -> Option<Arc<Site>> {
         let host = req
             .headers
@@ -149,17 +206,24 @@ impl ProxyHttp for OriginPull {
             rechecked: false,
             bucket_answered: false,
             answered: false,
+            started: Instant::now(),
+            ttfb: None,
+            outcome: None,
+            bucket_status: None,
+            bucket_sent: None,
+            _in_flight: InFlight::new(&METRICS.requests_in_flight),
         }
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let state = self.state.load();
         // First, so an oversized request reaches no bucket or origin.
-        if self.limits.header_too_large(session.req_header()) {
-            let e = S3Error::RequestHeaderTooLarge(self.limits.max_request_header_bytes);
+        if state.limits.header_too_large(session.req_header()) {
+            let e = S3Error::RequestHeaderTooLarge(state.limits.max_request_header_bytes);
             return respond(session, ctx, Answer::Error(e)).await;
         }
         let req = session.req_header();
-        let Some(site) = self.site_for(req) else {
+        let Some(site) = state.site_for(req) else {
             return respond(
                 session,
                 ctx,
@@ -247,6 +311,7 @@ impl ProxyHttp for OriginPull {
             }
             return Ok(());
         }
+        ctx.bucket_sent = Some(Instant::now());
         bucket::request(&site.bucket, &ctx.key, upstream)
     }
 
@@ -265,6 +330,15 @@ impl ProxyHttp for OriginPull {
         }
         ctx.bucket_answered = true;
         let status = resp.status.as_u16();
+        ctx.bucket_status = Some(status);
+        if let (Some(site), Some(sent)) = (&ctx.site, ctx.bucket_sent) {
+            let op = if session.req_header().method == http::Method::HEAD {
+                BucketOp::Head
+            } else {
+                BucketOp::Get
+            };
+            site.metrics.bucket_request(op, sent.elapsed());
+        }
         if status >= 400 {
             if let Some(e) = self.on_bucket_error(session, ctx, status) {
                 return Err(e);
@@ -310,7 +384,13 @@ impl ProxyHttp for OriginPull {
             let why = format!("cannot reach the fill peer: {}", e.etype().as_str());
             return origin::answer(ctx, Answer::Error(S3Error::Internal(why)));
         }
-        if ctx.mirror.is_some() {
+        if let (Some(run), Some(site)) = (&ctx.mirror, &ctx.site) {
+            let r = if matches!(e.etype(), ErrorType::ConnectTimedout) {
+                OriginResult::Timeout
+            } else {
+                OriginResult::ConnectError
+            };
+            origin::count(site, run.rule, r);
             return origin::origin_failed(
                 ctx,
                 format!("cannot connect to the origin: {}", e.etype().as_str()),
@@ -340,6 +420,15 @@ impl ProxyHttp for OriginPull {
         match &ctx.mirror {
             // No origin header yet (timeout, reset): a failed fetch.
             Some(run) if run.status == 0 => {
+                if let Some(site) = &ctx.site {
+                    let r = match e.etype() {
+                        ErrorType::ReadTimedout | ErrorType::ConnectTimedout => {
+                            OriginResult::Timeout
+                        }
+                        _ => OriginResult::ConnectError,
+                    };
+                    origin::count(site, run.rule, r);
+                }
                 origin::origin_failed(ctx, format!("origin failed: {}", e.etype().as_str()))
             }
             // Mid-body: the client already has the header; just end.
@@ -410,6 +499,8 @@ impl ProxyHttp for OriginPull {
         // Once the header went out, the only honest signal is to close
         // the connection without a valid end of body.
         if session.response_written().is_none() {
+            ctx.outcome = Some(answer.outcome());
+            ctx.ttfb = Some(ctx.started.elapsed());
             if let Err(we) = write_answer(session, ctx.request_id, &answer).await {
                 log::debug!("{}: could not send answer: {we}", ctx.request_id);
             }
@@ -420,8 +511,19 @@ impl ProxyHttp for OriginPull {
         }
     }
 
-    async fn logging(&self, _session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        _resp: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        ctx.ttfb.get_or_insert_with(|| ctx.started.elapsed());
+        Ok(())
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         fill::log(ctx, e.is_some());
         origin::log(ctx, e.is_some());
+        logging::finish(session, e, ctx);
     }
 }

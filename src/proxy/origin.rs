@@ -5,7 +5,7 @@
 use super::{Answer, RequestCtx, Site};
 use crate::errors::S3Error;
 use crate::key::KeyError;
-use crate::metrics::{inc, COUNTERS};
+use crate::metrics::OriginResult;
 use crate::mirror::{
     content_length, content_md5, filter_origin_response, origin_target, oss_tag, redirect_target,
     stored_headers, OriginTarget,
@@ -120,7 +120,6 @@ pub fn origin_failed(ctx: &mut RequestCtx, why: String) -> Box<Error> {
             }
         }
     }
-    inc(&COUNTERS.mirror_failures);
     answer(ctx, Answer::Error(S3Error::MirrorFailed(why)))
 }
 
@@ -154,13 +153,17 @@ pub fn on_response(
                     } else {
                         None
                     },
+                    request_id: Some(ctx.request_id),
                 }));
             }
             filter_origin_response(resp, &tag)?;
-            inc(&COUNTERS.mirrors);
+            count(&site, run.rule, OriginResult::Ok);
             Ok(())
         }
-        404 => Err(answer(ctx, Answer::Error(S3Error::NoSuchKey))),
+        404 => {
+            count(&site, run.rule, OriginResult::NotFound);
+            Err(answer(ctx, Answer::Error(S3Error::NoSuchKey)))
+        }
         301 | 302 | 303 | 307 | 308 if m.follow_redirect && run.hops < MAX_HOPS => {
             let next = resp
                 .headers
@@ -179,7 +182,17 @@ pub fn on_response(
                 )),
             }
         }
-        _ => Err(origin_failed(ctx, format!("origin answered {status}"))),
+        _ => {
+            count(&site, run.rule, OriginResult::BadStatus);
+            Err(origin_failed(ctx, format!("origin answered {status}")))
+        }
+    }
+}
+
+/// Counts one origin answer (or failure) of rule `idx`.
+pub fn count(site: &Site, idx: usize, r: OriginResult) {
+    if let Some(m) = site.metrics.rule(idx) {
+        m.origin(r);
     }
 }
 
@@ -209,9 +222,6 @@ pub fn start(
 /// The logging phase's line for a request on the plain mirror path.
 pub fn log(ctx: &RequestCtx, failed: bool) {
     if let Some(run) = &ctx.mirror {
-        COUNTERS
-            .bytes_mirrored
-            .fetch_add(run.bytes, std::sync::atomic::Ordering::Relaxed);
         let wb = match &run.tee {
             None => "none",
             Some(t) if t.abandoned() => "abandoned",

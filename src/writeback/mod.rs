@@ -15,7 +15,8 @@ mod reader;
 mod upload;
 
 use crate::bucket::Bucket;
-use crate::metrics::{inc, COUNTERS};
+use crate::errors::RequestId;
+use crate::metrics::{InFlight, WriteBackResult, METRICS};
 use bytes::Bytes;
 use reader::Reader;
 use std::sync::Arc;
@@ -65,6 +66,9 @@ pub struct Job {
     pub expected_len: Option<u64>,
     /// The origin's `Content-MD5` (16 bytes), when `check_md5` is on.
     pub md5: Option<[u8; 16]>,
+    /// The request that caused it: the final result is logged again
+    /// (access log) under the same id.
+    pub request_id: Option<RequestId>,
 }
 
 /// The producer half, owned by the request.
@@ -124,24 +128,46 @@ pub async fn store_from_fill(job: Job, cursor: crate::fill::Cursor) -> bool {
 }
 
 async fn upload_logged(job: Job, reader: Reader) -> bool {
+    let _in_flight = InFlight::new(&METRICS.writebacks_in_flight);
     let key = job.key.clone();
-    match upload::run(&job, reader).await {
+    let done = upload::run(&job, reader).await;
+    let (result, bytes) = match &done {
+        Ok(n) => (WriteBackResult::Stored, *n),
+        Err(e) => (result_of(e), 0),
+    };
+    job.bucket.metrics.writeback(result, bytes);
+    crate::access_log::writeback(
+        job.request_id,
+        &job.bucket.metrics_site,
+        &key,
+        result,
+        bytes,
+    );
+    match done {
         Ok(n) => {
-            inc(&COUNTERS.writebacks_stored);
             log::info!("write-back stored key={key:?} bytes={n}");
             return true;
         }
-        Err(WriteBackError::Abandoned) => {
-            inc(&COUNTERS.writebacks_abandoned);
-            log::warn!("write-back abandoned key={key:?}");
-        }
+        Err(WriteBackError::Abandoned) => log::warn!("write-back abandoned key={key:?}"),
         Err(WriteBackError::AlreadyExists) => {
-            log::info!("write-back skipped key={key:?}: object already exists");
+            log::info!("write-back skipped key={key:?}: object already exists")
         }
-        Err(e) => {
-            inc(&COUNTERS.writebacks_failed);
-            log::warn!("write-back failed key={key:?}: {e}");
-        }
+        Err(e) => log::warn!("write-back failed key={key:?}: {e}"),
     }
     false
+}
+
+/// The metric label of a failed write-back.
+fn result_of(e: &WriteBackError) -> WriteBackResult {
+    match e {
+        WriteBackError::Abandoned => WriteBackResult::Abandoned,
+        WriteBackError::Length { .. } => WriteBackResult::LengthMismatch,
+        WriteBackError::Md5 => WriteBackResult::Md5Mismatch,
+        WriteBackError::Bucket(s, _) if (400..500).contains(s) => WriteBackResult::Refused,
+        WriteBackError::Bucket(..) | WriteBackError::Http(_) | WriteBackError::Sign(_) => {
+            WriteBackResult::Failed
+        }
+        WriteBackError::Fill(_) => WriteBackResult::Aborted,
+        WriteBackError::AlreadyExists => WriteBackResult::Exists,
+    }
 }

@@ -216,6 +216,7 @@ fn spawn_part(
     data: Bytes,
 ) -> tokio::task::JoinHandle<Result<String, WriteBackError>> {
     let job = Job {
+        request_id: job.request_id,
         bucket: job.bucket.clone(),
         key: job.key.clone(),
         headers: Vec::new(),

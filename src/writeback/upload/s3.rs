@@ -316,7 +316,8 @@ mod tests {
             },
             tls: crate::tls::TrustRoots::platform(),
         };
-        let bucket = Arc::new(Bucket::new(&cfg).unwrap());
+        let metrics = Arc::new(crate::metrics::SiteMetrics::new("test", 0));
+        let bucket = Arc::new(Bucket::new(&cfg, "test", metrics).unwrap());
         Job {
             bucket,
             key: "k".into(),
@@ -324,6 +325,7 @@ mod tests {
             tag: String::new(),
             expected_len: None,
             md5: None,
+            request_id: None,
         }
     }
 

@@ -1,0 +1,269 @@
+//! The access log (`access_log:`): one line per request, written from the
+//! `logging` phase, plus one line per finished write-back under the same
+//! request id.
+//!
+//! Workers never block on it: a record goes through a bounded channel to
+//! a writer thread that formats and writes it; when the channel is full
+//! the line is dropped and counted (`origin_pull_access_log_dropped_total`).
+//! The file is reopened on SIGUSR1 (logrotate's `postrotate`) and when a
+//! reload changes `access_log`.
+//!
+//! What is never written: query strings, `Authorization`, signed URLs,
+//! header values set by rules. The key is the decoded path only.
+
+use crate::config::{AccessLogConfig, LogFormat, LogTarget};
+use crate::errors::RequestId;
+use crate::metrics::{WriteBackResult, METRICS};
+use serde::Serialize;
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::OnceLock;
+
+/// Lines waiting for the writer; beyond this they are dropped.
+const QUEUE: usize = 16 * 1024;
+
+/// One request, as logged.
+#[derive(Debug, Serialize, Default)]
+pub struct Record {
+    pub time: String,
+    pub request_id: String,
+    pub client: String,
+    pub method: String,
+    pub host: String,
+    pub key: String,
+    pub status: u16,
+    pub bytes_sent: u64,
+    pub duration_ms: f64,
+    pub ttfb_ms: Option<f64>,
+    pub site: Option<String>,
+    pub rule: Option<usize>,
+    pub outcome: &'static str,
+    pub bucket_status: Option<u16>,
+    pub origin_host: Option<String>,
+    pub origin_status: Option<u16>,
+    pub origin_bytes: Option<u64>,
+    pub write_back: Option<&'static str>,
+    pub user_agent: Option<String>,
+    pub referer: Option<String>,
+}
+
+/// A write-back's end, logged under its request's id.
+#[derive(Debug, Serialize)]
+struct WriteBackRecord {
+    time: String,
+    request_id: String,
+    event: &'static str,
+    site: String,
+    key: String,
+    write_back: &'static str,
+    bytes: u64,
+}
+
+enum Msg {
+    Line(Box<Record>),
+    WriteBack(Box<WriteBackRecord>),
+    Configure(Option<AccessLogConfig>),
+    Reopen,
+    Flush(SyncSender<()>),
+}
+
+static SINK: OnceLock<SyncSender<Msg>> = OnceLock::new();
+static ENABLED: AtomicBool = AtomicBool::new(false);
+
+/// Whether records are wanted (lets the logging phase skip building one).
+pub fn enabled() -> bool {
+    ENABLED.load(Ordering::Relaxed)
+}
+
+/// Starts the writer (once) and points it at `cfg` (none: off).
+pub fn configure(cfg: Option<AccessLogConfig>) {
+    ENABLED.store(cfg.is_some(), Ordering::Relaxed);
+    let sink = SINK.get_or_init(|| {
+        let (tx, rx) = sync_channel(QUEUE);
+        if let Err(e) = std::thread::Builder::new()
+            .name("access-log".into())
+            .spawn(move || writer(rx))
+        {
+            log::error!("access log writer not started: {e}");
+        }
+        tx
+    });
+    // Configuration changes must not be dropped: this one may wait.
+    let _ = sink.send(Msg::Configure(cfg));
+}
+
+/// Reopens the file (logrotate moved it away).
+pub fn reopen() {
+    send(Msg::Reopen);
+}
+
+/// Waits until every line queued so far is written (shutdown).
+pub fn flush() {
+    if let Some(sink) = SINK.get() {
+        let (tx, rx) = sync_channel(1);
+        if sink.send(Msg::Flush(tx)).is_ok() {
+            let _ = rx.recv_timeout(std::time::Duration::from_secs(2));
+        }
+    }
+}
+
+pub fn request(r: Record) {
+    send(Msg::Line(Box::new(r)));
+}
+
+/// Logs a write-back's final result (nothing when the log is off).
+pub fn writeback(
+    id: Option<RequestId>,
+    site: &str,
+    key: &str,
+    result: WriteBackResult,
+    bytes: u64,
+) {
+    if !enabled() {
+        return;
+    }
+    send(Msg::WriteBack(Box::new(WriteBackRecord {
+        time: now(),
+        request_id: id.map(|i| i.to_string()).unwrap_or_default(),
+        event: "write_back",
+        site: site.to_string(),
+        key: key.to_string(),
+        write_back: result.as_str(),
+        bytes,
+    })));
+}
+
+fn send(m: Msg) {
+    let Some(sink) = SINK.get() else { return };
+    match sink.try_send(m) {
+        Ok(()) => {}
+        Err(TrySendError::Full(_)) => METRICS.access_log_dropped.inc(),
+        Err(TrySendError::Disconnected(_)) => {}
+    }
+}
+
+/// RFC 3339 UTC with milliseconds.
+pub fn now() -> String {
+    chrono::Utc::now()
+        .format("%Y-%m-%dT%H:%M:%S%.3fZ")
+        .to_string()
+}
+
+enum Out {
+    Off,
+    Stdout(std::io::Stdout),
+    File(std::io::BufWriter<std::fs::File>),
+}
+
+fn open(cfg: &Option<AccessLogConfig>) -> Out {
+    match cfg.as_ref().map(|c| &c.target) {
+        None => Out::Off,
+        Some(LogTarget::Stdout) => Out::Stdout(std::io::stdout()),
+        Some(LogTarget::File(p)) => match std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p)
+        {
+            Ok(f) => Out::File(std::io::BufWriter::new(f)),
+            Err(e) => {
+                log::error!("access log {}: {e}; lines are dropped", p.display());
+                Out::Off
+            }
+        },
+    }
+}
+
+fn writer(rx: Receiver<Msg>) {
+    let mut cfg: Option<AccessLogConfig> = None;
+    let mut out = Out::Off;
+    let mut buf = Vec::with_capacity(1024);
+    while let Ok(first) = rx.recv() {
+        let mut next = Some(first);
+        // Write what is queued, then flush once: one write per burst.
+        while let Some(m) = next.take() {
+            buf.clear();
+            match m {
+                Msg::Line(r) => format_record(&mut buf, &r, cfg.as_ref().map(|c| c.format)),
+                Msg::WriteBack(w) => {
+                    let _ = serde_json::to_writer(&mut buf, &w);
+                    buf.push(b'\n');
+                }
+                Msg::Configure(c) => {
+                    flush_out(&mut out);
+                    if c != cfg {
+                        cfg = c;
+                        out = open(&cfg);
+                    }
+                }
+                Msg::Reopen => {
+                    flush_out(&mut out);
+                    out = open(&cfg);
+                }
+                Msg::Flush(done) => {
+                    flush_out(&mut out);
+                    let _ = done.send(());
+                }
+            }
+            if !buf.is_empty() {
+                let r = match &mut out {
+                    Out::Off => Ok(()),
+                    Out::Stdout(s) => s.write_all(&buf),
+                    Out::File(f) => f.write_all(&buf),
+                };
+                if let Err(e) = r {
+                    log::warn!("access log: {e}");
+                }
+            }
+            next = rx.try_recv().ok();
+        }
+        flush_out(&mut out);
+    }
+}
+
+fn flush_out(out: &mut Out) {
+    let r = match out {
+        Out::Off => Ok(()),
+        Out::Stdout(s) => s.flush(),
+        Out::File(f) => f.flush(),
+    };
+    if let Err(e) = r {
+        log::warn!("access log: {e}");
+    }
+}
+
+fn format_record(buf: &mut Vec<u8>, r: &Record, format: Option<LogFormat>) {
+    match format {
+        None => {}
+        Some(LogFormat::Json) => {
+            let _ = serde_json::to_writer(&mut *buf, r);
+            buf.push(b'\n');
+        }
+        Some(LogFormat::Combined) => {
+            // nginx's "combined", then request id, seconds, outcome.
+            let time = chrono::DateTime::parse_from_rfc3339(&r.time)
+                .map(|t| t.format("%d/%b/%Y:%H:%M:%S %z").to_string())
+                .unwrap_or_else(|_| r.time.clone());
+            let q = |s: &Option<String>| {
+                s.as_deref()
+                    .map(|v| v.replace('"', "\\\""))
+                    .unwrap_or_else(|| "-".into())
+            };
+            let _ = writeln!(
+                buf,
+                "{} - - [{}] \"{} /{} HTTP/1.1\" {} {} \"{}\" \"{}\" {} {:.3} {}",
+                r.client,
+                time,
+                r.method,
+                r.key,
+                r.status,
+                r.bytes_sent,
+                q(&r.referer),
+                q(&r.user_agent),
+                r.request_id,
+                r.duration_ms / 1000.0,
+                r.outcome
+            );
+        }
+    }
+}

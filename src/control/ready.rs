@@ -1,0 +1,59 @@
+//! Readiness: every few seconds each site's bucket of the routing state in
+//! force gets one signed probe with a short timeout (`crate::probe`).
+//! `/readyz` is 200 only when every site's last probe was answered and the
+//! process is not draining.
+
+use super::Control;
+use std::sync::{Arc, PoisonError};
+use std::time::Duration;
+
+const EVERY: Duration = Duration::from_secs(2);
+const TIMEOUT: Duration = Duration::from_secs(2);
+
+pub async fn probe_loop(c: Arc<Control>) {
+    // What each site's last probe said, to log only changes.
+    let mut last: std::collections::HashMap<String, Result<u16, String>> = Default::default();
+    loop {
+        let state = c.proxy.state();
+        let probes = state.sites.iter().map(|site| async move {
+            let r = crate::probe::probe(&site.bucket, TIMEOUT).await;
+            (site.clone(), r)
+        });
+        let results = futures_util::future::join_all(probes).await;
+        let mut ready = std::collections::BTreeMap::new();
+        for (site, r) in results {
+            if last.get(&site.name) != Some(&r) {
+                crate::probe::explain(&site.name, &site.bucket, &r);
+            }
+            let serving = crate::probe::serving(&r);
+            site.metrics.bucket_up.set(i64::from(serving.is_ok()));
+            ready.insert(site.name.clone(), serving);
+            last.insert(site.name.clone(), r);
+        }
+        last.retain(|name, _| ready.contains_key(name));
+        *c.ready.lock().unwrap_or_else(PoisonError::into_inner) = ready;
+        tokio::time::sleep(EVERY).await;
+    }
+}
+
+/// `/readyz`: `Ok` or the reasons, one line per site not ready.
+pub fn readiness(c: &Control) -> Result<(), String> {
+    if c.draining() {
+        return Err("draining: shutting down\n".into());
+    }
+    let state = c.proxy.state();
+    let ready = c.ready.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut why = String::new();
+    for site in &state.sites {
+        match ready.get(&site.name) {
+            Some(Ok(())) => {}
+            Some(Err(e)) => why.push_str(&format!("site {}: {e}\n", site.name)),
+            None => why.push_str(&format!("site {}: not probed yet\n", site.name)),
+        }
+    }
+    if why.is_empty() {
+        Ok(())
+    } else {
+        Err(why)
+    }
+}

@@ -1,0 +1,50 @@
+//! SIGTERM: stop promptly and lose nothing. Pingora has already stopped
+//! accepting (it got the same signal); this waits until no request,
+//! fill or write-back is in flight, then ends the process, at the latest
+//! after `shutdown_timeout_seconds`. `/readyz` answers 503 from the start.
+
+use super::Control;
+use crate::metrics::work_in_flight;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How often the work in flight is looked at.
+const TICK: Duration = Duration::from_millis(25);
+/// Idle this long in a row before exiting: covers the instant between a
+/// request ending and the write-back it started being counted.
+const SETTLE: Duration = Duration::from_millis(100);
+
+pub fn drain(c: Arc<Control>) {
+    if c.draining.swap(true, Ordering::SeqCst) {
+        return; // already draining
+    }
+    let limit = c.config().shutdown_timeout;
+    log::info!(
+        "SIGTERM: draining ({} in flight), exiting when idle or after {limit:?}",
+        work_in_flight()
+    );
+    tokio::spawn(async move {
+        let deadline = Instant::now() + limit;
+        let mut idle_since: Option<Instant> = None;
+        loop {
+            let now = Instant::now();
+            if work_in_flight() > 0 {
+                idle_since = None;
+            } else if now.duration_since(*idle_since.get_or_insert(now)) >= SETTLE {
+                log::info!("drained: nothing in flight, exiting");
+                break;
+            }
+            if now >= deadline {
+                log::warn!(
+                    "shutdown timeout: exiting with {} requests, fills or write-backs in flight",
+                    work_in_flight()
+                );
+                break;
+            }
+            tokio::time::sleep(TICK).await;
+        }
+        crate::access_log::flush();
+        std::process::exit(0);
+    });
+}

@@ -1,0 +1,316 @@
+//! Prometheus metrics (`/metrics` on the admin listener), prefix
+//! `origin_pull_`, base units (seconds, bytes).
+//!
+//! Label handles are resolved once per site when the routing state is
+//! built ([`SiteMetrics::new`]), so the request path only bumps atomics:
+//! no label hashing or registry lock per request. Labels are bounded:
+//! site name, rule index and the fixed enums in [`labels`].
+
+mod labels;
+
+pub use labels::{BucketOp, OriginResult, Outcome, StatusClass, WriteBackResult};
+
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
+};
+use std::sync::LazyLock;
+use std::time::Duration;
+
+/// Everything origin-pull exports, in one registry of its own (an
+/// embedding application keeps the default registry for itself).
+pub struct Metrics {
+    pub registry: Registry,
+    requests: IntCounterVec,
+    response_bytes: IntCounterVec,
+    duration: HistogramVec,
+    ttfb: HistogramVec,
+    bucket_duration: HistogramVec,
+    origin_requests: IntCounterVec,
+    origin_bytes: IntCounterVec,
+    writebacks: IntCounterVec,
+    writeback_bytes: IntCounterVec,
+    bucket_up: IntGaugeVec,
+    reloads: IntCounterVec,
+    pub requests_in_flight: IntGauge,
+    pub writebacks_in_flight: IntGauge,
+    pub fills_in_flight: IntGauge,
+    pub access_log_dropped: IntCounter,
+}
+
+/// Request and first-byte times: a hit on loopback takes ~0.2 ms, a large
+/// mirror minutes.
+const TIME_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0, 300.0,
+];
+
+pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+
+fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let v = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+    r.register(Box::new(v.clone())).expect("unique metric");
+    v
+}
+
+fn histogram(r: &Registry, name: &str, help: &str, labels: &[&str]) -> HistogramVec {
+    let opts = HistogramOpts::new(name, help).buckets(TIME_BUCKETS.to_vec());
+    let v = HistogramVec::new(opts, labels).expect("valid metric");
+    r.register(Box::new(v.clone())).expect("unique metric");
+    v
+}
+
+fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
+    let g = IntGauge::new(name, help).expect("valid metric");
+    r.register(Box::new(g.clone())).expect("unique metric");
+    g
+}
+
+impl Metrics {
+    fn new() -> Metrics {
+        let r = Registry::new_custom(Some("origin_pull".into()), None).expect("valid prefix");
+        let build = IntGaugeVec::new(
+            Opts::new("build_info", "Version of the running binary (always 1)."),
+            &["version"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(build.clone())).expect("unique metric");
+        build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        let bucket_up = IntGaugeVec::new(
+            Opts::new(
+                "bucket_up",
+                "1 when the site's bucket answered its last background probe.",
+            ),
+            &["site"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(bucket_up.clone()))
+            .expect("unique metric");
+        Metrics {
+            requests: counter(
+                &r,
+                "requests_total",
+                "Requests answered, by site, outcome and status class.",
+                &["site", "outcome", "status_class"],
+            ),
+            response_bytes: counter(
+                &r,
+                "response_bytes_total",
+                "Response body bytes sent to clients.",
+                &["site", "outcome"],
+            ),
+            duration: histogram(
+                &r,
+                "request_duration_seconds",
+                "From the request header to the last byte sent.",
+                &["site"],
+            ),
+            ttfb: histogram(
+                &r,
+                "time_to_first_byte_seconds",
+                "From the request header to the response header sent.",
+                &["site"],
+            ),
+            bucket_duration: histogram(
+                &r,
+                "bucket_request_duration_seconds",
+                "Bucket requests, to the answer's header, by operation.",
+                &["site", "operation"],
+            ),
+            origin_requests: counter(
+                &r,
+                "origin_requests_total",
+                "Origin fetches, by result.",
+                &["site", "rule", "result"],
+            ),
+            origin_bytes: counter(
+                &r,
+                "origin_bytes_total",
+                "Body bytes read from origins (egress the migration still pays).",
+                &["site", "rule"],
+            ),
+            writebacks: counter(
+                &r,
+                "writebacks_total",
+                "Write-backs to the bucket, by result.",
+                &["site", "result"],
+            ),
+            writeback_bytes: counter(
+                &r,
+                "writeback_bytes_total",
+                "Bytes stored in the bucket by write-backs.",
+                &["site"],
+            ),
+            bucket_up,
+            reloads: counter(
+                &r,
+                "config_reloads_total",
+                "Configuration reloads, by result.",
+                &["result"],
+            ),
+            requests_in_flight: gauge(&r, "requests_in_flight", "Client requests being answered."),
+            writebacks_in_flight: gauge(&r, "writebacks_in_flight", "Write-backs not finished."),
+            fills_in_flight: gauge(&r, "fills_in_flight", "Shared origin fetches not finished."),
+            access_log_dropped: gauge_counter(&r),
+            registry: r,
+        }
+    }
+
+    /// Counts a reload: `ok`, `failed` (invalid file) or `refused`
+    /// (valid, but changes something only a restart can).
+    pub fn reload(&self, result: &str) {
+        self.reloads.with_label_values(&[result]).inc();
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let encoder = prometheus::TextEncoder::new();
+        if let Err(e) = encoder.encode_utf8(&self.registry.gather(), &mut out) {
+            log::warn!("metrics: {e}");
+        }
+        out
+    }
+}
+
+fn gauge_counter(r: &Registry) -> IntCounter {
+    let c = IntCounter::new(
+        "access_log_dropped_total",
+        "Access log lines dropped because the writer fell behind.",
+    )
+    .expect("valid metric");
+    r.register(Box::new(c.clone())).expect("unique metric");
+    c
+}
+
+/// One site's handles, resolved when the routing state is built.
+#[derive(Debug)]
+pub struct SiteMetrics {
+    /// `[outcome][status class]`.
+    requests: Vec<Vec<IntCounter>>,
+    response_bytes: Vec<IntCounter>,
+    duration: Histogram,
+    ttfb: Histogram,
+    bucket: Vec<Histogram>,
+    writebacks: Vec<IntCounter>,
+    writeback_bytes: IntCounter,
+    pub bucket_up: IntGauge,
+    rules: Vec<RuleMetrics>,
+}
+
+/// One rule's origin handles (cheap to clone: each handle is an `Arc`).
+#[derive(Debug, Clone)]
+pub struct RuleMetrics {
+    results: Vec<IntCounter>,
+    pub bytes: IntCounter,
+}
+
+impl RuleMetrics {
+    pub fn origin(&self, r: OriginResult) {
+        self.results[r.index()].inc();
+    }
+}
+
+impl SiteMetrics {
+    pub fn new(site: &str, rules: usize) -> SiteMetrics {
+        let m = &*METRICS;
+        SiteMetrics {
+            requests: Outcome::ALL
+                .iter()
+                .map(|o| {
+                    StatusClass::ALL
+                        .iter()
+                        .map(|c| {
+                            m.requests
+                                .with_label_values(&[site, o.as_str(), c.as_str()])
+                        })
+                        .collect()
+                })
+                .collect(),
+            response_bytes: Outcome::ALL
+                .iter()
+                .map(|o| m.response_bytes.with_label_values(&[site, o.as_str()]))
+                .collect(),
+            duration: m.duration.with_label_values(&[site]),
+            ttfb: m.ttfb.with_label_values(&[site]),
+            bucket: BucketOp::ALL
+                .iter()
+                .map(|op| m.bucket_duration.with_label_values(&[site, op.as_str()]))
+                .collect(),
+            writebacks: WriteBackResult::ALL
+                .iter()
+                .map(|r| m.writebacks.with_label_values(&[site, r.as_str()]))
+                .collect(),
+            writeback_bytes: m.writeback_bytes.with_label_values(&[site]),
+            bucket_up: m.bucket_up.with_label_values(&[site]),
+            rules: (0..rules)
+                .map(|i| {
+                    let rule = i.to_string();
+                    RuleMetrics {
+                        results: OriginResult::ALL
+                            .iter()
+                            .map(|r| {
+                                m.origin_requests
+                                    .with_label_values(&[site, &rule, r.as_str()])
+                            })
+                            .collect(),
+                        bytes: m.origin_bytes.with_label_values(&[site, &rule]),
+                    }
+                })
+                .collect(),
+        }
+    }
+
+    /// One answered request.
+    pub fn request(
+        &self,
+        outcome: Outcome,
+        status: u16,
+        bytes: u64,
+        took: Duration,
+        ttfb: Option<Duration>,
+    ) {
+        self.requests[outcome.index()][StatusClass::of(status).index()].inc();
+        self.response_bytes[outcome.index()].inc_by(bytes);
+        self.duration.observe(took.as_secs_f64());
+        if let Some(t) = ttfb {
+            self.ttfb.observe(t.as_secs_f64());
+        }
+    }
+
+    pub fn bucket_request(&self, op: BucketOp, took: Duration) {
+        self.bucket[op.index()].observe(took.as_secs_f64());
+    }
+
+    pub fn writeback(&self, r: WriteBackResult, bytes: u64) {
+        self.writebacks[r.index()].inc();
+        self.writeback_bytes.inc_by(bytes);
+    }
+
+    /// Rule `idx`'s origin handles (a placeholder set when out of range).
+    pub fn rule(&self, idx: usize) -> Option<&RuleMetrics> {
+        self.rules.get(idx)
+    }
+}
+
+/// Counts one unit of work in flight for as long as it lives.
+pub struct InFlight(IntGauge);
+
+impl InFlight {
+    pub fn new(g: &IntGauge) -> InFlight {
+        g.inc();
+        InFlight(g.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// Requests, write-backs and fills in flight (what a graceful stop waits for).
+pub fn work_in_flight() -> i64 {
+    let m = &*METRICS;
+    m.requests_in_flight.get() + m.writebacks_in_flight.get() + m.fills_in_flight.get()
+}
