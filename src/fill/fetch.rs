@@ -240,8 +240,9 @@ fn start_upload(fills: &Arc<Fills>, fill: &Arc<Fill>, job: Option<crate::writeba
     let (fills2, fill2) = (fills.clone(), fill.clone());
     // The fill stays joinable until the object is in the bucket.
     fill.holds.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    let counted = crate::writeback::counted();
     fills.rt.spawn(async move {
-        if crate::writeback::store_from_fill(wb, cursor).await {
+        if crate::writeback::store_from_fill(wb, cursor, counted).await {
             fills2.stored(&fill2);
         }
         fills2.release(&fill2);

@@ -24,6 +24,8 @@ pub struct FillRun {
     pub status: u16,
     pub bytes: u64,
     pub started: Instant,
+    /// The configured origin's host (for the access log).
+    pub origin_host: String,
 }
 
 /// The fill a GET of `key` under rule `idx` would read; an error when
@@ -81,12 +83,19 @@ pub fn try_join(fills: &Fills, site: &Site, ctx: &mut RequestCtx, req: &RequestH
         return; // the bucket's answer decides; a bad rewrite is refused then
     };
     if let Some(att) = fills.join(&job.fill_key) {
-        ctx.fill = Some(FillRun::new(att, true, idx, caps));
+        let host = job.primary.authority.clone();
+        ctx.fill = Some(FillRun::new(att, true, idx, caps, host));
     }
 }
 
 impl FillRun {
-    fn new(att: Attached, joined: bool, rule: usize, captures: Vec<String>) -> FillRun {
+    fn new(
+        att: Attached,
+        joined: bool,
+        rule: usize,
+        captures: Vec<String>,
+        origin_host: String,
+    ) -> FillRun {
         FillRun {
             att,
             joined,
@@ -95,6 +104,7 @@ impl FillRun {
             status: 0,
             bytes: 0,
             started: Instant::now(),
+            origin_host,
         }
     }
 }
@@ -134,9 +144,10 @@ pub fn start(
         );
     }
     let key = ctx.key.clone();
+    let host = job.primary.authority.clone();
     match fills.join_or_start(job) {
         Some(att) => {
-            ctx.fill = Some(FillRun::new(att, false, idx, captures));
+            ctx.fill = Some(FillRun::new(att, false, idx, captures, host));
             origin::reroute(ctx, "bucket 404: reading the fill")
         }
         None => {

@@ -92,7 +92,7 @@ fn record(
             // logged when it ends (`event: write_back`).
             (None, Some(run)) => (
                 Some(run.rule),
-                None,
+                Some(run.origin_host.clone()),
                 Some(run.status),
                 None,
                 Some(if run.joined { "joined_fill" } else { "fill" }),

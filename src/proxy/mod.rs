@@ -231,6 +231,8 @@ impl ProxyHttp for OriginPull {
             )
             .await;
         };
+        // Set now so even a refused request counts under its site.
+        ctx.site = Some(site.clone());
         if req.method != http::Method::GET && req.method != http::Method::HEAD {
             return respond(session, ctx, Answer::Error(S3Error::MethodNotAllowed)).await;
         }
@@ -252,7 +254,6 @@ impl ProxyHttp for OriginPull {
             }
         }
         fill::try_join(&self.fills, &site, ctx, req);
-        ctx.site = Some(site);
         Ok(false)
     }
 
@@ -501,6 +502,12 @@ impl ProxyHttp for OriginPull {
         if session.response_written().is_none() {
             ctx.outcome = Some(answer.outcome());
             ctx.ttfb = Some(ctx.started.elapsed());
+            // Pingora closes the client connection after a failed proxy
+            // attempt whatever `can_reuse_downstream` says (0.9: the
+            // retry loop's final error never reuses it). Say so in the
+            // answer: with `Connection: keep-alive` a client sent its
+            // next request on the closing connection and got a reset.
+            session.set_keepalive(None);
             if let Err(we) = write_answer(session, ctx.request_id, &answer).await {
                 log::debug!("{}: could not send answer: {we}", ctx.request_id);
             }

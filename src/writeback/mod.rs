@@ -82,8 +82,9 @@ impl Tee {
     pub fn start(job: Job) -> Tee {
         let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
         let reader = Reader::new(rx, job.expected_len, job.md5);
+        let counted = InFlight::new(&METRICS.writebacks_in_flight);
         tokio::spawn(async move {
-            upload_logged(job, reader).await;
+            upload_logged(job, reader, counted).await;
         });
         Tee {
             tx: Some(tx),
@@ -121,14 +122,19 @@ impl Tee {
 }
 
 /// Stores a fill's object from its spool (see `crate::fill`).
-/// True when the object was stored.
-pub async fn store_from_fill(job: Job, cursor: crate::fill::Cursor) -> bool {
+/// True when the object was stored. `counted` is taken before the task is
+/// spawned, so a shutdown never sees a moment with nothing in flight.
+pub async fn store_from_fill(job: Job, cursor: crate::fill::Cursor, counted: InFlight) -> bool {
     let reader = Reader::from_fill(cursor, job.expected_len);
-    upload_logged(job, reader).await
+    upload_logged(job, reader, counted).await
 }
 
-async fn upload_logged(job: Job, reader: Reader) -> bool {
-    let _in_flight = InFlight::new(&METRICS.writebacks_in_flight);
+/// A write-back in flight (see [`store_from_fill`]).
+pub fn counted() -> InFlight {
+    InFlight::new(&METRICS.writebacks_in_flight)
+}
+
+async fn upload_logged(job: Job, reader: Reader, _counted: InFlight) -> bool {
     let key = job.key.clone();
     let done = upload::run(&job, reader).await;
     let (result, bytes) = match &done {

@@ -70,6 +70,28 @@ impl Proxy {
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
+
+    /// The config file the proxy was started with (tests rewrite it
+    /// before a reload).
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("origin-pull.yaml")
+    }
+
+    /// Sends `signal` (e.g. "HUP", "TERM") to the proxy.
+    pub fn signal(&self, signal: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("kill")
+            .success();
+        assert!(ok, "kill -{signal} failed");
+    }
+
+    /// Whether the process has ended.
+    pub fn exited(&mut self) -> bool {
+        self.child.try_wait().ok().flatten().is_some()
+    }
 }
 
 impl Drop for Proxy {

@@ -11,6 +11,7 @@
 
 use super::idle::{within_idle_limit, Progress};
 use crate::bucket::Payload;
+use crate::metrics::BucketOp;
 use crate::writeback::{Job, WriteBackError};
 use bytes::Bytes;
 use reqwest::Method;
@@ -216,6 +217,20 @@ pub fn body_of(data: Bytes, progress: &Progress) -> reqwest::Body {
     reqwest::Body::wrap_stream(stream)
 }
 
+/// Which S3 operation a write-back request is (for its duration metric).
+fn op_of(method: &Method, path_and_query: &str) -> BucketOp {
+    let query = path_and_query.split_once('?').map_or("", |(_, q)| q);
+    match *method {
+        Method::POST if query.starts_with("uploads") => BucketOp::CreateMultipart,
+        Method::POST => BucketOp::CompleteMultipart,
+        Method::DELETE => BucketOp::AbortMultipart,
+        Method::PUT if query.contains("partNumber=") => BucketOp::UploadPart,
+        Method::HEAD => BucketOp::Head,
+        Method::GET => BucketOp::Get,
+        _ => BucketOp::Put,
+    }
+}
+
 /// One signed request to the bucket, by its host name; non-2xx answers are
 /// errors. Fails when the bucket makes no progress for the idle limit.
 pub async fn send(
@@ -236,6 +251,7 @@ pub async fn send(
         .sign(method.as_str(), path_and_query, &refs, Payload::Unsigned)
         .map_err(|e| WriteBackError::Sign(e.to_string()))?;
     let url = format!("{}{}", job.bucket.base_url(), path_and_query);
+    let method_name = method.clone();
     // The signed Host is the one sent (reqwest would derive the same).
     let mut req = job
         .bucket
@@ -249,6 +265,10 @@ pub async fn send(
         req = req.header("content-length", len.to_string());
     }
     progress.touch();
+    let (op, started) = (
+        op_of(&method_name, path_and_query),
+        std::time::Instant::now(),
+    );
     let resp = within_idle_limit(req.body(body).send(), progress)
         .await
         .map_err(|limit| {
@@ -258,6 +278,7 @@ pub async fn send(
             ))
         })?
         .map_err(|e| WriteBackError::Http(error_chain(&e)))?;
+    job.bucket.metrics.bucket_request(op, started.elapsed());
     let status = resp.status().as_u16();
     if !(200..300).contains(&status) {
         let mut text = resp.text().await.unwrap_or_default();

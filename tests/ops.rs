@@ -1,0 +1,293 @@
+//! Operations (admin listener, metrics, access log) against the real
+//! binary, a real Garage bucket and a real origin.
+
+mod common;
+use common::*;
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A proxy for `bucket_yaml` with an admin listener, a mirror rule on
+/// `m/` and a redirect rule on `old/`; `extra` is added at the top level.
+fn ops_proxy(bucket_yaml: &str, env: &[(&str, &str)], origin: &str, extra: &str) -> (Proxy, u16) {
+    let admin = free_port();
+    let yaml = format!(
+        "listen: [\"127.0.0.1:{{port}}\"]\nadmin: {{ listen: \"127.0.0.1:{admin}\" }}\n{extra}\nsites:\n  - name: ops\n    bucket: {bucket_yaml}\n    rules:\n      - condition: {{ key_prefix: \"m/\" }}\n        mirror: {{ url: \"{origin}\", timeout_seconds: 5 }}\n      - condition: {{ key_prefix: \"old/\" }}\n        redirect: {{ host: \"new.example.com\" }}\n"
+    );
+    let proxy = Proxy::start_env(&yaml, env);
+    wait_until("admin listener", Duration::from_secs(30), || {
+        TcpStream::connect(("127.0.0.1", admin)).is_ok()
+    });
+    (proxy, admin)
+}
+
+fn admin_get(admin: u16, path: &str) -> (u16, String) {
+    let resp = client()
+        .get(format!("http://127.0.0.1:{admin}{path}"))
+        .send()
+        .unwrap();
+    (resp.status().as_u16(), resp.text().unwrap())
+}
+
+/// `/metrics` parsed by a real Prometheus text parser: series name plus
+/// sorted labels → value.
+fn scrape(admin: u16) -> HashMap<String, f64> {
+    let (status, text) = admin_get(admin, "/metrics");
+    assert_eq!(status, 200);
+    let lines = text.lines().map(|l| Ok(l.to_string()));
+    let parsed = prometheus_parse::Scrape::parse(lines).expect("valid Prometheus text");
+    let mut out = HashMap::new();
+    for s in parsed.samples {
+        let mut labels: Vec<String> = s.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        labels.sort();
+        let v = match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            _ => continue,
+        };
+        out.insert(format!("{}{{{}}}", s.metric, labels.join(",")), v);
+    }
+    out
+}
+
+fn get(m: &HashMap<String, f64>, series: &str) -> f64 {
+    m.get(series).copied().unwrap_or(0.0)
+}
+
+fn requests(outcome: &str, class: &str) -> String {
+    format!("origin_pull_requests_total{{outcome={outcome},site=ops,status_class={class}}}")
+}
+
+#[test]
+fn metrics_move_with_each_outcome() {
+    let bucket = garage().bucket("ops-metrics");
+    bucket.put("hit.txt", b"in the bucket", Some("text/plain"));
+    let origin = Origin::start();
+    let body = pattern(300_000, 7);
+    origin.set("/m/a.bin", Reply::ok(&body, "application/octet-stream"));
+    let (proxy, admin) = ops_proxy(&bucket.yaml(), &bucket.proxy_env(), &origin.url(), "");
+    let before = scrape(admin);
+    let c = client();
+    assert_eq!(c.get(proxy.url("/hit.txt")).send().unwrap().status(), 200);
+    let got = c
+        .get(proxy.url("/m/a.bin"))
+        .send()
+        .unwrap()
+        .bytes()
+        .unwrap();
+    assert!(got[..] == body[..], "mirrored bytes differ");
+    assert_eq!(c.get(proxy.url("/m/none")).send().unwrap().status(), 404);
+    assert_eq!(c.get(proxy.url("/old/x")).send().unwrap().status(), 302);
+    assert_eq!(c.put(proxy.url("/hit.txt")).send().unwrap().status(), 405);
+    wait_until("write-back counted", Duration::from_secs(30), || {
+        get(
+            &scrape(admin),
+            "origin_pull_writebacks_total{result=stored,site=ops}",
+        ) == 1.0
+    });
+    let after = scrape(admin);
+    let delta = |s: &str| get(&after, s) - get(&before, s);
+    assert_eq!(delta(&requests("hit", "2xx")), 1.0);
+    assert_eq!(delta(&requests("mirror", "2xx")), 1.0);
+    assert_eq!(delta(&requests("origin_miss", "4xx")), 1.0);
+    assert_eq!(delta(&requests("redirect", "3xx")), 1.0, "{after:#?}");
+    assert_eq!(delta(&requests("rejected", "4xx")), 1.0, "{after:#?}");
+    assert_eq!(
+        delta("origin_pull_origin_bytes_total{rule=0,site=ops}"),
+        body.len() as f64
+    );
+    assert_eq!(
+        delta("origin_pull_origin_requests_total{result=ok,rule=0,site=ops}"),
+        1.0
+    );
+    assert_eq!(
+        delta("origin_pull_origin_requests_total{result=not_found,rule=0,site=ops}"),
+        1.0
+    );
+    assert_eq!(
+        delta("origin_pull_writeback_bytes_total{site=ops}"),
+        body.len() as f64
+    );
+    assert_eq!(get(&after, "origin_pull_requests_in_flight{}"), 0.0);
+    assert_eq!(get(&after, "origin_pull_build_info{version=0.1.0}"), 1.0);
+    assert!(bucket.stored_matches("m/a.bin", &body).is_ok());
+}
+
+/// A relay in front of a port that can be switched off (connections are
+/// closed at once) and on again: a bucket that goes away and comes back.
+struct Switch {
+    port: u16,
+    up: Arc<AtomicBool>,
+    open: Arc<std::sync::Mutex<Vec<TcpStream>>>,
+}
+
+impl Switch {
+    fn start(target: u16) -> Switch {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let up = Arc::new(AtomicBool::new(true));
+        let open = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (on, conns) = (up.clone(), open.clone());
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                if !on.load(Ordering::SeqCst) {
+                    continue; // dropped: closed without an answer
+                }
+                let Ok(back) = TcpStream::connect(("127.0.0.1", target)) else {
+                    continue;
+                };
+                conns.lock().unwrap().push(conn.try_clone().unwrap());
+                for (mut from, mut to) in [
+                    (conn.try_clone().unwrap(), back.try_clone().unwrap()),
+                    (back, conn),
+                ] {
+                    std::thread::spawn(move || {
+                        let mut buf = [0u8; 16384];
+                        while let Ok(n) = from.read(&mut buf) {
+                            if n == 0 || to.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                        }
+                        let _ = to.shutdown(std::net::Shutdown::Write);
+                    });
+                }
+            }
+        });
+        Switch { port, up, open }
+    }
+
+    /// Refuses new connections and cuts the open ones.
+    fn off(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        for c in self.open.lock().unwrap().drain(..) {
+            let _ = c.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+#[test]
+fn health_and_readiness_follow_the_bucket() {
+    let bucket = garage().bucket("ops-ready");
+    let garage_port: u16 = bucket
+        .garage
+        .endpoint()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let switch = Switch::start(garage_port);
+    let yaml = bucket.yaml().replace(
+        &bucket.garage.endpoint(),
+        &format!("http://127.0.0.1:{}", switch.port),
+    );
+    let (_proxy, admin) = ops_proxy(&yaml, &bucket.proxy_env(), "http://127.0.0.1:9/", "");
+    assert_eq!(admin_get(admin, "/healthz").0, 200);
+    wait_until("ready", Duration::from_secs(30), || {
+        admin_get(admin, "/readyz").0 == 200
+    });
+    switch.off();
+    wait_until("not ready", Duration::from_secs(30), || {
+        let (status, body) = admin_get(admin, "/readyz");
+        status == 503 && body.contains("site ops")
+    });
+    assert_eq!(get(&scrape(admin), "origin_pull_bucket_up{site=ops}"), 0.0);
+    assert_eq!(admin_get(admin, "/healthz").0, 200, "alive while not ready");
+    switch.up.store(true, Ordering::SeqCst);
+    wait_until("ready again", Duration::from_secs(30), || {
+        admin_get(admin, "/readyz").0 == 200
+    });
+    assert_eq!(get(&scrape(admin), "origin_pull_bucket_up{site=ops}"), 1.0);
+    assert_eq!(admin_get(admin, "/nothing").0, 404);
+    assert_eq!(admin_get(admin, "/").0, 404);
+}
+
+#[test]
+fn access_log_has_one_json_line_per_request_and_no_secrets() {
+    let bucket = garage().bucket("ops-log");
+    bucket.put("hit.txt", b"in the bucket", Some("text/plain"));
+    let origin = Origin::start();
+    origin.set("/m/a.txt", Reply::ok(b"from the origin", "text/plain"));
+    let dir = tempfile::tempdir().unwrap();
+    let log_path = dir.path().join("access.log");
+    let extra = format!(
+        "access_log: {{ path: \"{}\", format: json }}",
+        log_path.display()
+    );
+    let (proxy, _admin) = ops_proxy(&bucket.yaml(), &bucket.proxy_env(), &origin.url(), &extra);
+    let c = client();
+    let secret = [("authorization", "Bearer SECRET-AUTH-VALUE")];
+    for (path, want) in [
+        ("/hit.txt?token=SECRET-QUERY-VALUE", 200),
+        ("/m/a.txt?sig=SECRET-QUERY-VALUE", 200),
+        ("/old/x?SECRET-QUERY-VALUE=1", 302),
+        ("/a//b", 400),
+    ] {
+        let mut req = c.get(proxy.url(path));
+        for (k, v) in secret {
+            req = req.header(k, v);
+        }
+        assert_eq!(req.send().unwrap().status().as_u16(), want, "{path}");
+    }
+    let read = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    wait_until("access log lines", Duration::from_secs(30), || {
+        read().lines().filter(|l| l.contains("\"status\"")).count() == 4
+            && read().contains("\"event\":\"write_back\"")
+    });
+    let text = read();
+    assert!(
+        !text.contains("SECRET"),
+        "a secret reached the log:\n{text}"
+    );
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect();
+    let requests: Vec<&serde_json::Value> =
+        lines.iter().filter(|l| l.get("status").is_some()).collect();
+    let outcomes: Vec<&str> = requests
+        .iter()
+        .map(|l| l["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(outcomes, ["hit", "mirror", "redirect", "rejected"]);
+    for l in &requests {
+        for field in [
+            "time",
+            "request_id",
+            "client",
+            "method",
+            "host",
+            "key",
+            "status",
+            "bytes_sent",
+            "duration_ms",
+            "ttfb_ms",
+            "site",
+            "rule",
+            "outcome",
+            "bucket_status",
+            "origin_host",
+            "origin_status",
+            "origin_bytes",
+            "write_back",
+        ] {
+            assert!(l.get(field).is_some(), "{field} missing in {l}");
+        }
+        assert_eq!(l["client"], "127.0.0.1");
+    }
+    assert_eq!(requests[0]["key"], "hit.txt");
+    assert_eq!(requests[0]["bucket_status"], 200);
+    assert_eq!(requests[0]["bytes_sent"], 13);
+    assert_eq!(requests[1]["bucket_status"], 404);
+    assert_eq!(requests[1]["rule"], 0);
+    assert_eq!(requests[3]["status"], 400);
+    // The write-back's result comes back under the mirror's request id.
+    let wb = lines.iter().find(|l| l["event"] == "write_back").unwrap();
+    assert_eq!(wb["request_id"], requests[1]["request_id"]);
+    assert_eq!(wb["write_back"], "stored");
+    assert_eq!(wb["bytes"], 15);
+}

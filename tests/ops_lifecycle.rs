@@ -1,0 +1,175 @@
+//! Reload in place and prompt, safe shutdown, with transfers in flight.
+
+mod common;
+use common::*;
+use std::time::{Duration, Instant};
+
+fn yaml(bucket: &TestBucket, origin: &str, admin: u16, extra_rule: &str) -> String {
+    format!(
+        "listen: [\"127.0.0.1:{{port}}\"]\nadmin: {{ listen: \"127.0.0.1:{admin}\" }}\nsites:\n  - name: life\n    bucket: {}\n    rules:\n{extra_rule}      - condition: {{ key_prefix: \"m/\" }}\n        mirror: {{ url: \"{origin}\", timeout_seconds: 30 }}\n",
+        bucket.yaml()
+    )
+}
+
+const REDIRECT_RULE: &str =
+    "      - condition: { key_prefix: \"old/\" }\n        redirect: { host: \"new.example.com\" }\n";
+
+fn status(proxy: &Proxy, path: &str) -> u16 {
+    client()
+        .get(proxy.url(path))
+        .send()
+        .map_or(0, |r| r.status().as_u16())
+}
+
+fn admin_text(admin: u16, path: &str) -> (u16, String) {
+    match client()
+        .get(format!("http://127.0.0.1:{admin}{path}"))
+        .send()
+    {
+        Ok(r) => (r.status().as_u16(), r.text().unwrap_or_default()),
+        Err(_) => (0, String::new()),
+    }
+}
+
+/// Rewrites the proxy's config file (its `{port}` filled in as at start).
+fn rewrite(proxy: &Proxy, yaml: &str) {
+    std::fs::write(
+        proxy.config_path(),
+        yaml.replace("{port}", &proxy.port.to_string()),
+    )
+    .unwrap();
+}
+
+#[test]
+fn reload_swaps_rules_while_a_large_mirror_completes() {
+    const LEN: usize = 256 << 20;
+    let bucket = garage().bucket("life-reload");
+    let origin = Origin::start();
+    let body = std::sync::Arc::new(pattern(LEN, 3));
+    origin.set("/m/big.bin", Reply::shared(&body).gate_at(LEN as u64 / 4));
+    let admin = free_port();
+    let first = yaml(&bucket, &origin.url(), admin, "");
+    let proxy = Proxy::start_env(&first, &bucket.proxy_env());
+    wait_until("admin", Duration::from_secs(30), || {
+        admin_text(admin, "/healthz").0 == 200
+    });
+    assert_eq!(status(&proxy, "/old/x"), 404, "no redirect rule yet");
+
+    let (port, expected) = (proxy.port, body.clone());
+    let download =
+        std::thread::spawn(move || http::download_compare(port, "/m/big.bin", &expected, None));
+    origin.wait("origin at its gate", |o| {
+        o.sent("/m/big.bin") >= LEN as u64 / 4
+    });
+
+    // A valid reload: the new rule answers at once.
+    rewrite(&proxy, &yaml(&bucket, &origin.url(), admin, REDIRECT_RULE));
+    proxy.signal("HUP");
+    wait_until("new rule", Duration::from_secs(30), || {
+        status(&proxy, "/old/x") == 302
+    });
+
+    // A broken file: refused, counted, logged with line:column; the rules stay.
+    std::fs::write(proxy.config_path(), "listen: [\"127.0.0.1:1\"]\nsites: [ {").unwrap();
+    proxy.signal("HUP");
+    let line = proxy.wait_log("reload refused");
+    assert!(line.contains("origin-pull.yaml:"), "{line}");
+    assert!(
+        line.split("origin-pull.yaml:").nth(1).is_some_and(|r| r
+            .split(':')
+            .take(2)
+            .all(|n| n.trim().parse::<u32>().is_ok())),
+        "no line:column in {line}"
+    );
+    wait_until("failure counted", Duration::from_secs(10), || {
+        admin_text(admin, "/metrics")
+            .1
+            .contains("origin_pull_config_reloads_total{result=\"failed\"} 1")
+    });
+    assert_eq!(status(&proxy, "/old/x"), 302);
+
+    // A changed `listen` is refused as a whole.
+    let moved = yaml(&bucket, &origin.url(), admin, "")
+        .replace("127.0.0.1:{port}", &format!("127.0.0.1:{}", free_port()));
+    std::fs::write(proxy.config_path(), moved).unwrap();
+    let resp = client()
+        .post(format!("http://127.0.0.1:{admin}/-/reload"))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 409);
+    assert!(resp.text().unwrap().contains("needs a restart"));
+    assert_eq!(
+        status(&proxy, "/old/x"),
+        302,
+        "the refused reload changed nothing"
+    );
+
+    origin.release();
+    let got = download.join().unwrap();
+    assert_eq!(got.head.status, 200);
+    assert!(got.end.is_ok(), "{:?}", got.end);
+    assert_eq!((got.len, got.differs_at), (LEN as u64, None));
+    wait_until("stored", Duration::from_secs(120), || {
+        bucket.exists("m/big.bin")
+    });
+    bucket.stored_matches("m/big.bin", &body).unwrap();
+}
+
+#[test]
+fn an_idle_proxy_exits_promptly_on_sigterm() {
+    let bucket = garage().bucket("life-idle");
+    let admin = free_port();
+    let mut proxy = Proxy::start_env(
+        &yaml(&bucket, "http://127.0.0.1:9/", admin, ""),
+        &bucket.proxy_env(),
+    );
+    assert_eq!(status(&proxy, "/x"), 404);
+    let sent = Instant::now();
+    proxy.signal("TERM");
+    wait_until("exit", Duration::from_secs(10), || proxy.exited());
+    assert!(
+        sent.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        sent.elapsed()
+    );
+}
+
+#[test]
+fn sigterm_waits_for_a_mirror_in_flight_and_its_write_back() {
+    const LEN: usize = 64 << 20;
+    let bucket = garage().bucket("life-drain");
+    let origin = Origin::start();
+    let body = std::sync::Arc::new(pattern(LEN, 9));
+    origin.set("/m/slow.bin", Reply::shared(&body).gate_at(LEN as u64 / 2));
+    let admin = free_port();
+    let mut proxy = Proxy::start_env(
+        &yaml(&bucket, &origin.url(), admin, ""),
+        &bucket.proxy_env(),
+    );
+    wait_until("ready", Duration::from_secs(30), || {
+        admin_text(admin, "/readyz").0 == 200
+    });
+    let (port, expected) = (proxy.port, body.clone());
+    let download =
+        std::thread::spawn(move || http::download_compare(port, "/m/slow.bin", &expected, None));
+    origin.wait("origin at its gate", |o| {
+        o.sent("/m/slow.bin") >= LEN as u64 / 2
+    });
+    proxy.signal("TERM");
+    // Draining: still alive (the admin listener says so), not ready.
+    wait_until("draining", Duration::from_secs(10), || {
+        let (s, text) = admin_text(admin, "/readyz");
+        s == 503 && text.contains("draining")
+    });
+    assert!(!proxy.exited(), "exited with a mirror in flight");
+    origin.release();
+    let got = download.join().unwrap();
+    assert!(got.end.is_ok(), "{:?}", got.end);
+    assert_eq!((got.len, got.differs_at), (LEN as u64, None));
+    wait_until(
+        "exit after the write-back",
+        Duration::from_secs(120),
+        || proxy.exited(),
+    );
+    bucket.stored_matches("m/slow.bin", &body).unwrap();
+}
