@@ -13,8 +13,8 @@ pub struct Garage {
     /// The watchdog shell that owns the server process.
     _watchdog: std::process::Child,
     _dir: tempfile::TempDir,
-    bin: PathBuf,
-    config: PathBuf,
+    pub bin: PathBuf,
+    pub config: PathBuf,
     pub s3_port: u16,
     pub web_port: u16,
     pub key_id: String,
