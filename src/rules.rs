@@ -85,6 +85,11 @@ pub struct Mirror {
     pub headers: HeaderPolicy,
     pub timeout: Duration,
     pub mode: crate::config::MirrorMode,
+    /// Credentials for `url` (`mirror.auth`).
+    pub auth: Option<crate::origin_auth::OriginAuth>,
+    /// Credentials for `secondary_url`; none when absent (credentials are
+    /// per origin, the primary's never go to the secondary).
+    pub secondary_auth: Option<crate::origin_auth::OriginAuth>,
 }
 
 #[derive(Debug, Clone, Default)]

@@ -9,21 +9,17 @@
 
 mod reads;
 
-use crate::config::{Addressing, Credentials, Endpoint, RemoteBucket};
+use crate::config::{Addressing, Endpoint, RemoteBucket};
 use crate::key::encode_key;
+use crate::sigv4::Signer;
+pub use crate::sigv4::{Payload, SignedHeaders};
 use crate::tls::TrustRoots;
-use aws_sigv4::http_request::{
-    sign, PayloadChecksumKind, PercentEncodingMode, SignableBody, SignableRequest, SigningSettings,
-    UriPathNormalizationMode,
-};
-use aws_sigv4::sign::v4;
-use aws_smithy_runtime_api::client::identity::Identity;
 use http::{HeaderName, HeaderValue, Method};
 use pingora::upstreams::peer::HttpPeer;
 pub use reads::ReadHeaders;
 use reads::ReadSignatures;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BucketError {
@@ -39,7 +35,6 @@ pub enum BucketError {
 #[derive(Debug)]
 pub struct Bucket {
     pub name: String,
-    region: String,
     tls: bool,
     /// Resolved once at start-up (DNS lookups are blocking in Pingora's
     /// peer constructor, so they stay off the request path).
@@ -56,7 +51,7 @@ pub struct Bucket {
     client: reqwest::Client,
     /// `/<bucket>` with path addressing, empty with virtual-host addressing.
     path_prefix: String,
-    identity: Identity,
+    signer: Signer,
     reads: ReadSignatures,
     /// An embedded local bucket's endpoint runs while a `Bucket` (held by
     /// the routing state, a request or a write-back) still uses it.
@@ -71,16 +66,6 @@ pub struct Bucket {
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest wait for any one read from the bucket.
 const READ_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// Header name/value pairs a signature adds to a request.
-pub type SignedHeaders = Vec<(String, String)>;
-
-/// Payload hash mode for a signed request.
-pub enum Payload<'a> {
-    /// Bodies that stream (GET has none; PUT parts stream through).
-    Unsigned,
-    Bytes(&'a [u8]),
-}
 
 impl Bucket {
     /// The bucket of site `site`, counting into `metrics`.
@@ -137,13 +122,18 @@ impl Bucket {
             trust: cfg.tls.clone(),
             client,
             name: cfg.name.clone(),
-            region: cfg.region.clone(),
             tls: *tls,
             addr,
             host: host_header,
             sni: host_name,
             path_prefix,
-            identity: identity(&cfg.credentials),
+            signer: Signer::new(
+                &cfg.credentials.access_key_id,
+                &cfg.credentials.secret_access_key,
+                None,
+                &cfg.region,
+                "s3",
+            ),
             reads: ReadSignatures::default(),
             keep_alive: None,
             metrics,
@@ -212,45 +202,9 @@ impl Bucket {
         headers: &[(&str, &str)],
         payload: Payload,
     ) -> Result<SignedHeaders, BucketError> {
-        let mut settings = SigningSettings::default();
-        // S3 signs the path as sent: encoded once, never normalised.
-        settings.percent_encoding_mode = PercentEncodingMode::Single;
-        settings.uri_path_normalization_mode = UriPathNormalizationMode::Disabled;
-        settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
-        let params = v4::SigningParams::builder()
-            .identity(&self.identity)
-            .region(&self.region)
-            .name("s3")
-            .time(SystemTime::now())
-            .settings(settings)
-            .build()
-            .map_err(|e| BucketError::Sign(e.to_string()))?
-            .into();
-        let url = format!("{}{}", self.base_url(), path_and_query);
-        let all = std::iter::once(("host", self.host.as_str())).chain(headers.iter().copied());
-        let body = match payload {
-            Payload::Unsigned => SignableBody::UnsignedPayload,
-            Payload::Bytes(b) => SignableBody::Bytes(b),
-        };
-        let req = SignableRequest::new(method, url, all, body)
-            .map_err(|e| BucketError::Sign(e.to_string()))?;
-        let (instructions, _) = sign(req, &params)
-            .map_err(|e| BucketError::Sign(e.to_string()))?
-            .into_parts();
-        Ok(instructions
-            .headers()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect())
+        let url = format!("{}{}", self.base_url, path_and_query);
+        self.signer
+            .sign(method, &url, &self.host, headers, payload)
+            .map_err(|e| BucketError::Sign(e.to_string()))
     }
-}
-
-fn identity(c: &Credentials) -> Identity {
-    aws_credential_types::Credentials::new(
-        c.access_key_id.clone(),
-        c.secret_access_key.clone(),
-        None,
-        None,
-        "origin-pull",
-    )
-    .into()
 }

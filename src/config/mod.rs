@@ -2,6 +2,7 @@
 //! and validated into the model below before anything binds. Every error
 //! names `file:line:column` and the field.
 
+mod auth;
 mod fill;
 pub mod limits;
 mod locate;

@@ -129,6 +129,10 @@ pub struct RawMirror {
     #[serde(default)]
     pub mode: MirrorMode,
     pub tls: Option<super::tls::RawTls>,
+    /// Credentials for `url` (see `super::auth`).
+    pub auth: Option<super::auth::RawAuth>,
+    /// Credentials for `secondary_url`.
+    pub secondary_auth: Option<super::auth::RawAuth>,
 }
 
 #[derive(Debug, Deserialize, Default)]

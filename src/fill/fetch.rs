@@ -11,6 +11,7 @@ use crate::metrics::{OriginResult, RuleMetrics};
 use crate::mirror::{
     content_length, content_md5, oss_tag, redirect_target, stored_headers, OriginTarget,
 };
+use crate::origin_auth::{self, OriginAuth};
 use futures_util::{FutureExt, StreamExt};
 use md5::{Digest, Md5};
 use std::sync::Arc;
@@ -33,6 +34,9 @@ pub struct FetchJob {
     pub secondary: Option<OriginTarget>,
     /// Sent to the configured origin (never on a hop to another origin).
     pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    /// Credentials for `primary` and `secondary` (same rule as `headers`).
+    pub auth: Option<OriginAuth>,
+    pub secondary_auth: Option<OriginAuth>,
     pub follow_redirect: bool,
     /// To the response header, and the idle timeout on the body.
     pub timeout: Duration,
@@ -254,6 +258,7 @@ fn start_upload(fills: &Arc<Fills>, fill: &Arc<Fill>, job: Option<crate::writeba
 async fn open(fills: &Fills, job: &FetchJob) -> Result<(reqwest::Response, String), Outcome> {
     let mut configured = job.primary.clone();
     let mut target = configured.clone();
+    let mut auth = job.auth.as_ref();
     let mut on_secondary = false;
     let mut hops = 0u8;
     loop {
@@ -263,12 +268,28 @@ async fn open(fills: &Fills, job: &FetchJob) -> Result<(reqwest::Response, Strin
             .origin_client(&target.trust)
             .map_err(|e| Outcome::Failed(e.to_string()))?;
         let count = |r: OriginResult| job.metrics.as_ref().map(|m| m.origin(r));
-        let why = match request(&client, &target, headers, job.timeout).await {
+        let creds = origin_auth::for_target(auth, &configured, &target);
+        let why = match request(&client, &target, headers, creds, job.timeout).await {
             Ok(resp) => match resp.status().as_u16() {
                 200 => return Ok((resp, configured.url.clone())),
                 404 => {
                     count(OriginResult::NotFound);
                     return Err(Outcome::NotFound);
+                }
+                // S3's wrong-region answers: no Location to follow.
+                s @ (301 | 400)
+                    if creds.is_some_and(OriginAuth::is_sigv4)
+                        && !resp.headers().contains_key(http::header::LOCATION) =>
+                {
+                    count(OriginResult::BadStatus);
+                    let hint = region_hint(resp, job.timeout).await;
+                    origin_auth::log_region_hint(
+                        &format!("fill key={:?}", job.key),
+                        s,
+                        &target.url,
+                        hint,
+                    );
+                    format!("origin answered {s}")
                 }
                 s @ (301 | 302 | 303 | 307 | 308) if job.follow_redirect && hops < MAX_HOPS => {
                     let next = resp
@@ -310,6 +331,7 @@ async fn open(fills: &Fills, job: &FetchJob) -> Result<(reqwest::Response, Strin
                 );
                 on_secondary = true;
                 hops = 0;
+                auth = job.secondary_auth.as_ref();
                 configured = sec.clone();
                 target = sec.clone();
             }
@@ -318,17 +340,30 @@ async fn open(fills: &Fills, job: &FetchJob) -> Result<(reqwest::Response, Strin
     }
 }
 
-/// One origin GET, up to its response header; the error says whether it
-/// was the timeout.
+/// One origin GET, up to its response header, authenticated with `auth`
+/// (signed afresh on every call); the error says whether it was the
+/// timeout.
 async fn request(
     client: &reqwest::Client,
     target: &OriginTarget,
     headers: &[(http::HeaderName, http::HeaderValue)],
+    auth: Option<&OriginAuth>,
     timeout: Duration,
 ) -> Result<reqwest::Response, (bool, String)> {
-    let mut req = client.get(target.full_url());
+    // `Host` exactly as signed (reqwest would drop an explicit default port).
+    let mut req = client
+        .get(target.full_url())
+        .header(http::header::HOST, target.authority.as_str());
     for (k, v) in headers {
         req = req.header(k, v);
+    }
+    if let Some(a) = auth {
+        for (k, v) in a
+            .headers("GET", target, headers)
+            .map_err(|e| (false, e.to_string()))?
+        {
+            req = req.header(k, v);
+        }
     }
     match tokio::time::timeout(timeout, req.send()).await {
         Err(_) => Err((true, format!("no answer within {timeout:?}"))),
@@ -338,6 +373,26 @@ async fn request(
         )),
         Ok(Ok(r)) => Ok(r),
     }
+}
+
+/// The region an S3 error answer names: its header, else the start of
+/// its XML body (read for at most `timeout`; error bodies are small).
+async fn region_hint(resp: reqwest::Response, timeout: Duration) -> Option<String> {
+    if let Some(h) = origin_auth::s3_region_hint(resp.headers(), None) {
+        return Some(h);
+    }
+    let mut body = Vec::new();
+    let mut stream = resp.bytes_stream();
+    let read = async {
+        while let Some(Ok(chunk)) = stream.next().await {
+            body.extend_from_slice(&chunk);
+            if body.len() >= 8 << 10 {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(timeout, read).await;
+    origin_auth::s3_region_hint(&http::HeaderMap::new(), Some(&body))
 }
 
 /// An error with its causes (reqwest's own message is often just

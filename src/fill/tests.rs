@@ -89,6 +89,8 @@ fn racing_starts_make_one_fill() {
         primary: crate::mirror::origin_target(&url, "k", None),
         secondary: None,
         headers: vec![],
+        auth: None,
+        secondary_auth: None,
         follow_redirect: false,
         timeout: Duration::from_secs(30),
         check_md5: false,

@@ -7,7 +7,8 @@
 use super::{origin, Answer, RequestCtx, Site};
 use crate::errors::S3Error;
 use crate::fill::{Attached, FetchJob, FillKey, Fills};
-use crate::mirror::{origin_request_headers, origin_target};
+use crate::mirror::origin_request_headers;
+use crate::origin_auth::configured_target;
 use crate::rules::{first_match, Action, Probe};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
@@ -40,11 +41,11 @@ pub fn job(
     let m = origin::rule(site, idx).ok_or_else(|| S3Error::Internal("no mirror rule".into()))?;
     let origin_key = m.rewrite.apply(key, captures)?;
     let query = req.uri.query().filter(|_| m.pass_query_string);
-    let primary = origin_target(&m.url, &origin_key, query);
+    let primary = configured_target(&m.url, m.auth.as_ref(), &origin_key, query);
     let secondary = m
         .secondary_url
         .as_ref()
-        .map(|u| origin_target(u, &origin_key, query));
+        .map(|u| configured_target(u, m.secondary_auth.as_ref(), &origin_key, query));
     let headers = origin_request_headers(&m.headers, &req.headers);
     let fill_key = FillKey::new(&site.name, key, &primary.full_url(), &headers);
     Ok(FetchJob {
@@ -53,6 +54,8 @@ pub fn job(
         primary,
         secondary,
         headers,
+        auth: m.auth.clone(),
+        secondary_auth: m.secondary_auth.clone(),
         follow_redirect: m.follow_redirect,
         timeout: m.timeout,
         check_md5: m.check_md5,

@@ -28,7 +28,6 @@ use crate::config::{BucketSource, Config, Limits};
 use crate::errors::{new_request_id, RequestId, S3Error};
 use crate::key::key_from_path;
 use crate::metrics::{BucketOp, InFlight, OriginResult, Outcome, SiteMetrics, METRICS};
-use crate::mirror::origin_request_headers;
 use crate::rules::{first_match, Action, Probe, Rule};
 use crate::site::HostTable;
 use arc_swap::ArcSwap;
@@ -292,25 +291,7 @@ impl ProxyHttp for OriginPull {
         }
         let site = ctx.site.clone().ok_or_else(|| Error::new(InternalError))?;
         if let Some(run) = &ctx.mirror {
-            // Nothing of the client's reaches the origin but what the
-            // rule's header policy lets through.
-            let names: Vec<http::HeaderName> = upstream.headers.keys().cloned().collect();
-            for n in names {
-                upstream.remove_header(&n);
-            }
-            let uri = run
-                .target
-                .path_and_query
-                .parse::<http::Uri>()
-                .map_err(|e| Error::because(InternalError, "origin path", e))?;
-            upstream.set_uri(uri);
-            upstream.insert_header(http::header::HOST, run.target.authority.as_str())?;
-            if let Some(m) = origin::rule(&site, run.rule) {
-                for (n, v) in origin_request_headers(&m.headers, &session.req_header().headers) {
-                    upstream.insert_header(n, v)?;
-                }
-            }
-            return Ok(());
+            return origin::request(session.req_header(), upstream, &site, run);
         }
         ctx.bucket_sent = Some(Instant::now());
         bucket::request(&site.bucket, &ctx.key, upstream)

@@ -4,15 +4,17 @@
 
 use super::{Answer, RequestCtx, Site};
 use crate::errors::S3Error;
+use crate::fill::policy::same_origin;
 use crate::key::KeyError;
 use crate::metrics::OriginResult;
 use crate::mirror::{
-    content_length, content_md5, filter_origin_response, origin_target, oss_tag, redirect_target,
-    stored_headers, OriginTarget,
+    content_length, content_md5, filter_origin_response, origin_request_headers, oss_tag,
+    redirect_target, stored_headers, OriginTarget,
 };
+use crate::origin_auth::{self, configured_target, OriginAuth};
 use crate::rules::{Action, Mirror};
 use crate::writeback::{Job, Tee};
-use pingora::http::ResponseHeader;
+use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use std::sync::Arc;
 use std::time::Instant;
@@ -28,6 +30,9 @@ pub struct MirrorRun {
     pub origin_key: String,
     /// The client's query string, when the rule passes it.
     pub query: Option<String>,
+    /// The origin being tried (the rule's `url` or `secondary_url`).
+    pub configured: OriginTarget,
+    /// Where this attempt goes: `configured`, or a redirect hop from it.
     pub target: OriginTarget,
     /// URL for `x-oss-tag`: the configured origin's URL of the object.
     pub tag_url: String,
@@ -56,10 +61,11 @@ impl MirrorRun {
         query: Option<String>,
         write_back: bool,
     ) -> MirrorRun {
-        let target = origin_target(&m.url, &origin_key, query.as_deref());
+        let target = configured_target(&m.url, m.auth.as_ref(), &origin_key, query.as_deref());
         MirrorRun {
             rule: rule_idx,
             tag_url: target.url.clone(),
+            configured: target.clone(),
             target,
             origin_key,
             query,
@@ -79,13 +85,75 @@ impl MirrorRun {
             (Some(url), false) => {
                 self.on_secondary = true;
                 self.hops = 0;
-                self.target = origin_target(url, &self.origin_key, self.query.as_deref());
+                self.target = configured_target(
+                    url,
+                    m.secondary_auth.as_ref(),
+                    &self.origin_key,
+                    self.query.as_deref(),
+                );
+                self.configured = self.target.clone();
                 self.tag_url = self.target.url.clone();
                 true
             }
             _ => false,
         }
     }
+}
+
+impl MirrorRun {
+    /// The credentials for this attempt: the tried origin's, none on a hop
+    /// to another origin.
+    pub fn auth<'m>(&self, m: &'m Mirror) -> Option<&'m OriginAuth> {
+        let auth = if self.on_secondary {
+            m.secondary_auth.as_ref()
+        } else {
+            m.auth.as_ref()
+        };
+        origin_auth::for_target(auth, &self.configured, &self.target)
+    }
+}
+
+/// The request to the origin: nothing of the client's but what the rule's
+/// header policy lets through (and that only to the configured origin),
+/// then the credentials, signed last, over the headers as they are sent.
+/// Runs again on every attempt, so each one is signed afresh.
+pub fn request(
+    client: &RequestHeader,
+    upstream: &mut RequestHeader,
+    site: &Site,
+    run: &MirrorRun,
+) -> Result<()> {
+    let names: Vec<http::HeaderName> = upstream.headers.keys().cloned().collect();
+    for n in names {
+        upstream.remove_header(&n);
+    }
+    let uri = run
+        .target
+        .path_and_query
+        .parse::<http::Uri>()
+        .map_err(|e| Error::because(InternalError, "origin path", e))?;
+    upstream.set_uri(uri);
+    upstream.insert_header(http::header::HOST, run.target.authority.as_str())?;
+    let Some(m) = rule(site, run.rule) else {
+        return Ok(());
+    };
+    let headers = if same_origin(&run.configured, &run.target) {
+        origin_request_headers(&m.headers, &client.headers)
+    } else {
+        Vec::new()
+    };
+    for (n, v) in &headers {
+        upstream.insert_header(n.clone(), v.clone())?;
+    }
+    if let Some(auth) = run.auth(m) {
+        let signed = auth
+            .headers(upstream.method.as_str(), &run.target, &headers)
+            .map_err(|e| Error::because(InternalError, "origin credentials", e))?;
+        for (n, v) in signed {
+            upstream.insert_header(n, v)?;
+        }
+    }
+    Ok(())
 }
 
 /// A deliberate retry: Pingora calls `upstream_peer` again, nothing has
@@ -163,6 +231,17 @@ pub fn on_response(
         404 => {
             count(&site, run.rule, OriginResult::NotFound);
             Err(answer(ctx, Answer::Error(S3Error::NoSuchKey)))
+        }
+        // S3's wrong-region answers: no Location to follow.
+        301 | 400
+            if run.auth(m).is_some_and(OriginAuth::is_sigv4)
+                && !resp.headers.contains_key(http::header::LOCATION) =>
+        {
+            count(&site, run.rule, OriginResult::BadStatus);
+            let hint = origin_auth::s3_region_hint(&resp.headers, None);
+            let what = format!("{} mirror key={:?}", ctx.request_id, ctx.key);
+            origin_auth::log_region_hint(&what, status, &run.target.url, hint);
+            Err(origin_failed(ctx, format!("origin answered {status}")))
         }
         301 | 302 | 303 | 307 | 308 if m.follow_redirect && run.hops < MAX_HOPS => {
             let next = resp
