@@ -81,7 +81,7 @@ impl OriginAuth {
                 let name = HeaderName::try_from(k).map_err(|e| SignError::new(e.to_string()))?;
                 let mut value =
                     HeaderValue::try_from(v).map_err(|e| SignError::new(e.to_string()))?;
-                value.set_sensitive(true);
+                value.set_sensitive(crate::sigv4::is_secret(name.as_str()));
                 Ok((name, value))
             })
             .collect()

@@ -124,6 +124,14 @@ impl Signer {
     }
 }
 
+/// Signed headers to mark sensitive (`HeaderValue::set_sensitive`): a
+/// signature can be replayed for minutes and a session token is a key.
+/// Pingora's debug log prints request headers; sensitive ones as
+/// `Sensitive`.
+pub fn is_secret(name: &str) -> bool {
+    name.eq_ignore_ascii_case("authorization") || name.eq_ignore_ascii_case("x-amz-security-token")
+}
+
 /// A query string in the form the signer signs it: each `name=value`
 /// pair decoded as a form would be (`+` is a space), then every byte but
 /// RFC 3986's unreserved characters percent-encoded, order kept. A query

@@ -116,6 +116,35 @@ fn rule_shape_errors() {
 }
 
 #[test]
+fn origin_auth_errors() {
+    let rule = |auth: &str| {
+        site(&format!(
+            "    rules:\n      - mirror:\n          url: \"http://o/\"\n          auth:\n{auth}"
+        ))
+    };
+    let missing = "            type: sigv4\n            region: garage\n            access_key_id_env: OP_MISSING\n            secret_access_key_env: OP_SECRET\n";
+    assert_bad(
+        &rule(missing),
+        "15:32",
+        "sites[0].rules[0].mirror.auth.access_key_id_env: environment variable `OP_MISSING` is not set",
+    );
+    let header = "            type: header\n            name: authorization\n            value_env: OP_MISSING\n";
+    assert_bad(&rule(header), "15:24", "`OP_MISSING` is not set");
+    let unknown = "            type: basic\n            name: authorization\n";
+    assert_bad(
+        &rule(unknown),
+        "13:19",
+        "mirror.auth.type: `basic` is not an auth type; use `sigv4` or `header`",
+    );
+    let no_region = "            type: sigv4\n            access_key_id_env: OP_KEY\n            secret_access_key_env: OP_SECRET\n";
+    assert_bad(&rule(no_region), "13:13", "`type: sigv4` needs `region`");
+    let no_secondary = "    rules:\n      - mirror: { url: \"http://o/\", secondary_auth: { type: header, name: x-t, value_env: OP_KEY } }\n";
+    assert_bad(&site(no_secondary), "10:53", "needs `secondary_url`");
+    let asynchronous = "    rules:\n      - mirror: { url: \"http://o/\", mode: async, auth: { type: header, name: x-t, value_env: OP_KEY } }\n";
+    assert_bad(&site(asynchronous), "10:43", "cannot pass on `auth`");
+}
+
+#[test]
 fn limits_errors() {
     let low = site("").replace("sites:", "limits:\n  max_request_header_bytes: 10\nsites:");
     assert_bad(

@@ -184,8 +184,9 @@ impl Bucket {
                 .map(|(k, v)| {
                     let name =
                         HeaderName::try_from(k).map_err(|e| BucketError::Sign(e.to_string()))?;
-                    let value =
+                    let mut value =
                         HeaderValue::try_from(v).map_err(|e| BucketError::Sign(e.to_string()))?;
+                    value.set_sensitive(crate::sigv4::is_secret(name.as_str()));
                     Ok((name, value))
                 })
                 .collect()
