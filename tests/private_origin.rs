@@ -372,3 +372,43 @@ fn secondary_uses_its_own_auth() {
     }
     assert!(p.write_back_outcome("k2").contains("stored"));
 }
+
+#[test]
+fn s3_wrong_region_is_logged_with_the_region_it_names() {
+    let b = garage().bucket("dst-region");
+    let o = Origin::start();
+    // S3's answer to a request for a bucket in another region: 301
+    // PermanentRedirect, no Location; the region in a header, the
+    // endpoint in the XML body.
+    let xml = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>PermanentRedirect</Code><Message>The bucket you are attempting to access must be addressed using the specified endpoint.</Message><Endpoint>old.s3.eu-west-3.amazonaws.com</Endpoint><Bucket>old</Bucket></Error>";
+    let moved = |region: Option<&str>| {
+        let r = Reply {
+            status: 301,
+            headers: vec![("Content-Type".into(), "application/xml".into())],
+            body: Body::Bytes(xml.as_bytes().to_vec()),
+            fault: Fault::None,
+        };
+        match region {
+            Some(reg) => r.header("x-amz-bucket-region", reg),
+            None => r,
+        }
+    };
+    o.set("/get", moved(None));
+    o.set("/head", moved(Some("ap-northeast-2")));
+    let m = format!("url: \"{}\", auth: {SIGV4}", o.url());
+    let e = env(&b, &[("SRC_KEY", "AKIDEXAMPLE"), ("SRC_SECRET", "secret")]);
+    let p = Proxy::start_env(&yaml(&b, &m, ""), &e);
+
+    // GET (fill): the region comes from the XML body.
+    assert_eq!(client().get(p.url("/get")).send().unwrap().status(), 424);
+    let line = p.wait_log("old.s3.eu-west-3.amazonaws.com");
+    assert!(
+        line.contains("answered 301") && line.contains("fill key=\"get\""),
+        "{line}"
+    );
+    // HEAD (plain path): from the header.
+    assert_eq!(client().head(p.url("/head")).send().unwrap().status(), 424);
+    let line = p.wait_log("region ap-northeast-2");
+    assert!(line.contains("auth.region"), "{line}");
+    assert!(!b.exists("get"));
+}
