@@ -218,7 +218,7 @@ fn header_auth_is_sent_only_to_its_origin_and_never_printed() {
     // Two rules: a header-auth origin and a SigV4 one, so both kinds of
     // secret are in play for the `-t` and log checks.
     let config = format!(
-        "listen: [\"127.0.0.1:{{port}}\"]\nsites:\n  - name: s\n    bucket: {}\n    rules:\n      - condition: {{ key_prefix: \"s/\" }}\n        mirror: {{ url: \"{}\", allow_head: true, auth: {SIGV4} }}\n      - condition: {{ key_prefix: \"\" }}\n        mirror: {{ url: \"{}\", allow_head: true, auth: {{ type: header, name: authorization, value_env: ORIGIN_TOKEN }} }}\n",
+        "listen: [\"127.0.0.1:{{port}}\"]\naccess_log: {{ path: stdout, format: json }}\nsites:\n  - name: s\n    bucket: {}\n    rules:\n      - condition: {{ key_prefix: \"s/\" }}\n        mirror: {{ url: \"{}\", allow_head: true, auth: {SIGV4} }}\n      - condition: {{ key_prefix: \"\" }}\n        mirror: {{ url: \"{}\", allow_head: true, auth: {{ type: header, name: authorization, value_env: ORIGIN_TOKEN }} }}\n",
         b.yaml(),
         src.url(),
         o.url()
@@ -232,7 +232,7 @@ fn header_auth_is_sent_only_to_its_origin_and_never_printed() {
             ("SRC_SECRET", &src.secret),
         ],
     );
-    // Debug logging: the most a log ever says.
+    // Debug logging and the access log: the most a log ever says.
     let mut debug = vars.clone();
     debug.push(("RUST_LOG", "debug"));
     let p = Proxy::start_env(&config, &debug);
@@ -287,6 +287,10 @@ fn header_auth_is_sent_only_to_its_origin_and_never_printed() {
     assert!(
         log.contains("fill key=\"k\"") && log.contains("mirror key=\"k-head\""),
         "{log}"
+    );
+    assert!(
+        log.contains("\"key\":\"k-head\""),
+        "no access log line: {log}"
     );
     for (name, value) in secrets {
         assert!(!printed.contains(value), "-t printed {name}: {printed}");
