@@ -61,9 +61,11 @@ impl OriginAuth {
             OriginAuth::Header { name, value } => return Ok(vec![(name.clone(), value.clone())]),
             OriginAuth::SigV4(s) => s,
         };
+        // Those the signature sets itself replace the rule's, unsigned.
+        let own = ["x-amz-date", "x-amz-content-sha256", "x-amz-security-token"];
         let amz: Vec<(&str, &str)> = sent
             .iter()
-            .filter(|(n, _)| n.as_str().starts_with("x-amz-"))
+            .filter(|(n, _)| n.as_str().starts_with("x-amz-") && !own.contains(&n.as_str()))
             .filter_map(|(n, v)| Some((n.as_str(), v.to_str().ok()?)))
             .collect();
         // A GET or HEAD has no body: its hash is the empty string's, which

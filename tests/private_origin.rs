@@ -218,7 +218,7 @@ fn header_auth_is_sent_only_to_its_origin_and_never_printed() {
     // Two rules: a header-auth origin and a SigV4 one, so both kinds of
     // secret are in play for the `-t` and log checks.
     let config = format!(
-        "listen: [\"127.0.0.1:{{port}}\"]\naccess_log: {{ path: stdout, format: json }}\nsites:\n  - name: s\n    bucket: {}\n    rules:\n      - condition: {{ key_prefix: \"s/\" }}\n        mirror: {{ url: \"{}\", allow_head: true, auth: {SIGV4} }}\n      - condition: {{ key_prefix: \"\" }}\n        mirror: {{ url: \"{}\", allow_head: true, auth: {{ type: header, name: authorization, value_env: ORIGIN_TOKEN }} }}\n",
+        "listen: [\"127.0.0.1:{{port}}\"]\naccess_log: {{ path: stdout, format: json }}\nsites:\n  - name: s\n    bucket: {}\n    rules:\n      - condition: {{ key_prefix: \"s/\" }}\n        mirror: {{ url: \"{}\", allow_head: true, auth: {SIGV4} }}\n      - condition: {{ key_prefix: \"\" }}\n        mirror: {{ url: \"{}\", allow_head: true, auth: {{ type: header, name: authorization, value_env: ORIGIN_TOKEN }}, headers: {{ set: {{ authorization: \"Bearer from-set\", x-set: \"1\" }} }} }}\n",
         b.yaml(),
         src.url(),
         o.url()
@@ -250,7 +250,15 @@ fn header_auth_is_sent_only_to_its_origin_and_never_printed() {
         let seen = o.seen();
         let last = seen.iter().rfind(|s| s.target == k).unwrap();
         assert_eq!(last.method, if head { "HEAD" } else { "GET" });
-        assert_eq!(last.header("authorization"), Some(token));
+        // The credential replaces the rule's header of the same name.
+        let auths: Vec<_> = last
+            .headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case("authorization"))
+            .map(|(_, v)| v.as_str())
+            .collect();
+        assert_eq!(auths, [token], "head={head}");
+        assert_eq!(last.header("x-set"), Some("1"));
 
         // A hop to another origin carries no credential, on either path.
         let away = format!("/away{sfx}");

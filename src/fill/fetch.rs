@@ -350,21 +350,24 @@ async fn request(
     auth: Option<&OriginAuth>,
     timeout: Duration,
 ) -> Result<reqwest::Response, (bool, String)> {
+    let mut sent = http::HeaderMap::new();
     // `Host` exactly as signed (reqwest would drop an explicit default port).
-    let mut req = client
-        .get(target.full_url())
-        .header(http::header::HOST, target.authority.as_str());
+    let host =
+        http::HeaderValue::from_str(&target.authority).map_err(|e| (false, e.to_string()))?;
+    sent.insert(http::header::HOST, host);
     for (k, v) in headers {
-        req = req.header(k, v);
+        sent.append(k.clone(), v.clone());
     }
     if let Some(a) = auth {
+        // The credential replaces a rule header of the same name.
         for (k, v) in a
             .headers("GET", target, headers)
             .map_err(|e| (false, e.to_string()))?
         {
-            req = req.header(k, v);
+            sent.insert(k, v);
         }
     }
+    let req = client.get(target.full_url()).headers(sent);
     match tokio::time::timeout(timeout, req.send()).await {
         Err(_) => Err((true, format!("no answer within {timeout:?}"))),
         Ok(Err(e)) => Err((
