@@ -12,8 +12,10 @@ use crate::fill::policy::same_origin;
 use crate::mirror::{origin_target, OriginTarget};
 use crate::rules::OriginUrl;
 use crate::sigv4::{canonical_query, Payload, SignError, Signer};
+use futures_util::StreamExt;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use std::sync::Arc;
+use std::time::Duration;
 
 #[derive(Clone)]
 pub enum OriginAuth {
@@ -138,6 +140,26 @@ pub fn s3_region_hint(headers: &HeaderMap, body: Option<&[u8]>) -> Option<String
     doc.region
         .map(|r| format!("region {r}"))
         .or(doc.endpoint.map(|e| format!("endpoint {e}")))
+}
+
+/// [`s3_region_hint`] of a fill's answer: its header, else the start of
+/// its XML body (read for at most `timeout`; error bodies are small).
+pub async fn region_hint(resp: reqwest::Response, timeout: Duration) -> Option<String> {
+    if let Some(h) = s3_region_hint(resp.headers(), None) {
+        return Some(h);
+    }
+    let mut body = Vec::new();
+    let mut stream = resp.bytes_stream();
+    let read = async {
+        while let Some(Ok(chunk)) = stream.next().await {
+            body.extend_from_slice(&chunk);
+            if body.len() >= 8 << 10 {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(timeout, read).await;
+    s3_region_hint(&http::HeaderMap::new(), Some(&body))
 }
 
 /// The log line for an origin's 301 or 400 that names another region.

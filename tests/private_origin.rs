@@ -62,6 +62,16 @@ fn signed_proxy(b: &TestBucket, src: &Source, key: &str, secret: &str, more: &st
     )
 }
 
+/// A HEAD (the plain path) or a GET (the fill) of `url`.
+fn send(head: bool, url: &str) -> reqwest::blocking::Response {
+    let req = if head {
+        client().head(url)
+    } else {
+        client().get(url)
+    };
+    req.send().unwrap()
+}
+
 fn s3_error_code(body: &str) -> &str {
     body.split("<Code>")
         .nth(1)
@@ -180,14 +190,7 @@ fn passed_query_is_part_of_the_signature() {
     // and `,` test the query's encoding (sent as signed: `%20`, `%2C`).
     let q = "?response-content-type=text%2Fx-signed&response-cache-control=no-cache,+max-age=5";
     for head in [false, true] {
-        let url = p.url(&format!("/q.txt{q}"));
-        let r = if head {
-            client().head(url)
-        } else {
-            client().get(url)
-        }
-        .send()
-        .unwrap();
+        let r = send(head, &p.url(&format!("/q.txt{q}")));
         assert_eq!(r.status(), 200, "head={head}");
         assert_eq!(r.headers()["content-type"], "text/x-signed");
         assert_eq!(r.headers()["cache-control"], "no-cache, max-age=5");
@@ -239,13 +242,7 @@ fn header_auth_is_sent_only_to_its_origin_and_never_printed() {
 
     for (head, sfx) in [(false, ""), (true, "-head")] {
         let k = format!("/k{sfx}");
-        let r = if head {
-            client().head(p.url(&k))
-        } else {
-            client().get(p.url(&k))
-        }
-        .send()
-        .unwrap();
+        let r = send(head, &p.url(&k));
         assert_eq!(r.status(), 200, "head={head}");
         let seen = o.seen();
         let last = seen.iter().rfind(|s| s.target == k).unwrap();
@@ -261,14 +258,7 @@ fn header_auth_is_sent_only_to_its_origin_and_never_printed() {
         assert_eq!(last.header("x-set"), Some("1"));
 
         // A hop to another origin carries no credential, on either path.
-        let away = format!("/away{sfx}");
-        let r = if head {
-            client().head(p.url(&away))
-        } else {
-            client().get(p.url(&away))
-        }
-        .send()
-        .unwrap();
+        let r = send(head, &p.url(&format!("/away{sfx}")));
         assert_eq!(r.status(), 200, "head={head}");
         let hop = other.seen().into_iter().last().unwrap();
         assert_eq!(hop.target, format!("/final{sfx}"));
@@ -366,14 +356,7 @@ fn secondary_uses_its_own_auth() {
     );
     let p = Proxy::start_env(&yaml(&b, &m, ""), &e);
     for (head, path) in [(false, "/k2"), (true, "/k2-head")] {
-        let url = p.url(path);
-        let r = if head {
-            client().head(url)
-        } else {
-            client().get(url)
-        }
-        .send()
-        .unwrap();
+        let r = send(head, &p.url(path));
         assert_eq!(r.status(), 200, "head={head}");
     }
     assert_eq!((sec.hits("/k2"), sec.hits("/k2-head")), (1, 1));

@@ -30,6 +30,35 @@ pub struct RawAuth {
 
 type Invalid = (FieldPath, String);
 
+/// `auth` and `secondary_auth` of the mirror rule at `path`.
+pub(super) fn mirror(
+    m: &super::raw::RawMirror,
+    path: &FieldPath,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(Option<OriginAuth>, Option<OriginAuth>), Invalid> {
+    let one = |field: &str, raw: &Option<RawAuth>| {
+        raw.as_ref()
+            .map(|a| validate(a, &path.key(field), env))
+            .transpose()
+    };
+    let (primary, secondary) = (
+        one("auth", &m.auth)?,
+        one("secondary_auth", &m.secondary_auth)?,
+    );
+    if secondary.is_some() && m.secondary_url.is_none() {
+        return Err((path.key("secondary_auth"), "needs `secondary_url`".into()));
+    }
+    // A 302 to a private origin would only earn the client a 403.
+    if m.mode == super::MirrorMode::Async && (primary.is_some() || secondary.is_some()) {
+        return Err((
+            path.key("mode"),
+            "`async` redirects the client to the origin, which cannot pass on `auth`; use `sync`"
+                .into(),
+        ));
+    }
+    Ok((primary, secondary))
+}
+
 /// Headers a credential may not replace: they frame or route the request,
 /// or (`range`) would make the origin send part of an object to store.
 const RESERVED: [&str; 10] = [

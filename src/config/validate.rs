@@ -413,26 +413,8 @@ fn mirror(
         .map(|s| origin("secondary_url", s))
         .transpose()?
         .map(|u| OriginUrl { trust, ..u });
-    let auth = |field: &str, raw: &Option<super::auth::RawAuth>| {
-        raw.as_ref()
-            .map(|a| super::auth::validate(a, &path.key(field), cx.env))
-            .transpose()
-            .map_err(|(at, why)| cx.err(&at, why))
-    };
-    let (primary_auth, secondary_auth) = (
-        auth("auth", &m.auth)?,
-        auth("secondary_auth", &m.secondary_auth)?,
-    );
-    if secondary_auth.is_some() && secondary_url.is_none() {
-        return Err(cx.err(&path.key("secondary_auth"), "needs `secondary_url`"));
-    }
-    // A 302 to a private origin would only earn the client a 403.
-    if m.mode == MirrorMode::Async && (primary_auth.is_some() || secondary_auth.is_some()) {
-        return Err(cx.err(
-            &path.key("mode"),
-            "`async` redirects the client to the origin, which cannot pass on `auth`; use `sync`",
-        ));
-    }
+    let (primary_auth, secondary_auth) =
+        super::auth::mirror(m, path, cx.env).map_err(|(at, why)| cx.err(&at, why))?;
     let timeout_seconds = m.timeout_seconds.unwrap_or(10);
     if timeout_seconds == 0 {
         return Err(cx.err(&path.key("timeout_seconds"), "must be at least 1"));

@@ -282,7 +282,7 @@ async fn open(fills: &Fills, job: &FetchJob) -> Result<(reqwest::Response, Strin
                         && !resp.headers().contains_key(http::header::LOCATION) =>
                 {
                     count(OriginResult::BadStatus);
-                    let hint = region_hint(resp, job.timeout).await;
+                    let hint = origin_auth::region_hint(resp, job.timeout).await;
                     origin_auth::log_region_hint(
                         &format!("fill key={:?}", job.key),
                         s,
@@ -376,26 +376,6 @@ async fn request(
         )),
         Ok(Ok(r)) => Ok(r),
     }
-}
-
-/// The region an S3 error answer names: its header, else the start of
-/// its XML body (read for at most `timeout`; error bodies are small).
-async fn region_hint(resp: reqwest::Response, timeout: Duration) -> Option<String> {
-    if let Some(h) = origin_auth::s3_region_hint(resp.headers(), None) {
-        return Some(h);
-    }
-    let mut body = Vec::new();
-    let mut stream = resp.bytes_stream();
-    let read = async {
-        while let Some(Ok(chunk)) = stream.next().await {
-            body.extend_from_slice(&chunk);
-            if body.len() >= 8 << 10 {
-                break;
-            }
-        }
-    };
-    let _ = tokio::time::timeout(timeout, read).await;
-    origin_auth::s3_region_hint(&http::HeaderMap::new(), Some(&body))
 }
 
 /// An error with its causes (reqwest's own message is often just
