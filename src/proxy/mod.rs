@@ -271,6 +271,13 @@ impl ProxyHttp for OriginPull {
         let timeout = origin::rule(&site, run.rule)
             .map(|m| m.timeout)
             .unwrap_or(Duration::from_secs(10));
+        // A redirect hop may not lead into the internal network unless the
+        // configured origin is there too (the fill path checks the same).
+        if run.hops > 0 {
+            if let Err(why) = crate::fill::policy::check_hop(&run.configured, &run.target).await {
+                return Err(origin::origin_failed(ctx, why));
+            }
+        }
         match crate::mirror::peer(&run.target, timeout).await {
             Ok(p) => Ok(Box::new(p)),
             Err(e) => Err(origin::origin_failed(
