@@ -51,7 +51,7 @@ fn main() -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
-    let (server, proxy) = match origin_pull::server::build(&config) {
+    let (server, proxy, _edge) = match origin_pull::server::build(&config) {
         Ok(built) => built,
         Err(e) => {
             eprintln!("origin-pull: {e}");

@@ -15,16 +15,23 @@
 //! thread still holds the connection when it is taken: "failed to acquire
 //! reusable stream", a new connection and an ERROR line each time) and
 //! paid cross-thread wake-ups on every request.
+//!
+//! TLS listeners follow the same layout: each worker gets its own socket
+//! (same spelled address trick) with its own Pingora acceptor, and all of
+//! them resolve certificates through the listener's one shared
+//! `CertStore` (`crate::edge_tls`), so a reload reaches every worker.
 
 use crate::config::Config;
+use crate::edge_tls::EdgeTls;
 use crate::proxy::{OriginPull, StartError};
 use pingora::listeners::TcpSocketOptions;
 use pingora::server::configuration::ServerConf;
 use pingora::server::Server;
 
-/// A server ready for `run_forever`, and the proxy it serves (for the
-/// control plane: reloads, readiness).
-pub fn build(config: &Config) -> Result<(Server, OriginPull), StartError> {
+/// A server ready for `run_forever`, the proxy it serves and the
+/// certificate stores of its TLS listeners (for the control plane:
+/// reloads, readiness).
+pub fn build(config: &Config) -> Result<(Server, OriginPull, EdgeTls), StartError> {
     // Like nginx's `worker_processes auto`: one worker per core unless
     // the config says otherwise.
     let workers = config
@@ -41,6 +48,7 @@ pub fn build(config: &Config) -> Result<(Server, OriginPull), StartError> {
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
     let proxy = OriginPull::new(config)?;
+    let edge = EdgeTls::new(&config.listen);
     for i in 0..workers {
         let name = format!("origin-pull worker {i}");
         let mut service = pingora::proxy::http_proxy_service_with_name(
@@ -49,14 +57,18 @@ pub fn build(config: &Config) -> Result<(Server, OriginPull), StartError> {
             &name,
         );
         service.threads = Some(1);
-        for addr in &config.listen {
+        for l in &config.listen {
             let mut opt = TcpSocketOptions::default();
             opt.so_reuseport = Some(true);
-            service.add_tcp_with_settings(&worker_address(addr, i), opt);
+            let addr = worker_address(&l.addr, i);
+            match edge.settings(l) {
+                Some(tls) => service.add_tls_with_settings(&addr, Some(opt), tls),
+                None => service.add_tcp_with_settings(&addr, opt),
+            }
         }
         server.add_service(service);
     }
-    Ok((server, proxy))
+    Ok((server, proxy, edge))
 }
 
 /// Worker `n`'s spelling of listen address `addr`: the same socket address

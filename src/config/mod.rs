@@ -5,6 +5,7 @@
 mod auth;
 mod fill;
 pub mod limits;
+pub mod listen;
 mod locate;
 mod ops;
 mod raw;
@@ -13,6 +14,7 @@ pub(crate) mod validate;
 
 pub use fill::FillConfig;
 pub use limits::Limits;
+pub use listen::Listener;
 pub use locate::{FieldPath, Seg};
 pub use ops::{AccessLogConfig, AdminConfig, LogFormat, LogTarget};
 pub use raw::{Addressing, MirrorMode};
@@ -42,7 +44,7 @@ pub enum ConfigError {
 
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub listen: Vec<String>,
+    pub listen: Vec<Listener>,
     pub threads: Option<usize>,
     pub admin: Option<AdminConfig>,
     pub access_log: Option<AccessLogConfig>,
@@ -51,6 +53,10 @@ pub struct Config {
     pub fill: FillConfig,
     pub limits: Limits,
     pub sites: Vec<SiteConfig>,
+    /// `file:line:column: field: message` for what is served but
+    /// probably wrong (an expired certificate, a site no certificate
+    /// covers). `Config::load` logs them.
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -118,7 +124,11 @@ impl Config {
             source,
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
-        Config::parse(&src, &file, base, &|name| std::env::var(name).ok())
+        let config = Config::parse(&src, &file, base, &|name| std::env::var(name).ok())?;
+        for w in &config.warnings {
+            log::warn!("{w}");
+        }
+        Ok(config)
     }
 
     /// Parses and validates YAML text. `file` only names the source in

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
-    pub listen: Vec<String>,
+    pub listen: Vec<super::listen::RawListen>,
     #[serde(default)]
     pub threads: Option<usize>,
     #[serde(default)]

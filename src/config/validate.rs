@@ -30,6 +30,11 @@ impl Ctx<'_> {
             message: format!("{path}: {msg}"),
         }
     }
+
+    fn warning(&self, path: &FieldPath, msg: impl std::fmt::Display) -> String {
+        let (line, column) = locate(self.src, path).unwrap_or((1, 1));
+        format!("{}:{line}:{column}: warning: {path}: {msg}", self.file)
+    }
 }
 
 pub(super) fn parse(
@@ -64,17 +69,8 @@ pub(super) fn parse(
     };
     let root = FieldPath::default();
 
-    if raw.listen.is_empty() {
-        return Err(cx.err(&root.key("listen"), "needs at least one address"));
-    }
-    for (i, addr) in raw.listen.iter().enumerate() {
-        if addr.parse::<std::net::SocketAddr>().is_err() {
-            return Err(cx.err(
-                &root.key("listen").index(i),
-                format!("`{addr}` is not an ip:port address"),
-            ));
-        }
-    }
+    let (listen, mut warnings) = super::listen::validate(&raw.listen, &root.key("listen"), base)
+        .map_err(|(at, why)| cx.err(&at, why))?;
     let admin = super::ops::admin(raw.admin.as_ref(), &root.key("admin"))
         .map_err(|(at, why)| cx.err(&at, why))?;
     let access_log = super::ops::access_log(raw.access_log.as_ref(), &root.key("access_log"), base)
@@ -128,10 +124,11 @@ pub(super) fn parse(
         }
         sites.push(site);
     }
+    warnings.extend(super::listen::coverage(&listen, &sites, &root.key("sites")));
     let fill = super::fill::validate(&root.key("fill"), raw.fill.as_ref(), base)
         .map_err(|(path, msg)| cx.err(&path, msg))?;
     Ok(Config {
-        listen: raw.listen,
+        listen,
         threads: raw.threads,
         admin,
         access_log,
@@ -139,6 +136,10 @@ pub(super) fn parse(
         fill,
         limits,
         sites,
+        warnings: warnings
+            .iter()
+            .map(|(at, why)| cx.warning(at, why))
+            .collect(),
     })
 }
 

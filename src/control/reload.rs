@@ -50,7 +50,7 @@ pub async fn run(c: &Control) -> Result<(), ReloadError> {
 fn apply(c: &Control, new: Config) -> Result<(), ReloadError> {
     {
         let old = c.config();
-        if old.listen != new.listen {
+        if crate::config::listen::same_sockets(&old.listen, &new.listen).is_err() {
             return Err(ReloadError::NeedsRestart("`listen`"));
         }
         if old.threads != new.threads {
