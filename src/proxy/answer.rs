@@ -42,14 +42,18 @@ impl Answer {
 pub fn redirect_answer(session: &Session, key: &str, r: &Redirect, caps: &[String]) -> Answer {
     let req = session.req_header();
     let parts = RequestParts {
-        // origin-pull listens on plain TCP; TLS is terminated in front of
-        // it, so without a configured `protocol` the request's is http.
-        scheme: "http",
+        // Without a configured `protocol` the redirect keeps the scheme
+        // the request came in on (SPEC 3): https on a TLS listener. A TLS
+        // terminator in front of a plain listener is not seen here; such
+        // setups set `protocol: https`.
+        scheme: crate::edge_tls::request_scheme(session),
         host: req
             .headers
             .get(http::header::HOST)
             .and_then(|h| h.to_str().ok())
-            .or_else(|| req.uri.host()),
+            // HTTP/2 carries the host in `:authority` (port included),
+            // usually without a Host header.
+            .or_else(|| req.uri.authority().map(|a| a.as_str())),
         key,
         query: req.uri.query(),
     };
