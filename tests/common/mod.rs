@@ -3,6 +3,7 @@
 //! clients. Everything waits for readiness by polling the port it needs.
 #![allow(dead_code, unused_imports)]
 
+pub mod edge;
 pub mod fill;
 pub mod garage;
 pub mod http;

@@ -147,3 +147,77 @@ async fn relay(
 pub fn tls_yaml(ca_file: &Path) -> String {
     format!("tls: {{ ca_file: \"{}\" }}", ca_file.display())
 }
+
+/// A test CA that issues server certificates for any names, for the
+/// edge TLS tests (origin-pull serving HTTPS).
+pub struct TestCa {
+    dir: tempfile::TempDir,
+    cert: rcgen::Certificate,
+    key: rcgen::KeyPair,
+}
+
+impl TestCa {
+    pub fn new() -> TestCa {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
+        let key = KeyPair::generate().expect("CA key");
+        let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.distinguished_name
+            .push(DnType::CommonName, "origin-pull edge test CA");
+        ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let cert = ca.self_signed(&key).expect("CA certificate");
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("ca.pem"), cert.pem()).expect("write ca.pem");
+        TestCa { dir, cert, key }
+    }
+
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
+    pub fn ca_pem(&self) -> String {
+        self.cert.pem()
+    }
+
+    /// Writes a leaf for `names` as `dir/stem.pem` and `dir/stem.key`.
+    pub fn issue(&self, dir: &Path, stem: &str, names: &[&str]) -> (PathBuf, PathBuf) {
+        self.issue_with(dir, stem, names, |_| {})
+    }
+
+    /// Like `issue`, with the leaf's parameters edited first (validity...).
+    pub fn issue_with(
+        &self,
+        dir: &Path,
+        stem: &str,
+        names: &[&str],
+        edit: impl FnOnce(&mut rcgen::CertificateParams),
+    ) -> (PathBuf, PathBuf) {
+        use rcgen::{CertificateParams, ExtendedKeyUsagePurpose, KeyPair};
+        let key = KeyPair::generate().expect("leaf key");
+        let mut p = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+            .expect("leaf params");
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        edit(&mut p);
+        let cert = p
+            .signed_by(&key, &self.cert, &self.key)
+            .expect("leaf certificate");
+        let (c, k) = (
+            dir.join(format!("{stem}.pem")),
+            dir.join(format!("{stem}.key")),
+        );
+        // Written whole and renamed, as a certificate manager would: a
+        // running server never sees half a file.
+        for (path, text) in [(&c, cert.pem()), (&k, key.serialize_pem())] {
+            let tmp = path.with_extension("tmp");
+            std::fs::write(&tmp, text).expect("write certificate");
+            std::fs::rename(&tmp, path).expect("rename certificate");
+        }
+        (c, k)
+    }
+}
+
+impl Default for TestCa {
+    fn default() -> TestCa {
+        TestCa::new()
+    }
+}
