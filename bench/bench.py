@@ -26,6 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 import harness as h
 from setup import HERD_ORIGIN_RATE, HIT_SIZES, SLOW_BUCKET_RATE, Bench
 from report import print_table
+from tls import TlsBench, tls_rows
 
 ROUNDS = 3
 
@@ -411,6 +412,8 @@ def main():
         res["egress"] = egress_row(b)
         print("slow bucket", file=sys.stderr)
         res["slow_bucket"] = slow_bucket_row(b, 1 if a.quick else ROUNDS)
+        print("tls", file=sys.stderr)
+        res["tls"] = tls_rows(TlsBench(procs, standin=b.standin), secs, rounds)
     finally:
         procs.close()
         quickack.close()

@@ -5,6 +5,27 @@ def verdict(ok):
     return "met" if ok else "**missed**"
 
 
+def tls_rows_table(t):
+    """The TLS rows (bench/tls.py): origin-pull against nginx, both
+    terminating TLS in front of the stand-in bucket."""
+    hs = t["handshake"]
+    how = ", ".join(f"{p} {v['version']} {v['cipher']}" for p, v in hs.items())
+    rows = []
+    for size in ("4k", "1m"):
+        for proto, label in (("h1", "HTTP/1.1, wrk"), ("h2", "h2, h2load")):
+            x = t[f"{proto}_{size}"]
+            o, n = x["origin_pull"], x["nginx"]
+            target = ">= 1.0x nginx: " + verdict(x["ratio_nginx"] >= 1.0) if size == "1m" else "(measured ratio)"
+            rows.append((
+                f"HTTPS hit {size.upper()}iB, {label}, 64 conns (stand-in bucket)",
+                f"origin-pull {o['rps']:.0f} req/s ({o['MBps']:.0f} MB/s, {o['cpu_s_per_GiB'] or 0:.2f} CPU s/GiB), "
+                f"nginx {n['rps']:.0f} ({n['MBps']:.0f} MB/s, {n['cpu_s_per_GiB'] or 0:.2f} CPU s/GiB); {how}",
+                f"x{x['ratio_nginx']:.2f} nginx",
+                target,
+            ))
+    return rows
+
+
 def print_table(r):
     rows = []
     for size in ("4k", "1m"):
@@ -95,6 +116,8 @@ def print_table(r):
         f"{cpu['origin_pull']['cpu_s_per_GiB']:.2f} s/GiB",
         "(no target)",
     ))
+    if "tls" in r:
+        rows.extend(tls_rows_table(r["tls"]))
     print("| figure | measured | result | target |")
     print("|---|---|---|---|")
     for row in rows:
