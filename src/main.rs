@@ -51,14 +51,14 @@ fn main() -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
-    let (server, proxy, _edge) = match origin_pull::server::build(&config) {
+    let (server, proxy, edge) = match origin_pull::server::build(&config) {
         Ok(built) => built,
         Err(e) => {
             eprintln!("origin-pull: {e}");
             return ExitCode::from(1);
         }
     };
-    if let Err(e) = origin_pull::control::start(&cli.config, config, proxy) {
+    if let Err(e) = origin_pull::control::start(&cli.config, config, proxy, edge) {
         eprintln!("origin-pull: {e}");
         return ExitCode::from(1);
     }

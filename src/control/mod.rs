@@ -14,6 +14,7 @@ mod reload;
 mod shutdown;
 
 use crate::config::Config;
+use crate::edge_tls::EdgeTls;
 use crate::proxy::OriginPull;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -32,6 +33,8 @@ pub enum ControlError {
 pub struct Control {
     path: PathBuf,
     proxy: OriginPull,
+    /// The TLS listeners' certificates (a reload re-reads them).
+    edge: EdgeTls,
     /// The configuration in force (the last one that loaded).
     config: Mutex<Config>,
     draining: AtomicBool,
@@ -54,7 +57,12 @@ impl Control {
 /// Starts the control thread for a proxy built from `config` (loaded from
 /// `path`). The admin listener is bound before this returns, so a port
 /// already in use is a start-up error.
-pub fn start(path: &Path, config: Config, proxy: OriginPull) -> Result<Arc<Control>, ControlError> {
+pub fn start(
+    path: &Path,
+    config: Config,
+    proxy: OriginPull,
+    edge: EdgeTls,
+) -> Result<Arc<Control>, ControlError> {
     let admin = match config.admin.as_ref().map(|a| a.listen) {
         Some(addr) => {
             let l = std::net::TcpListener::bind(addr).map_err(|e| ControlError::Admin(addr, e))?;
@@ -68,6 +76,7 @@ pub fn start(path: &Path, config: Config, proxy: OriginPull) -> Result<Arc<Contr
     let control = Arc::new(Control {
         path: path.to_path_buf(),
         proxy,
+        edge,
         config: Mutex::new(config),
         draining: AtomicBool::new(false),
         ready: Mutex::new(BTreeMap::new()),

@@ -50,6 +50,7 @@ pub async fn run(c: &Control) -> Result<(), ReloadError> {
 fn apply(c: &Control, new: Config) -> Result<(), ReloadError> {
     {
         let old = c.config();
+        // Certificates may change; addresses, TLS on/off and h2 may not.
         if crate::config::listen::same_sockets(&old.listen, &new.listen).is_err() {
             return Err(ReloadError::NeedsRestart("`listen`"));
         }
@@ -65,6 +66,11 @@ fn apply(c: &Control, new: Config) -> Result<(), ReloadError> {
     }
     c.proxy
         .reload(&new)
+        .map_err(|e| ReloadError::Start(e.to_string()))?;
+    // The certificate files were read (and checked) by `Config::load`;
+    // new handshakes use them from here on, open connections keep theirs.
+    c.edge
+        .reload(&new.listen)
         .map_err(|e| ReloadError::Start(e.to_string()))?;
     crate::access_log::configure(new.access_log.clone());
     *c.config() = new;
