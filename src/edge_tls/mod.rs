@@ -82,6 +82,8 @@ impl EdgeTls {
             .iter()
             .filter_map(|l| {
                 let tls = l.tls.as_ref()?;
+                let proto = if tls.h2 { "h2, http/1.1" } else { "http/1.1" };
+                log::info!("{}: TLS ({proto}), certificates {:?}", l.addr, tls.certs);
                 Some((l.addr.clone(), Arc::new(CertStore::new(tls.certs.clone()))))
             })
             .collect();
