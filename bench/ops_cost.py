@@ -33,6 +33,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--baseline", required=True, help="origin-pull binary from before the change")
     ap.add_argument("--current", default=h.PROXY)
+    ap.add_argument("--also", action="append", default=[], metavar="NAME=BINARY",
+                    help="another binary in the same run (e.g. an intermediate revision)")
     ap.add_argument("--secs", type=int, default=5)
     ap.add_argument("--rounds", type=int, default=3)
     a = ap.parse_args()
@@ -48,6 +50,7 @@ def main():
         log = os.path.join(tmp, "access.log")
         paths = {
             "before": start(procs, a.baseline, "before", standin),
+            **{n: start(procs, b, n, standin) for n, b in (x.split("=", 1) for x in a.also)},
             "after": start(procs, a.current, "after", standin),
             "after_access_log": start(procs, a.current, "after-log", standin,
                                       f'access_log: {{ path: "{log}", format: json }}'),

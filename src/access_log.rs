@@ -5,6 +5,11 @@
 //! Workers never block on it: a record goes through a bounded channel to
 //! a writer thread that formats and writes it; when the channel is full
 //! the line is dropped and counted (`origin_pull_access_log_dropped_total`).
+//! The writer is never woken per line: it wakes every [`BATCH`], drains
+//! the channel and writes the batch at once. Woken per line (a futex wake
+//! in the worker, a context switch and a write(2) per request) the log
+//! cost a third of the 4 KiB hit throughput on 2 cores; batched, a send
+//! is a few atomics and the time is formatted off the worker.
 //! The file is reopened on SIGUSR1 (logrotate's `postrotate`) and when a
 //! reload changes `access_log`.
 //!
@@ -21,11 +26,16 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::OnceLock;
 
 /// Lines waiting for the writer; beyond this they are dropped.
-const QUEUE: usize = 16 * 1024;
+const QUEUE: usize = 64 * 1024;
+/// How often the writer drains the channel: at most this late on disk.
+const BATCH: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// One request, as logged.
-#[derive(Debug, Serialize, Default)]
+#[derive(Debug, Serialize)]
 pub struct Record {
+    /// When the request ended; formatted (`time`) by the writer.
+    #[serde(skip)]
+    pub at: std::time::SystemTime,
     pub time: String,
     pub request_id: String,
     pub client: String,
@@ -51,6 +61,8 @@ pub struct Record {
 /// A write-back's end, logged under its request's id.
 #[derive(Debug, Serialize)]
 struct WriteBackRecord {
+    #[serde(skip)]
+    at: std::time::SystemTime,
     time: String,
     request_id: String,
     event: &'static str,
@@ -124,7 +136,8 @@ pub fn writeback(
         return;
     }
     send(Msg::WriteBack(Box::new(WriteBackRecord {
-        time: now(),
+        at: std::time::SystemTime::now(),
+        time: String::new(),
         request_id: id.map(|i| i.to_string()).unwrap_or_default(),
         event: "write_back",
         site: site.to_string(),
@@ -144,8 +157,8 @@ fn send(m: Msg) {
 }
 
 /// RFC 3339 UTC with milliseconds.
-pub fn now() -> String {
-    chrono::Utc::now()
+fn rfc3339(at: std::time::SystemTime) -> String {
+    chrono::DateTime::<chrono::Utc>::from(at)
         .format("%Y-%m-%dT%H:%M:%S%.3fZ")
         .to_string()
 }
@@ -177,48 +190,64 @@ fn open(cfg: &Option<AccessLogConfig>) -> Out {
 fn writer(rx: Receiver<Msg>) {
     let mut cfg: Option<AccessLogConfig> = None;
     let mut out = Out::Off;
-    let mut buf = Vec::with_capacity(1024);
-    while let Ok(first) = rx.recv() {
-        let mut next = Some(first);
-        // Write what is queued, then flush once: one write per burst.
-        while let Some(m) = next.take() {
-            buf.clear();
+    let mut buf = Vec::with_capacity(64 * 1024);
+    loop {
+        // Everything queued since the last round, written at once.
+        loop {
+            let m = match rx.try_recv() {
+                Ok(m) => m,
+                Err(std::sync::mpsc::TryRecvError::Empty) => break,
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => return,
+            };
             match m {
-                Msg::Line(r) => format_record(&mut buf, &r, cfg.as_ref().map(|c| c.format)),
-                Msg::WriteBack(w) => {
+                Msg::Line(mut r) => {
+                    r.time = rfc3339(r.at);
+                    format_record(&mut buf, &r, cfg.as_ref().map(|c| c.format));
+                }
+                Msg::WriteBack(mut w) => {
+                    w.time = rfc3339(w.at);
                     let _ = serde_json::to_writer(&mut buf, &w);
                     buf.push(b'\n');
                 }
                 Msg::Configure(c) => {
-                    flush_out(&mut out);
+                    write_out(&mut out, &mut buf);
                     if c != cfg {
                         cfg = c;
                         out = open(&cfg);
                     }
                 }
                 Msg::Reopen => {
-                    flush_out(&mut out);
+                    write_out(&mut out, &mut buf);
                     out = open(&cfg);
                 }
                 Msg::Flush(done) => {
-                    flush_out(&mut out);
+                    write_out(&mut out, &mut buf);
                     let _ = done.send(());
                 }
             }
-            if !buf.is_empty() {
-                let r = match &mut out {
-                    Out::Off => Ok(()),
-                    Out::Stdout(s) => s.write_all(&buf),
-                    Out::File(f) => f.write_all(&buf),
-                };
-                if let Err(e) = r {
-                    log::warn!("access log: {e}");
-                }
+            if buf.len() >= 60 * 1024 {
+                write_out(&mut out, &mut buf);
             }
-            next = rx.try_recv().ok();
         }
-        flush_out(&mut out);
+        write_out(&mut out, &mut buf);
+        std::thread::sleep(BATCH);
     }
+}
+
+/// Writes and flushes what `buf` holds, then empties it.
+fn write_out(out: &mut Out, buf: &mut Vec<u8>) {
+    if !buf.is_empty() {
+        let r = match out {
+            Out::Off => Ok(()),
+            Out::Stdout(s) => s.write_all(buf),
+            Out::File(f) => f.write_all(buf),
+        };
+        if let Err(e) = r {
+            log::warn!("access log: {e}");
+        }
+        buf.clear();
+    }
+    flush_out(out);
 }
 
 fn flush_out(out: &mut Out) {
@@ -241,9 +270,9 @@ fn format_record(buf: &mut Vec<u8>, r: &Record, format: Option<LogFormat>) {
         }
         Some(LogFormat::Combined) => {
             // nginx's "combined", then request id, seconds, outcome.
-            let time = chrono::DateTime::parse_from_rfc3339(&r.time)
-                .map(|t| t.format("%d/%b/%Y:%H:%M:%S %z").to_string())
-                .unwrap_or_else(|_| r.time.clone());
+            let time = chrono::DateTime::<chrono::Utc>::from(r.at)
+                .format("%d/%b/%Y:%H:%M:%S %z")
+                .to_string();
             let q = |s: &Option<String>| {
                 s.as_deref()
                     .map(|v| v.replace('"', "\\\""))

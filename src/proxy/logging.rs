@@ -100,7 +100,8 @@ fn record(
             _ => (None, None, None, None, None),
         };
     Record {
-        time: access_log::now(),
+        at: std::time::SystemTime::now(),
+        time: String::new(),
         request_id: ctx.request_id.to_string(),
         client,
         method: req.method.as_str().to_string(),
