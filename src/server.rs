@@ -24,7 +24,7 @@
 use crate::config::Config;
 use crate::edge_tls::EdgeTls;
 use crate::proxy::{OriginPull, StartError};
-use pingora::listeners::TcpSocketOptions;
+use pingora::listeners::{ListenerConfig, TcpSocketOptions};
 use pingora::server::configuration::ServerConf;
 use pingora::server::Server;
 
@@ -61,10 +61,14 @@ pub fn build(config: &Config) -> Result<(Server, OriginPull, EdgeTls), StartErro
             let mut opt = TcpSocketOptions::default();
             opt.so_reuseport = Some(true);
             let addr = worker_address(&l.addr, i);
-            match edge.settings(l) {
-                Some(tls) => service.add_tls_with_settings(&addr, Some(opt), tls),
-                None => service.add_tcp_with_settings(&addr, opt),
+            // Client connections' buffers: see `config::limits`.
+            let mut listener = ListenerConfig::tcp(addr)
+                .tcp_socket_options(opt)
+                .l4_buffer(config.limits.l4_buffers());
+            if let Some(tls) = edge.settings(l) {
+                listener = listener.tls(tls);
             }
+            service.add_listener(listener);
         }
         server.add_service(service);
     }

@@ -152,6 +152,15 @@ fn limits_errors() {
         "3:29",
         "limits.max_request_header_bytes: 10 is outside 1024..=1048575 bytes",
     );
+    let buffer = site("").replace(
+        "sites:",
+        "limits:\n  downstream_write_buffer_bytes: 2000000\nsites:",
+    );
+    assert_bad(
+        &buffer,
+        "3:34",
+        "limits.downstream_write_buffer_bytes: 2000000 is outside 0..=1048576 bytes",
+    );
     let unknown = site("").replace("sites:", "limits: { max_headers: 3 }\nsites:");
     assert_bad(&unknown, "2:11", "unknown field `max_headers`");
 }

@@ -1,5 +1,6 @@
-//! `limits:` (SPEC 5): bounds on what a client may send. Kept apart from
-//! `validate` so each section stays small.
+//! `limits:` (SPEC 5): bounds on what a client may send, and the buffers
+//! each client connection gets. Kept apart from `validate` so each section
+//! stays small.
 
 use super::locate::FieldPath;
 use serde::Deserialize;
@@ -9,27 +10,55 @@ use serde::Deserialize;
 /// the 1 MiB Pingora itself reads.
 pub const DEFAULT_MAX_REQUEST_HEADER_BYTES: usize = 16 * 1024;
 
+/// Client connections' write buffer (Pingora's L4 write buffer; its own
+/// default is 1460, one MSS). Measured (README "Where the time goes"): at
+/// 1460 a small hit leaves in two `sendto`s (header, then body, each
+/// alone); 16 KiB holds a hit's header and body up to about 15 KiB until
+/// the response is complete, one `sendto`. A response whose length is
+/// known is flushed when complete or when the buffer is full, so this is
+/// also the most a slow origin's bytes can wait in it.
+pub const DEFAULT_DOWNSTREAM_WRITE_BUFFER_BYTES: usize = 16 * 1024;
+/// Client connections' read buffer: Pingora's default, which the TLS
+/// layer's 16 KiB record reads need.
+pub const DEFAULT_DOWNSTREAM_READ_BUFFER_BYTES: usize = 64 * 1024;
+
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RawLimits {
     pub max_request_header_bytes: Option<usize>,
+    pub downstream_write_buffer_bytes: Option<usize>,
+    pub downstream_read_buffer_bytes: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// Request line plus header fields, as received; more is a 431.
     pub max_request_header_bytes: usize,
+    /// Per client connection; 0 writes straight to the socket.
+    pub downstream_write_buffer_bytes: usize,
+    /// Per client connection; 0 reads straight from the socket.
+    pub downstream_read_buffer_bytes: usize,
 }
 
 impl Default for Limits {
     fn default() -> Limits {
         Limits {
             max_request_header_bytes: DEFAULT_MAX_REQUEST_HEADER_BYTES,
+            downstream_write_buffer_bytes: DEFAULT_DOWNSTREAM_WRITE_BUFFER_BYTES,
+            downstream_read_buffer_bytes: DEFAULT_DOWNSTREAM_READ_BUFFER_BYTES,
         }
     }
 }
 
 impl Limits {
+    /// The L4 buffers for every client listener (plain and TLS).
+    pub fn l4_buffers(&self) -> pingora::listeners::L4BufferSettings {
+        pingora::listeners::L4BufferSettings::new(
+            self.downstream_read_buffer_bytes,
+            self.downstream_write_buffer_bytes,
+        )
+    }
+
     /// Whether this request's header is over `max_request_header_bytes`.
     pub fn header_too_large(&self, req: &http::request::Parts) -> bool {
         request_header_bytes(req) > self.max_request_header_bytes
@@ -42,6 +71,9 @@ const MIN_HEADER_BYTES: usize = 1024;
 /// Pingora reads at most this much request header (1 MiB - 1), so a
 /// larger bound could never apply.
 const MAX_HEADER_BYTES: usize = 1_048_575;
+/// Largest connection buffer: each client connection holds its buffers
+/// for its whole life, so 10,000 connections at this size are 10 GiB.
+const MAX_BUFFER_BYTES: usize = 1 << 20;
 
 /// The validated section, or the field at fault and why.
 pub(super) fn validate(
@@ -58,6 +90,28 @@ pub(super) fn validate(
             ));
         }
         limits.max_request_header_bytes = n;
+    }
+    for (name, value, field) in [
+        (
+            "downstream_write_buffer_bytes",
+            raw.downstream_write_buffer_bytes,
+            &mut limits.downstream_write_buffer_bytes,
+        ),
+        (
+            "downstream_read_buffer_bytes",
+            raw.downstream_read_buffer_bytes,
+            &mut limits.downstream_read_buffer_bytes,
+        ),
+    ] {
+        if let Some(n) = value {
+            if n > MAX_BUFFER_BYTES {
+                return Err((
+                    path.key(name),
+                    format!("{n} is outside 0..={MAX_BUFFER_BYTES} bytes"),
+                ));
+            }
+            *field = n;
+        }
     }
     Ok(limits)
 }
@@ -101,6 +155,7 @@ mod tests {
         assert_eq!(validate(None, &p).unwrap().max_request_header_bytes, 16384);
         let raw = |n| RawLimits {
             max_request_header_bytes: Some(n),
+            ..RawLimits::default()
         };
         assert_eq!(
             validate(Some(&raw(4096)), &p)
@@ -112,5 +167,26 @@ mod tests {
         assert_eq!(at.to_string(), "limits.max_request_header_bytes");
         assert!(why.contains("outside"), "{why}");
         assert!(validate(Some(&raw(2 << 20)), &p).is_err());
+    }
+
+    #[test]
+    fn connection_buffers() {
+        let p = FieldPath::default().key("limits");
+        let d = validate(None, &p).unwrap().l4_buffers();
+        assert_eq!((d.read_capacity(), d.write_capacity()), (65536, 16384));
+        let raw = RawLimits {
+            downstream_write_buffer_bytes: Some(0),
+            downstream_read_buffer_bytes: Some(4096),
+            ..RawLimits::default()
+        };
+        let b = validate(Some(&raw), &p).unwrap().l4_buffers();
+        assert_eq!((b.read_capacity(), b.write_capacity()), (4096, 0));
+        let big = RawLimits {
+            downstream_read_buffer_bytes: Some((1 << 20) + 1),
+            ..RawLimits::default()
+        };
+        let (at, why) = validate(Some(&big), &p).unwrap_err();
+        assert_eq!(at.to_string(), "limits.downstream_read_buffer_bytes");
+        assert!(why.contains("0..=1048576"), "{why}");
     }
 }
