@@ -76,13 +76,18 @@ const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
 /// and the form origins and `Location` headers receive).
 pub fn encode_key(key: &str) -> String {
     let mut out = String::with_capacity(key.len() + 8);
+    encode_key_into(&mut out, key);
+    out
+}
+
+/// [`encode_key`], appended to `out` (one allocation for a whole path).
+pub fn encode_key_into(out: &mut String, key: &str) {
     for (i, seg) in key.split('/').enumerate() {
         if i > 0 {
             out.push('/');
         }
         out.extend(utf8_percent_encode(seg, SEGMENT));
     }
-    out
 }
 
 /// Percent-encodes a whole string, `/` included (for `x-oss-tag`).

@@ -10,15 +10,18 @@
 mod reads;
 
 use crate::config::{Addressing, Endpoint, RemoteBucket};
-use crate::key::encode_key;
+use crate::key::encode_key_into;
 use crate::sigv4::Signer;
 pub use crate::sigv4::{Payload, SignedHeaders};
 use crate::tls::TrustRoots;
+use http::header::HOST;
 use http::{HeaderName, HeaderValue, Method};
+use pingora::http::RequestHeader;
 use pingora::upstreams::peer::HttpPeer;
 pub use reads::ReadHeaders;
 use reads::ReadSignatures;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
@@ -164,32 +167,41 @@ impl Bucket {
         peer.options.connection_timeout = Some(CONNECT_TIMEOUT);
         peer.options.total_connection_timeout = Some(Duration::from_secs(10));
         peer.options.read_timeout = Some(READ_TIMEOUT);
-        peer.options.write_timeout = Some(Duration::from_secs(60));
+        // No write timeout: a read request (GET or HEAD, no body) is a few
+        // hundred bytes that the socket buffer always takes at once, and
+        // each timeout is a timer armed per write (callgrind).
         peer.options.idle_timeout = Some(Duration::from_secs(60));
         peer
     }
 
     /// Encoded request path of an object, e.g. `/assets/a%20b.txt`.
     pub fn object_path(&self, key: &str) -> String {
-        format!("{}/{}", self.path_prefix, encode_key(key))
+        let mut path = String::with_capacity(self.path_prefix.len() + key.len() + 16);
+        path.push_str(&self.path_prefix);
+        path.push('/');
+        encode_key_into(&mut path, key);
+        path
     }
 
-    /// Signed headers for a GET or HEAD of `path` (no query, no signed
+    /// The signed request header for a GET or HEAD of `key` (no query, no
     /// client headers), reused for a while: see [`reads`].
-    pub fn sign_read(&self, method: &Method, path: &str) -> Result<ReadHeaders, BucketError> {
-        self.reads.get_or_sign(method, path, || {
-            let signed = self.sign(method.as_str(), path, &[], Payload::Unsigned)?;
-            signed
-                .into_iter()
-                .map(|(k, v)| {
-                    let name =
-                        HeaderName::try_from(k).map_err(|e| BucketError::Sign(e.to_string()))?;
-                    let mut value =
-                        HeaderValue::try_from(v).map_err(|e| BucketError::Sign(e.to_string()))?;
-                    value.set_sensitive(crate::sigv4::is_secret(name.as_str()));
-                    Ok((name, value))
-                })
-                .collect()
+    pub fn read_request(&self, method: &Method, key: &str) -> Result<ReadHeaders, BucketError> {
+        self.reads.get_or_sign(method, key, || {
+            let path = self.object_path(key);
+            let signed = self.sign(method.as_str(), &path, &[], Payload::Unsigned)?;
+            let fail = |e: &dyn std::fmt::Display| BucketError::Sign(e.to_string());
+            let mut req = RequestHeader::build_no_case(method.clone(), path.as_bytes(), Some(4))
+                .map_err(|e| fail(&e))?;
+            req.insert_header(HOST, self.host.as_str())
+                .map_err(|e| fail(&e))?;
+            for (k, v) in signed {
+                let name = HeaderName::try_from(k).map_err(|e| fail(&e))?;
+                let mut value = HeaderValue::try_from(v).map_err(|e| fail(&e))?;
+                // Never in Pingora's debug log of upstream headers.
+                value.set_sensitive(crate::sigv4::is_secret(name.as_str()));
+                req.insert_header(name, value).map_err(|e| fail(&e))?;
+            }
+            Ok(Arc::new(req))
         })
     }
 
