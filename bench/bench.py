@@ -32,8 +32,9 @@ ROUNDS = 3
 
 
 def hit_urls(b, name):
-    """The three paths to object `obj-<name>`, behind Garage and behind
-    the stand-in bucket (the hit and latency rows read the same URLs)."""
+    """The paths to object `obj-<name>`, behind Garage and behind the
+    stand-in bucket (the hit and latency rows read the same URLs). The
+    stand-in also has the bare Pingora proxy: the framework's floor."""
     return {
         "garage": {
             "direct": b.presigned(f"obj-{name}"),
@@ -44,6 +45,7 @@ def hit_urls(b, name):
             "direct": f"http://127.0.0.1:{b.standin}/{h.BUCKET}/obj-{name}",
             "origin_pull": f"http://127.0.0.1:{b.proxy_standin_port}/obj-{name}",
             "nginx": f"http://127.0.0.1:{b.nginx_standin}/obj-{name}",
+            "bare_pingora": f"http://127.0.0.1:{b.bare_port}/{h.BUCKET}/obj-{name}",
         },
     }
 
@@ -54,28 +56,35 @@ def hit_rows(b, secs, rounds):
     pids = {
         "origin_pull": lambda row: [(b.proxy if row == "garage" else b.proxy_standin).pid],
         "nginx": lambda row: h.children_of(b.nginx.pid),
+        "bare_pingora": lambda row: [b.bare.pid],
     }
     for row in ("garage", "standin"):
         for name in HIT_SIZES:
             targets = hit_urls(b, name)[row]
             runs = {p: [] for p in targets}
-            cpu = {p: 0.0 for p in pids}
-            served = {p: 0.0 for p in pids}
+            measured = [p for p in pids if p in targets]
+            cpu = {p: 0.0 for p in measured}
+            served = {p: 0.0 for p in measured}
+            requests = {p: 0.0 for p in measured}
             for p, url in targets.items():
                 h.wrk(url, secs=1)  # warm-up: connections, caches
             for _ in range(rounds):  # interleaved, so drift hits all paths alike
                 for p, url in targets.items():
-                    before = h.cpu_seconds(pids[p](row)) if p in pids else 0
+                    before = h.cpu_seconds(pids[p](row)) if p in cpu else 0
                     r = h.wrk(url, secs=secs)
-                    if p in pids:
+                    if p in cpu:
                         cpu[p] += h.cpu_seconds(pids[p](row)) - before
                         served[p] += r["MBps"] * secs / 1024
+                        requests[p] += r["rps"] * secs
                     runs[p].append(r)
             res = {p: {k: statistics.median(x[k] for x in rs) for k in rs[0]} for p, rs in runs.items()}
-            for p in pids:
+            for p in measured:
                 res[p]["cpu_s_per_GiB"] = cpu[p] / served[p]
+                res[p]["cpu_us_per_req"] = cpu[p] / requests[p] * 1e6
             res["ratio_direct"] = res["origin_pull"]["rps"] / res["direct"]["rps"]
             res["ratio_nginx"] = res["origin_pull"]["rps"] / res["nginx"]["rps"]
+            if "bare_pingora" in res:
+                res["ratio_bare"] = res["origin_pull"]["rps"] / res["bare_pingora"]["rps"]
             out[f"{row}_{name}"] = res
             print(f"  {row} {name}: x{res['ratio_direct']:.2f} direct, x{res['ratio_nginx']:.2f} nginx",
                   file=sys.stderr)
@@ -363,7 +372,8 @@ def serve(b):
     print(json.dumps({"proxy": b.proxy_port, "proxy_pid": b.proxy.pid, "proxy_standin": b.proxy_standin_port,
                       "proxy_standin_pid": b.proxy_standin.pid, "garage_s3": b.garage.s3, "garage_web": b.garage.web,
                       "garage_pid": b.garage.proc.pid, "nginx_pid": b.nginx.pid, "standin": b.standin, "nginx_garage": b.nginx_garage,
-                      "nginx_standin": b.nginx_standin, "slow_origin": b.slow_origin, "fast_origin": b.fast_origin,
+                      "nginx_standin": b.nginx_standin, "bare_pingora": b.bare_port,
+                      "bare_pingora_pid": b.bare.pid, "slow_origin": b.slow_origin, "fast_origin": b.fast_origin,
                       "proxy_slowbucket": b.proxy_slowbucket_port, "slow_bucket_relay": b.slow_bucket,
                       "herd_link_relay": b.herd_link,
                       "direct_4k": b.presigned("obj-4k"), "direct_1m": b.presigned("obj-1m")}), flush=True)

@@ -15,6 +15,8 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GARAGE = os.environ.get("GARAGE_BIN", os.path.expanduser("~/.local/garage/bin/garage"))
 PROXY = os.path.join(ROOT, "target/release/origin-pull")
+# The framework's floor (bench/floor): Pingora proxying, nothing else.
+BARE = os.path.join(ROOT, "target/release/bare-pingora")
 NGINX = os.environ.get("NGINX_BIN", "/usr/sbin/nginx")
 BUCKET = "bench"
 WEB_HOST = f"{BUCKET}.web.garage.localhost"
@@ -118,8 +120,9 @@ class Garage:
         )
 
 
-def start_nginx(procs, name, servers, workers=2):
-    """An nginx with its own prefix, running the given `server {}` blocks."""
+def start_nginx(procs, name, servers, workers=2, main="", wrap=()):
+    """An nginx with its own prefix, running the given `server {}` blocks;
+    `main` adds main-context directives, `wrap` prefixes the command."""
     prefix = os.path.join(procs.tmp, name)
     os.makedirs(os.path.join(prefix, "logs"), exist_ok=True)
     conf = os.path.join(prefix, "nginx.conf")
@@ -129,6 +132,7 @@ def start_nginx(procs, name, servers, workers=2):
             # Workers of an nginx started by root run as nobody, which
             # cannot read the bench's private temp folder.
             + ("user root;\n" if os.geteuid() == 0 else "")
+            + main
             + f"worker_processes {workers};\ndaemon off;\npid {prefix}/nginx.pid;\n"
             f"error_log {prefix}/logs/error.log warn;\n"
             "events { worker_connections 4096; }\n"
@@ -140,7 +144,7 @@ def start_nginx(procs, name, servers, workers=2):
             + servers
             + "}\n"
         )
-    return procs.start([NGINX, "-p", prefix, "-c", conf], name)
+    return procs.start([*wrap, NGINX, "-p", prefix, "-c", conf], name)
 
 
 def start_proxy(procs, garage, bucket_endpoint, rules, name="origin-pull", threads=2):
@@ -160,6 +164,16 @@ def start_proxy(procs, garage, bucket_endpoint, rules, name="origin-pull", threa
                RUST_LOG=os.environ.get("BENCH_PROXY_LOG", "warn,origin_pull=info"))
     # SIGINT: Pingora's fast shutdown (SIGTERM waits out a grace period).
     p = procs.start([PROXY, "-c", cfg], name, env=env, stop=signal.SIGINT)
+    wait_port(port)
+    return p, port
+
+
+def start_bare(procs, upstream_port, name="bare-pingora", workers=2):
+    """The bare Pingora proxy in front of `upstream_port`, with
+    origin-pull's worker layout and client buffers."""
+    port = free_port()
+    p = procs.start([BARE, "--listen", f"127.0.0.1:{port}", "--upstream", f"127.0.0.1:{upstream_port}",
+                     "--workers", str(workers)], name, stop=signal.SIGINT)
     wait_port(port)
     return p, port
 

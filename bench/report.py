@@ -39,19 +39,40 @@ def print_table(r):
         ))
     for size in ("4k", "1m"):
         s = r["hit"][f"standin_{size}"]
+        bare = f", bare Pingora {s['bare_pingora']['rps']:.0f}" if "bare_pingora" in s else ""
         rows.append((
             f"proxy cost {size.upper()}iB (stand-in bucket)",
-            f"origin-pull {s['origin_pull']['rps']:.0f} req/s, nginx {s['nginx']['rps']:.0f}, "
+            f"origin-pull {s['origin_pull']['rps']:.0f} req/s, nginx {s['nginx']['rps']:.0f}{bare}, "
             f"bucket alone {s['direct']['rps']:.0f}",
-            f"x{s['ratio_nginx']:.2f} nginx",
+            f"x{s['ratio_nginx']:.2f} nginx" + (f", x{s['ratio_bare']:.2f} bare" if "ratio_bare" in s else ""),
             f">= 1.0x nginx: {verdict(s['ratio_nginx'] >= 1.0)}",
+        ))
+    s = r["hit"]["standin_4k"]
+    if "cpu_us_per_req" in s["origin_pull"]:
+        paths = [p for p in ("origin_pull", "bare_pingora", "nginx") if p in s]
+        rows.append((
+            "CPU per request, hit 4KiB (stand-in), 64 conns",
+            ", ".join(f"{p} {s[p]['cpu_us_per_req']:.0f} us" for p in paths),
+            (f"x{s['origin_pull']['cpu_us_per_req'] / s['bare_pingora']['cpu_us_per_req']:.2f} bare"
+             if "bare_pingora" in s else "-"),
+            "<= bare Pingora: " + (verdict(s["origin_pull"]["cpu_us_per_req"]
+                                           <= s["bare_pingora"]["cpu_us_per_req"]) if "bare_pingora" in s else "-"),
+        ))
+    if "bare_pingora" in s:
+        added = s["origin_pull"]["p99_ms"] - s["bare_pingora"]["p99_ms"]
+        rows.append((
+            "p99 under full load, hit 4KiB (stand-in), 64 conns",
+            f"origin-pull {s['origin_pull']['p99_ms']:.2f} ms, bare Pingora {s['bare_pingora']['p99_ms']:.2f}, "
+            f"nginx {s['nginx']['p99_ms']:.2f}",
+            f"{added:+.2f} ms vs bare",
+            f"<= bare + 1 ms: {verdict(added <= 1.0)}",
         ))
     for where, lat in r["latency"].items():
         rows.append((
             f"hit latency 4KiB, {where}, at {lat['target_rps']:.0f} req/s",
             "p50/p99 ms: " + ", ".join(
                 f"{p} {lat[p]['p50_ms']:.2f}/{lat[p]['p99_ms']:.2f} ({lat[p]['rps']:.0f} req/s)"
-                for p in ("origin_pull", "direct", "nginx")),
+                for p in ("origin_pull", "direct", "nginx", "bare_pingora") if p in lat),
             f"{lat['added_p99_ms']:+.2f} ms p99",
             f"<= 1 ms added: {verdict(lat['added_p99_ms'] <= 1.0)}",
         ))

@@ -1,14 +1,15 @@
 """Starts the whole bench: Garage, two origins, a stand-in bucket, the nginx
 DIY proxy, two throttling relays (a slow link to the origin for the herd, a
-slow bucket) and origin-pull three times: in front of Garage, of the
-stand-in, and of the slow bucket.
+slow bucket), origin-pull three times: in front of Garage, of the
+stand-in, and of the slow bucket; and the bare Pingora proxy (bench/floor)
+in front of the stand-in.
 """
 import hashlib
 import os
 import subprocess
 import sys
 
-from harness import BUCKET, WEB_HOST, Garage, free_port, start_nginx, start_proxy, wait_port
+from harness import BUCKET, WEB_HOST, Garage, free_port, start_bare, start_nginx, start_proxy, wait_port
 
 HIT_SIZES = {"4k": 4096, "1m": 1 << 20}
 SWEEP_SIZE = 16 << 10
@@ -87,6 +88,8 @@ class Bench:
             [("slow/", slow), ("herd/", herd), ("", fast)])
         self.proxy_standin, self.proxy_standin_port = start_proxy(
             procs, self.garage, f"http://127.0.0.1:{self.standin}", [("", fast)], name="origin-pull-standin")
+        # The framework's floor: Pingora proxying to the stand-in, nothing else.
+        self.bare, self.bare_port = start_bare(procs, self.standin)
         # The slow-bucket row's own instance: nothing else shares its bucket link.
         self.proxy_slowbucket, self.proxy_slowbucket_port = start_proxy(
             procs, self.garage, f"http://127.0.0.1:{self.slow_bucket}", [("", slow)],
