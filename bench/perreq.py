@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""What one 4 KiB hit costs each proxy, in measures that do not depend on
+"""What one hit (4 KiB unless `--size`) costs each proxy, in measures that do not depend on
 how loaded the machine is: system calls per request (`strace -c -f`) and
 user-space instructions per request (`valgrind --tool=callgrind`).
 
@@ -44,12 +44,12 @@ class Paths:
     prefixes each proxy's command line (valgrind), `workers` is each
     proxy's worker count."""
 
-    def __init__(self, procs, which, wrap=(), workers=2, write_buffer=None, env=None):
+    def __init__(self, procs, which, wrap=(), workers=2, write_buffer=None, env=None, read_buffer=None):
         tmp = procs.tmp
         # Environment of the two Pingora paths (e.g. LD_PRELOAD of another malloc).
         self.env = dict(os.environ, **(env or {}))
         os.makedirs(os.path.join(tmp, "standin", h.BUCKET))
-        with open(os.path.join(tmp, "standin", h.BUCKET, "obj-4k"), "wb") as f:
+        with open(os.path.join(tmp, "standin", h.BUCKET, "obj"), "wb") as f:
             f.write(os.urandom(SIZE))
         self.standin = h.free_port()
         h.start_nginx(procs, "nginx-standin", f"""
@@ -60,9 +60,9 @@ class Paths:
         if "nginx" in which:
             self.start_nginx(procs, wrap, workers)
         if "bare_pingora" in which:
-            self.start_bare(procs, wrap, workers, write_buffer)
+            self.start_bare(procs, wrap, workers, write_buffer, read_buffer)
         if "origin_pull" in which:
-            self.start_origin_pull(procs, wrap, workers, write_buffer)
+            self.start_origin_pull(procs, wrap, workers, write_buffer, read_buffer)
 
     def start_nginx(self, procs, wrap, workers):
         # A single process under valgrind (no master to follow).
@@ -79,22 +79,26 @@ class Paths:
         self.ports["nginx"] = port
         self.pids["nginx"] = [nginx.pid] if wrap else h.children_of(nginx.pid)
 
-    def start_bare(self, procs, wrap, workers, write_buffer):
+    def start_bare(self, procs, wrap, workers, write_buffer, read_buffer):
         port = h.free_port()
         argv = [*wrap, BARE, "--listen", f"127.0.0.1:{port}", "--upstream", f"127.0.0.1:{self.standin}",
                 "--workers", str(workers)]
         if write_buffer is not None:
             argv += ["--write-buffer", str(write_buffer)]
+        if read_buffer is not None:
+            argv += ["--read-buffer", str(read_buffer)]
         p = procs.start(argv, "bare-pingora", env=self.env, stop=signal.SIGINT)
         h.wait_port(port, timeout=120)
         self.ports["bare_pingora"], self.pids["bare_pingora"] = port, [p.pid]
 
-    def start_origin_pull(self, procs, wrap, workers, write_buffer):
+    def start_origin_pull(self, procs, wrap, workers, write_buffer, read_buffer):
         """Its bucket is the stand-in (which ignores signatures)."""
         tmp = procs.tmp
         port = h.free_port()
         cfg = os.path.join(tmp, "origin-pull.yaml")
-        limits = "" if write_buffer is None else f"limits: {{ downstream_write_buffer_bytes: {write_buffer} }}\n"
+        limits = ", ".join(f"downstream_{k}_buffer_bytes: {v}" for k, v in (("write", write_buffer),
+                                                                             ("read", read_buffer)) if v is not None)
+        limits = f"limits: {{ {limits} }}\n" if limits else ""
         with open(cfg, "w") as f:
             f.write(f'listen: ["127.0.0.1:{port}"]\nthreads: {workers}\n{limits}'
                     f'fill: {{ spool_dir: "{tmp}/spool" }}\nsites:\n  - name: bench\n'
@@ -106,7 +110,7 @@ class Paths:
 
     def url(self, path):
         prefix = "" if path == "origin_pull" else f"/{h.BUCKET}"
-        return f"http://127.0.0.1:{self.ports[path]}{prefix}/obj-4k"
+        return f"http://127.0.0.1:{self.ports[path]}{prefix}/obj"
 
 
 def load(url, n, conns):
@@ -214,6 +218,8 @@ def main():
     ap.add_argument("--cg-requests", type=int, default=2000, help="requests measured per path (callgrind)")
     ap.add_argument("--conns", type=int, default=8)
     ap.add_argument("--write-buffer", type=int, help="client write buffer of origin-pull and bare Pingora")
+    ap.add_argument("--read-buffer", type=int, help="client read buffer of origin-pull and bare Pingora")
+    ap.add_argument("--size", type=int, default=4096, help="object bytes")
     ap.add_argument("--keep", help="keep the callgrind dumps in this folder")
     ap.add_argument("--preload", help="LD_PRELOAD for the Pingora paths (another malloc)")
     ap.add_argument("--proxy-bin", default=h.PROXY)
@@ -222,11 +228,12 @@ def main():
     a = ap.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit("terminated"))
     which = set(a.paths.split(","))
-    global PROXY, BARE
-    PROXY, BARE = a.proxy_bin, a.bare_bin
+    global PROXY, BARE, SIZE
+    PROXY, BARE, SIZE = a.proxy_bin, a.bare_bin, a.size
     env = {"LD_PRELOAD": a.preload} if a.preload else {}
     res = {"meta": {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                    "object_bytes": SIZE, "conns": a.conns, "write_buffer": a.write_buffer,
+                    "object_bytes": a.size, "conns": a.conns, "write_buffer": a.write_buffer,
+                    "read_buffer": a.read_buffer,
                     "preload": a.preload, "proxy_bin": a.proxy_bin, "bare_bin": a.bare_bin}}
     for what in ("strace", "callgrind"):
         if a.only and a.only != what:
@@ -235,7 +242,7 @@ def main():
         procs = h.Procs(tmp)
         try:
             if what == "strace":
-                paths = Paths(procs, which, write_buffer=a.write_buffer, env=env)
+                paths = Paths(procs, which, write_buffer=a.write_buffer, env=env, read_buffer=a.read_buffer)
                 res["strace"] = strace_row(paths, tmp, a.requests, a.conns)
             else:
                 res["callgrind"] = callgrind_row(procs, which, a.cg_requests, a.conns, a.keep, env)
@@ -252,7 +259,7 @@ def main():
 
 def print_table(res):
     paths = [p for p in PATHS if any(p in res.get(k, {}) for k in ("strace", "callgrind"))]
-    print("| per 4 KiB hit | " + " | ".join(paths) + " |")
+    print(f"| per hit of {res['meta']['object_bytes']} bytes | " + " | ".join(paths) + " |")
     print("|---|" + "---|" * len(paths))
     if "callgrind" in res:
         c = res["callgrind"]

@@ -62,9 +62,9 @@ fn a_stalled_miss_shows_all_but_one_buffer() {
         Reply::ok(&body, "application/octet-stream").gate_at(gate as u64),
     );
     let p = Proxy::start_env(&yaml(&b.yaml(), &o.url(), "", ""), &b.proxy_env());
-    // Default buffer 16 KiB: at least 64 - 16 KiB of the body arrive
-    // while the origin holds the rest.
-    let want = gate - (16 << 10);
+    // At least all but one default buffer of the body arrives while the
+    // origin holds the rest.
+    let want = gate - origin_pull::config::limits::DEFAULT_DOWNSTREAM_WRITE_BUFFER_BYTES;
     let (got, s) = read_until(p.port, "/k", want, Duration::from_secs(10));
     let seen = body_of(&got).len();
     assert!(
