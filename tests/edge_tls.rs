@@ -8,20 +8,6 @@ use common::edge::{handshake, Edge};
 use common::*;
 use std::io::Read;
 
-/// Listening TCP sockets on `port` (IPv4), from /proc/net/tcp.
-fn listening_sockets(port: u16) -> usize {
-    let want = format!(":{port:04X}");
-    std::fs::read_to_string("/proc/net/tcp")
-        .unwrap()
-        .lines()
-        .skip(1)
-        .filter(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            f.len() > 3 && f[1].ends_with(&want) && f[3] == "0A"
-        })
-        .count()
-}
-
 #[test]
 fn https_hit_and_mirrored_miss_are_byte_equal() {
     let e = Edge::start(2);

@@ -176,3 +176,17 @@ fn pace(
     }
     let _ = to.shutdown(Shutdown::Write);
 }
+
+/// Listening TCP sockets on `port` (IPv4), from /proc/net/tcp.
+pub fn listening_sockets(port: u16) -> usize {
+    let want = format!(":{port:04X}");
+    std::fs::read_to_string("/proc/net/tcp")
+        .unwrap()
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() > 3 && f[1].ends_with(&want) && f[3] == "0A"
+        })
+        .count()
+}
