@@ -298,3 +298,32 @@ fn start_up_warns_when_a_missing_key_is_403() {
     p.wait_log("bucket check: a missing key answers 404");
     assert!(!p.log().contains("s3:ListBucket"), "{}", p.log());
 }
+
+#[test]
+fn bucket_signatures_never_reach_the_debug_log() {
+    let b = garage().bucket("hit-sigs");
+    b.put("s.txt", b"signed read", Some("text/plain"));
+    let yaml = format!(
+        "listen: [\"127.0.0.1:{{port}}\"]\nsites:\n  - name: s\n    bucket: {}\n",
+        b.yaml()
+    );
+    let mut env: Vec<(&str, &str)> = b.proxy_env().to_vec();
+    env.push(("RUST_LOG", "debug"));
+    let p = Proxy::start_env(&yaml, &env);
+    for _ in 0..2 {
+        // The second read reuses the cached signed request.
+        let r = client().get(p.url("/s.txt")).send().unwrap();
+        assert_eq!(r.text().unwrap(), "signed read");
+    }
+    let log = p.wait_log("Sending header to upstream");
+    assert!(log.contains("\"authorization\": Sensitive"), "{log}");
+    let all = p.log();
+    assert!(
+        !all.contains("Signature="),
+        "a bucket signature reached the log"
+    );
+    assert!(
+        !all.contains(&b.garage.secret),
+        "the secret key reached the log"
+    );
+}
