@@ -227,11 +227,17 @@ fn broken_bodies_store_nothing_and_retry_later() {
     let p = mirror_proxy(&b, &o.url(), "");
     for key in ["short", "reset"] {
         let r = client().get(p.url(&format!("/{key}"))).send().unwrap();
-        assert_eq!(r.status(), 200);
-        assert!(
-            r.bytes().is_err(),
-            "{key}: the client must see a truncated transfer"
-        );
+        // A client whose read of the fill began before the origin broke
+        // off gets the 200 and a broken body; one that reaches the fill
+        // after it failed (a loaded machine: the fill reads the 300 KB
+        // and fails first) gets 424. Never a clean, complete 200.
+        match r.status().as_u16() {
+            200 => assert!(
+                r.bytes().is_err(),
+                "{key}: the client must see a truncated transfer"
+            ),
+            s => assert_eq!(s, 424, "{key}"),
+        }
         assert!(!p.write_back_outcome(key).contains("stored"), "{key}");
         assert!(!b.exists(key), "{key} stored");
     }
