@@ -141,6 +141,12 @@ fn http2_failed_fill_is_an_error_for_the_client() {
     for path in ["/cut.bin", "/cut-chunked.bin"] {
         let r = c.get(e.url("a.test", path)).send().unwrap();
         assert_eq!(r.version(), reqwest::Version::HTTP_2);
+        assert!(!e.bucket().join(&path[1..]).exists(), "{path} stored");
+        // A client that reaches the fill after it failed (a loaded
+        // machine: the fill reads the 300 KB and fails first) gets 424.
+        if r.status() == 424 {
+            continue;
+        }
         assert_eq!(r.status(), 200);
         // A stream reset, not a clean end: the client can't take the
         // short body for the object (even without a Content-Length).
