@@ -61,8 +61,6 @@ pub struct Bucket {
     pub keep_alive: Option<std::sync::Arc<crate::local::LocalRun>>,
     /// The site's metric handles (the bucket belongs to one site).
     pub metrics: std::sync::Arc<crate::metrics::SiteMetrics>,
-    /// That site's name, for log lines written away from a request.
-    pub metrics_site: String,
 }
 
 /// Connecting to the bucket (it is expected to be near).
@@ -71,10 +69,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const READ_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl Bucket {
-    /// The bucket of site `site`, counting into `metrics`.
+    /// A site's bucket, counting into the site's `metrics`.
     pub fn new(
         cfg: &RemoteBucket,
-        site: &str,
         metrics: std::sync::Arc<crate::metrics::SiteMetrics>,
     ) -> Result<Bucket, BucketError> {
         let Endpoint { tls, host, port } = &cfg.endpoint;
@@ -140,7 +137,6 @@ impl Bucket {
             reads: ReadSignatures::default(),
             keep_alive: None,
             metrics,
-            metrics_site: site.to_string(),
         })
     }
 

@@ -26,7 +26,7 @@ pub async fn probe_loop(c: Arc<Control>) {
                 crate::probe::explain(&site.name, &site.bucket, &r);
             }
             let serving = crate::probe::serving(&r);
-            site.metrics.bucket_up.set(i64::from(serving.is_ok()));
+            site.metrics().bucket_up.set(i64::from(serving.is_ok()));
             ready.insert(site.name.clone(), serving);
             last.insert(site.name.clone(), r);
         }

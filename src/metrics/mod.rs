@@ -186,6 +186,9 @@ fn gauge_counter(r: &Registry) -> IntCounter {
 /// One site's handles, resolved when the routing state is built.
 #[derive(Debug)]
 pub struct SiteMetrics {
+    /// The site's name (its `site` label), for log lines written away
+    /// from a request (write-backs).
+    pub site: String,
     /// `[outcome][status class]`.
     requests: Vec<Vec<IntCounter>>,
     response_bytes: Vec<IntCounter>,
@@ -215,6 +218,7 @@ impl SiteMetrics {
     pub fn new(site: &str, rules: usize) -> SiteMetrics {
         let m = &*METRICS;
         SiteMetrics {
+            site: site.to_string(),
             requests: Outcome::ALL
                 .iter()
                 .map(|o| {

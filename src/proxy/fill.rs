@@ -60,7 +60,7 @@ pub fn job(
         timeout: m.timeout,
         check_md5: m.check_md5,
         store: Some(site.bucket.clone()),
-        metrics: site.metrics.rule(idx).cloned(),
+        metrics: site.metrics().rule(idx).cloned(),
         request_id: None,
     })
 }

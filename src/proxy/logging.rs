@@ -17,10 +17,10 @@ pub fn finish(session: &Session, e: Option<&Error>, ctx: &RequestCtx) {
     let outcome = outcome(e, ctx, status);
     let bytes = session.body_bytes_sent() as u64;
     let took = ctx.started.elapsed();
-    let metrics = ctx.site.as_ref().map_or(&*NO_SITE, |s| &s.metrics);
+    let metrics = ctx.site.as_ref().map_or(&*NO_SITE, |s| s.metrics());
     metrics.request(outcome, status, bytes, took, ctx.ttfb);
     if let (Some(run), Some(site)) = (&ctx.mirror, &ctx.site) {
-        if let Some(m) = site.metrics.rule(run.rule) {
+        if let Some(m) = site.metrics().rule(run.rule) {
             m.bytes.inc_by(run.bytes);
             // The 200 was counted `ok` at its header; a body that broke
             // off is counted again as truncated.
@@ -30,7 +30,7 @@ pub fn finish(session: &Session, e: Option<&Error>, ctx: &RequestCtx) {
         }
     }
     if access_log::enabled() {
-        access_log::request(record(session, ctx, outcome, status, bytes));
+        access_log::request(record(session, ctx, outcome, status, bytes, took));
     }
 }
 
@@ -61,6 +61,7 @@ fn record(
     outcome: Outcome,
     status: u16,
     bytes: u64,
+    took: std::time::Duration,
 ) -> Record {
     let req = session.req_header();
     let header = |n: http::header::HeaderName| {
@@ -109,7 +110,7 @@ fn record(
         key: ctx.key.clone(),
         status,
         bytes_sent: bytes,
-        duration_ms: ctx.started.elapsed().as_secs_f64() * 1000.0,
+        duration_ms: took.as_secs_f64() * 1000.0,
         ttfb_ms: ctx.ttfb.map(|t| t.as_secs_f64() * 1000.0),
         site: ctx.site.as_ref().map(|s| s.name.clone()),
         rule,

@@ -52,7 +52,14 @@ pub struct Site {
     pub name: String,
     pub bucket: Arc<Bucket>,
     pub rules: Vec<Rule>,
-    pub metrics: Arc<SiteMetrics>,
+}
+
+impl Site {
+    /// The site's metric handles (held by its bucket, which write-backs
+    /// reach without the site).
+    pub fn metrics(&self) -> &SiteMetrics {
+        &self.bucket.metrics
+    }
 }
 
 /// The proxy. Build it from a validated [`Config`] and hand it to
@@ -161,13 +168,12 @@ fn build_state(config: &Config, locals: &crate::local::LocalBuckets) -> Result<S
             }
         };
         let metrics = Arc::new(SiteMetrics::new(&s.name, s.rules.len()));
-        let mut bucket = Bucket::new(&remote, &s.name, metrics.clone()).map_err(|e| fail(&e))?;
+        let mut bucket = Bucket::new(&remote, metrics).map_err(|e| fail(&e))?;
         bucket.keep_alive = keep;
         sites.push(Arc::new(Site {
             name: s.name.clone(),
             bucket: Arc::new(bucket),
             rules: s.rules.clone(),
-            metrics,
         }));
     }
     let hosts = HostTable::new(config.sites.iter().map(|s| s.hosts.as_slice()));
@@ -326,7 +332,7 @@ impl ProxyHttp for OriginPull {
             } else {
                 BucketOp::Get
             };
-            site.metrics.bucket_request(op, sent.elapsed());
+            site.metrics().bucket_request(op, sent.elapsed());
         }
         if status >= 400 {
             if let Some(e) = self.on_bucket_error(session, ctx, status) {

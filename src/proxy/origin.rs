@@ -270,7 +270,7 @@ pub fn on_response(
 
 /// Counts one origin answer (or failure) of rule `idx`.
 pub fn count(site: &Site, idx: usize, r: OriginResult) {
-    if let Some(m) = site.metrics.rule(idx) {
+    if let Some(m) = site.metrics().rule(idx) {
         m.origin(r);
     }
 }

@@ -144,7 +144,7 @@ async fn upload_logged(job: Job, reader: Reader, _counted: InFlight) -> bool {
     job.bucket.metrics.writeback(result, bytes);
     crate::access_log::writeback(
         job.request_id,
-        &job.bucket.metrics_site,
+        &job.bucket.metrics.site,
         &key,
         result,
         bytes,

@@ -338,7 +338,7 @@ mod tests {
             tls: crate::tls::TrustRoots::platform(),
         };
         let metrics = Arc::new(crate::metrics::SiteMetrics::new("test", 0));
-        let bucket = Arc::new(Bucket::new(&cfg, "test", metrics).unwrap());
+        let bucket = Arc::new(Bucket::new(&cfg, metrics).unwrap());
         Job {
             bucket,
             key: "k".into(),
