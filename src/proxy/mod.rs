@@ -94,8 +94,10 @@ pub struct RequestCtx {
     pub key: String,
     /// Decided in a filter, written by `fail_to_proxy`.
     pub answer: Option<Answer>,
-    /// Set while the request is in the mirror phase (plain path).
-    pub mirror: Option<MirrorRun>,
+    /// Set while the request is in the mirror phase (plain path). Boxed:
+    /// Pingora moves the whole request future (the context inside it)
+    /// twice per request, and a hit never uses this.
+    pub mirror: Option<Box<MirrorRun>>,
     /// Set while the request reads a shared fill.
     pub fill: Option<fill::FillRun>,
     /// The current error is our own reroute, not a failure.
@@ -198,6 +200,12 @@ impl State {
 #[async_trait]
 impl ProxyHttp for OriginPull {
     type CTX = RequestCtx;
+
+    /// No downstream modules. Pingora's default adds its response
+    /// compression module, disabled, which still builds and runs a context
+    /// per request; origin-pull never compresses (objects keep their bytes
+    /// and `Content-Length`).
+    fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {}
 
     fn new_ctx(&self) -> RequestCtx {
         RequestCtx {

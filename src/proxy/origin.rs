@@ -294,7 +294,9 @@ pub fn start(
     } else {
         None
     };
-    ctx.mirror = Some(MirrorRun::new(idx, m, origin_key, query, write_back));
+    ctx.mirror = Some(Box::new(MirrorRun::new(
+        idx, m, origin_key, query, write_back,
+    )));
     Ok(())
 }
 
