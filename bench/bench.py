@@ -29,6 +29,8 @@ from report import print_table
 from tls import TlsBench, tls_rows
 
 ROUNDS = 3
+# What `--only` can pick (hit includes the latency rows' calibration).
+GROUPS = ("hit", "latency", "miss", "memory", "tls")
 
 
 def hit_urls(b, name):
@@ -46,22 +48,33 @@ def hit_urls(b, name):
             "origin_pull": f"http://127.0.0.1:{b.proxy_standin_port}/obj-{name}",
             "nginx": f"http://127.0.0.1:{b.nginx_standin}/obj-{name}",
             "bare_pingora": f"http://127.0.0.1:{b.bare_port}/{h.BUCKET}/obj-{name}",
+            **({"bare_pingora_mimalloc": f"http://127.0.0.1:{b.bare_mimalloc_port}/{h.BUCKET}/obj-{name}"}
+               if b.bare_mimalloc else {}),
         },
     }
+
+
+def path_pids(b, row):
+    """The processes whose CPU time each measured path of `row` costs."""
+    pids = {
+        "origin_pull": lambda: [(b.proxy if row == "garage" else b.proxy_standin).pid],
+        "nginx": lambda: h.children_of(b.nginx.pid),
+    }
+    if row == "standin":
+        pids["bare_pingora"] = lambda: [b.bare.pid]
+        if b.bare_mimalloc:
+            pids["bare_pingora_mimalloc"] = lambda: [b.bare_mimalloc.pid]
+    return pids
 
 
 def hit_rows(b, secs, rounds):
     """Row 1 (Garage behind every path) and row 2 (the stand-in bucket)."""
     out = {}
-    pids = {
-        "origin_pull": lambda row: [(b.proxy if row == "garage" else b.proxy_standin).pid],
-        "nginx": lambda row: h.children_of(b.nginx.pid),
-        "bare_pingora": lambda row: [b.bare.pid],
-    }
     for row in ("garage", "standin"):
         for name in HIT_SIZES:
             targets = hit_urls(b, name)[row]
             runs = {p: [] for p in targets}
+            pids = path_pids(b, row)
             measured = [p for p in pids if p in targets]
             cpu = {p: 0.0 for p in measured}
             served = {p: 0.0 for p in measured}
@@ -70,10 +83,10 @@ def hit_rows(b, secs, rounds):
                 h.wrk(url, secs=1)  # warm-up: connections, caches
             for _ in range(rounds):  # interleaved, so drift hits all paths alike
                 for p, url in targets.items():
-                    before = h.cpu_seconds(pids[p](row)) if p in cpu else 0
+                    before = h.cpu_seconds(pids[p]()) if p in cpu else 0
                     r = h.wrk(url, secs=secs)
                     if p in cpu:
-                        cpu[p] += h.cpu_seconds(pids[p](row)) - before
+                        cpu[p] += h.cpu_seconds(pids[p]()) - before
                         served[p] += r["MBps"] * secs / 1024
                         requests[p] += r["rps"] * secs
                     runs[p].append(r)
@@ -83,45 +96,67 @@ def hit_rows(b, secs, rounds):
                 res[p]["cpu_us_per_req"] = cpu[p] / requests[p] * 1e6
             res["ratio_direct"] = res["origin_pull"]["rps"] / res["direct"]["rps"]
             res["ratio_nginx"] = res["origin_pull"]["rps"] / res["nginx"]["rps"]
-            if "bare_pingora" in res:
-                res["ratio_bare"] = res["origin_pull"]["rps"] / res["bare_pingora"]["rps"]
+            for bare in ("bare_pingora", "bare_pingora_mimalloc"):
+                if bare in res:
+                    res[f"ratio_{bare.replace('_pingora', '')}"] = res["origin_pull"]["rps"] / res[bare]["rps"]
             out[f"{row}_{name}"] = res
             print(f"  {row} {name}: x{res['ratio_direct']:.2f} direct, x{res['ratio_nginx']:.2f} nginx",
                   file=sys.stderr)
     return out
 
 
-def latency_row(targets, rate, secs, tmp):
+def latency_row(targets, rate, secs, rounds, tmp, pids=None):
     """p50/p99 at a fixed request rate: each of `conns` connections pauses
     10 ms between requests (wrk's `delay()`), `conns` chosen from a short
-    calibration run so that all paths get about `rate` (Little's law)."""
+    calibration run so that all paths get about `rate` (Little's law).
+    `rounds` runs per path, interleaved, median of each figure (one run's
+    p99 is its 50 slowest answers: a single run swung by 3 ms). For the
+    paths in `pids`, CPU per request at this rate too (at a fixed rate it
+    does not depend on how fast the path is, as it does under full load)."""
     pause = 10
     script = os.path.join(tmp, "pace.lua")
     with open(script, "w") as f:
         f.write(f"function delay() return {pause} end\n")
-    res = {}
+    pids = pids or {}
+    conns, runs, cpu, done = {}, {p: [] for p in targets}, {p: 0.0 for p in pids}, {p: 0.0 for p in pids}
     for p, u in targets.items():
         guess = max(2, math.ceil(rate * pause / 1000))
         lat = h.wrk(u, conns=guess, secs=1, script=script)["p50_ms"]
-        conns = max(2, math.ceil(rate * (pause + lat) / 1000))
-        res[p] = h.wrk(u, conns=conns, secs=secs, script=script)
-        res[p]["conns"] = conns
+        conns[p] = max(2, math.ceil(rate * (pause + lat) / 1000))
+    for _ in range(rounds):
+        for p, u in targets.items():
+            before = h.cpu_seconds(pids[p]()) if p in pids else 0
+            r = h.wrk(u, conns=conns[p], secs=secs, script=script)
+            if p in pids:
+                cpu[p] += h.cpu_seconds(pids[p]()) - before
+                done[p] += r["rps"] * secs
+            runs[p].append(r)
+    res = {}
+    for p, rs in runs.items():
+        res[p] = {k: statistics.median(x[k] for x in rs) for k in rs[0]}
+        res[p]["p99_runs_ms"] = [x["p99_ms"] for x in rs]
+        res[p]["conns"] = conns[p]
+        if p in pids:
+            res[p]["cpu_us_per_req"] = cpu[p] / done[p] * 1e6
     res["target_rps"] = rate
+    res["rounds"] = rounds
     res["added_p50_ms"] = res["origin_pull"]["p50_ms"] - res["direct"]["p50_ms"]
     res["added_p99_ms"] = res["origin_pull"]["p99_ms"] - res["direct"]["p99_ms"]
+    res["p99_over_nginx_ms"] = res["origin_pull"]["p99_ms"] - res["nginx"]["p99_ms"]
     return res
 
 
-def latency_rows(b, hit, secs):
+def latency_rows(b, hit, secs, rounds):
     """Garage paths at half the direct maximum (as the issue asks), and the
     stand-in paths at half the slowest one's maximum (the stand-in alone
     is far faster than any proxy in front of it)."""
     urls = hit_urls(b, "4k")
     s = hit["standin_4k"]
     slowest = min(s[p]["rps"] for p in urls["standin"])
+    garage_rate = hit["garage_4k"]["direct"]["rps"] / 2
     return {
-        "garage": latency_row(urls["garage"], hit["garage_4k"]["direct"]["rps"] / 2, secs, b.procs.tmp),
-        "standin": latency_row(urls["standin"], slowest / 2, secs, b.procs.tmp),
+        "garage": latency_row(urls["garage"], garage_rate, secs, rounds, b.procs.tmp, path_pids(b, "garage")),
+        "standin": latency_row(urls["standin"], slowest / 2, secs, rounds, b.procs.tmp, path_pids(b, "standin")),
     }
 
 
@@ -389,8 +424,14 @@ def main():
     ap.add_argument("--serve", action="store_true", help="start everything, print the ports, wait (for profiling)")
     ap.add_argument("--no-quickack", action="store_true",
                     help="leave loopback delayed ACKs alone (Garage figures then show 40 ms stalls)")
+    ap.add_argument("--only", help="comma-separated groups to run (default all): " + ",".join(GROUPS))
+    ap.add_argument("--rounds", type=int, help=f"interleaved runs per throughput and latency figure ({ROUNDS})")
     a = ap.parse_args()
     secs, rounds = (2, 1) if a.quick else (5, ROUNDS)
+    rounds = a.rounds or rounds
+    only = set(a.only.split(",")) if a.only else set(GROUPS)
+    if only - set(GROUPS):
+        sys.exit(f"--only: unknown group(s) {','.join(only - set(GROUPS))}; groups: {','.join(GROUPS)}")
     # SIGTERM ends the run through `finally`, so no child outlives it.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit("terminated"))
     tmp = tempfile.mkdtemp(prefix="op-bench-")
@@ -405,36 +446,43 @@ def main():
             serve(b)
             return
         res = {}
-        print("hit throughput", file=sys.stderr)
-        res["hit"] = hit_rows(b, secs, rounds)
-        print("hit latency", file=sys.stderr)
-        res["latency"] = latency_rows(b, res["hit"], secs)
-        print("miss ttfb", file=sys.stderr)
-        res["miss_ttfb"] = ttfb_row(b, 3 if a.quick else 9)
-        print("herd ttfb", file=sys.stderr)
-        res["herd_ttfb"] = herd_row(b)
-        print("cold sweep", file=sys.stderr)
-        res["cold_sweep"] = sweep_row(b, "slow", b.slow_origin)
-        res["cold_sweep_fast_origin"] = sweep_row(b, "fast", b.fast_origin)
-        print("memory", file=sys.stderr)
-        res["memory"] = memory_row(b)
-        print("egress", file=sys.stderr)
-        res["egress"] = egress_row(b)
-        print("slow bucket", file=sys.stderr)
-        res["slow_bucket"] = slow_bucket_row(b, 1 if a.quick else ROUNDS)
-        print("tls", file=sys.stderr)
-        res["tls"] = tls_rows(TlsBench(procs, standin=b.standin), secs, rounds)
+        if only & {"hit", "latency"}:  # the latency rates come from the hit rows
+            print("hit throughput", file=sys.stderr)
+            res["hit"] = hit_rows(b, secs, rounds)
+        if "latency" in only:
+            print("hit latency", file=sys.stderr)
+            res["latency"] = latency_rows(b, res["hit"], secs, rounds)
+        if "miss" in only:
+            print("miss ttfb", file=sys.stderr)
+            res["miss_ttfb"] = ttfb_row(b, 3 if a.quick else 9)
+            print("herd ttfb", file=sys.stderr)
+            res["herd_ttfb"] = herd_row(b)
+            print("cold sweep", file=sys.stderr)
+            res["cold_sweep"] = sweep_row(b, "slow", b.slow_origin)
+            res["cold_sweep_fast_origin"] = sweep_row(b, "fast", b.fast_origin)
+        if "memory" in only:
+            print("memory", file=sys.stderr)
+            res["memory"] = memory_row(b)
+        if "miss" in only:
+            print("egress", file=sys.stderr)
+            res["egress"] = egress_row(b)
+            print("slow bucket", file=sys.stderr)
+            res["slow_bucket"] = slow_bucket_row(b, 1 if a.quick else ROUNDS)
+        if "tls" in only:
+            print("tls", file=sys.stderr)
+            res["tls"] = tls_rows(TlsBench(procs, standin=b.standin), secs, rounds)
     finally:
         procs.close()
         quickack.close()
         shutil.rmtree(tmp, ignore_errors=True)
     res["meta"] = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                    "quick": a.quick, "quickack": quickack_used, "seconds": round(time.time() - started), "cpus": os.cpu_count(),
-                   "kernel": platform.release(), "wrk_seconds": secs, "rounds": rounds}
+                   "kernel": platform.release(), "wrk_seconds": secs, "rounds": rounds, "groups": sorted(only)}
     out_dir = os.path.join(h.ROOT, "bench", "results")
     os.makedirs(out_dir, exist_ok=True)
     stamp = res["meta"]["date"].replace(":", "").replace("+0000", "Z")
-    names = [f"{stamp}-quick.json"] if a.quick else [f"{stamp}.json", "latest.json"]
+    partial = a.quick or only != set(GROUPS)
+    names = [f"{stamp}-{'quick' if a.quick else 'partial'}.json"] if partial else [f"{stamp}.json", "latest.json"]
     for name in names:
         with open(os.path.join(out_dir, name), "w") as f:
             json.dump(res, f, indent=2)

@@ -17,6 +17,9 @@ GARAGE = os.environ.get("GARAGE_BIN", os.path.expanduser("~/.local/garage/bin/ga
 PROXY = os.path.join(ROOT, "target/release/origin-pull")
 # The framework's floor (bench/floor): Pingora proxying, nothing else.
 BARE = os.path.join(ROOT, "target/release/bare-pingora")
+# The same floor linked with origin-pull's allocator (mimalloc): the floor's
+# best configuration.
+BARE_MIMALLOC = os.path.join(ROOT, "target/release/bare-pingora-mimalloc")
 NGINX = os.environ.get("NGINX_BIN", "/usr/sbin/nginx")
 BUCKET = "bench"
 WEB_HOST = f"{BUCKET}.web.garage.localhost"
@@ -168,11 +171,11 @@ def start_proxy(procs, garage, bucket_endpoint, rules, name="origin-pull", threa
     return p, port
 
 
-def start_bare(procs, upstream_port, name="bare-pingora", workers=2):
+def start_bare(procs, upstream_port, name="bare-pingora", workers=2, binary=BARE):
     """The bare Pingora proxy in front of `upstream_port`, with
     origin-pull's worker layout and client buffers."""
     port = free_port()
-    p = procs.start([BARE, "--listen", f"127.0.0.1:{port}", "--upstream", f"127.0.0.1:{upstream_port}",
+    p = procs.start([binary, "--listen", f"127.0.0.1:{port}", "--upstream", f"127.0.0.1:{upstream_port}",
                      "--workers", str(workers)], name, stop=signal.SIGINT)
     wait_port(port)
     return p, port

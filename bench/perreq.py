@@ -36,7 +36,9 @@ SIZE = 4096
 # The binaries measured; --proxy-bin / --bare-bin measure others (e.g.
 # built against a patched Pingora).
 PROXY, BARE = h.PROXY, h.BARE
-PATHS = ("origin_pull", "bare_pingora", "nginx")
+# bare_pingora_mimalloc: the floor with origin-pull's allocator (bench/run
+# builds it).
+PATHS = ("origin_pull", "bare_pingora", "bare_pingora_mimalloc", "nginx")
 
 
 class Paths:
@@ -61,6 +63,8 @@ class Paths:
             self.start_nginx(procs, wrap, workers)
         if "bare_pingora" in which:
             self.start_bare(procs, wrap, workers, write_buffer, read_buffer)
+        if "bare_pingora_mimalloc" in which:
+            self.start_bare(procs, wrap, workers, write_buffer, read_buffer, "bare_pingora_mimalloc")
         if "origin_pull" in which:
             self.start_origin_pull(procs, wrap, workers, write_buffer, read_buffer)
 
@@ -79,17 +83,18 @@ class Paths:
         self.ports["nginx"] = port
         self.pids["nginx"] = [nginx.pid] if wrap else h.children_of(nginx.pid)
 
-    def start_bare(self, procs, wrap, workers, write_buffer, read_buffer):
+    def start_bare(self, procs, wrap, workers, write_buffer, read_buffer, name="bare_pingora"):
         port = h.free_port()
-        argv = [*wrap, BARE, "--listen", f"127.0.0.1:{port}", "--upstream", f"127.0.0.1:{self.standin}",
+        binary = BARE if name == "bare_pingora" else h.BARE_MIMALLOC
+        argv = [*wrap, binary, "--listen", f"127.0.0.1:{port}", "--upstream", f"127.0.0.1:{self.standin}",
                 "--workers", str(workers)]
         if write_buffer is not None:
             argv += ["--write-buffer", str(write_buffer)]
         if read_buffer is not None:
             argv += ["--read-buffer", str(read_buffer)]
-        p = procs.start(argv, "bare-pingora", env=self.env, stop=signal.SIGINT)
+        p = procs.start(argv, name, env=self.env, stop=signal.SIGINT)
         h.wait_port(port, timeout=120)
-        self.ports["bare_pingora"], self.pids["bare_pingora"] = port, [p.pid]
+        self.ports[name], self.pids[name] = port, [p.pid]
 
     def start_origin_pull(self, procs, wrap, workers, write_buffer, read_buffer):
         """Its bucket is the stand-in (which ignores signatures)."""
@@ -224,7 +229,9 @@ def main():
     ap.add_argument("--preload", help="LD_PRELOAD for the Pingora paths (another malloc)")
     ap.add_argument("--proxy-bin", default=h.PROXY)
     ap.add_argument("--bare-bin", default=h.BARE)
-    ap.add_argument("--paths", default=",".join(PATHS), help="which of " + ",".join(PATHS))
+    ap.add_argument("--paths", default=",".join(p for p in PATHS if p != "bare_pingora_mimalloc"
+                                                 or os.path.exists(h.BARE_MIMALLOC)),
+                    help="which of " + ",".join(PATHS))
     a = ap.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit("terminated"))
     which = set(a.paths.split(","))

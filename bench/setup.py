@@ -9,7 +9,7 @@ import os
 import subprocess
 import sys
 
-from harness import BUCKET, WEB_HOST, Garage, free_port, start_bare, start_nginx, start_proxy, wait_port
+from harness import BARE_MIMALLOC, BUCKET, WEB_HOST, Garage, free_port, start_bare, start_nginx, start_proxy, wait_port
 
 HIT_SIZES = {"4k": 4096, "1m": 1 << 20}
 SWEEP_SIZE = 16 << 10
@@ -90,6 +90,11 @@ class Bench:
             procs, self.garage, f"http://127.0.0.1:{self.standin}", [("", fast)], name="origin-pull-standin")
         # The framework's floor: Pingora proxying to the stand-in, nothing else.
         self.bare, self.bare_port = start_bare(procs, self.standin)
+        # ... and with origin-pull's allocator, when bench/run built it.
+        self.bare_mimalloc, self.bare_mimalloc_port = None, None
+        if os.path.exists(BARE_MIMALLOC):
+            self.bare_mimalloc, self.bare_mimalloc_port = start_bare(
+                procs, self.standin, name="bare-pingora-mimalloc", binary=BARE_MIMALLOC)
         # The slow-bucket row's own instance: nothing else shares its bucket link.
         self.proxy_slowbucket, self.proxy_slowbucket_port = start_proxy(
             procs, self.garage, f"http://127.0.0.1:{self.slow_bucket}", [("", slow)],

@@ -43,6 +43,13 @@ pub fn build(config: &Config) -> Result<(Server, OriginPull, EdgeTls), StartErro
     let conf = ServerConf {
         grace_period_seconds: Some(config.shutdown_timeout.as_secs() + 5),
         graceful_shutdown_timeout_seconds: Some(1),
+        // Each worker is one thread (below), so there is nothing to steal
+        // from: Pingora's no-steal flavour runs it on tokio's
+        // current-thread scheduler, which skips the multi-thread one's
+        // bookkeeping (searching state, inject queue, sibling wake-ups).
+        // Measured (4 KiB hits, stand-in bucket, 5 interleaved runs):
+        // +17 % req/s under full load, -5 % CPU per request at a fixed rate.
+        work_stealing: false,
         ..ServerConf::default()
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);

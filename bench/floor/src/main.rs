@@ -21,6 +21,10 @@ use pingora::server::configuration::ServerConf;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 struct Cli {
     /// Where to listen.
@@ -58,7 +62,12 @@ impl ProxyHttp for Bare {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let mut server = Server::new_with_opt_and_conf(None, ServerConf::default());
+    let conf = ServerConf {
+        // As origin-pull's workers (src/server.rs).
+        work_stealing: false,
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
     let buffers = L4BufferSettings::new(cli.read_buffer, cli.write_buffer);
     for i in 0..cli.workers.max(1) {
