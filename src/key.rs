@@ -25,14 +25,17 @@ pub enum KeyError {
 /// Decodes and checks the key of a request path (`/a/b%20c` → `a/b c`).
 pub fn key_from_path(path: &str) -> Result<String, KeyError> {
     let raw = path.strip_prefix('/').unwrap_or(path);
-    let bytes: Vec<u8> = percent_decode_str(raw).collect();
+    // Borrowed when the path has no `%` (most keys): no byte-wise copy.
+    let bytes: std::borrow::Cow<[u8]> = percent_decode_str(raw).into();
     if bytes.is_empty() {
         return Err(KeyError::Empty);
     }
     if bytes.len() > MAX_KEY_LEN {
         return Err(KeyError::TooLong);
     }
-    let key = String::from_utf8(bytes).map_err(|_| KeyError::NotUtf8)?;
+    let key = std::str::from_utf8(&bytes)
+        .map_err(|_| KeyError::NotUtf8)?
+        .to_owned();
     // Checked after decoding, so `%2e%2e` and `%2F` tricks are caught too.
     check_key(&key)?;
     Ok(key)

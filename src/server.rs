@@ -50,6 +50,12 @@ pub fn build(config: &Config) -> Result<(Server, OriginPull, EdgeTls), StartErro
         // Measured (4 KiB hits, stand-in bucket, 5 interleaved runs):
         // +17 % req/s under full load, -5 % CPU per request at a fixed rate.
         work_stealing: false,
+        // Pingora's read timeouts (the bucket's, per upstream read) on
+        // tokio's timer instead of Pingora's shared timer thread: on a
+        // current-thread runtime the wheel is the worker's own, and
+        // registering costs less (callgrind, 4 KiB hit: 103.3k -> 102.0k
+        // instructions).
+        fast_timeout_to_tokio_threshold_seconds: Some(0),
         ..ServerConf::default()
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);

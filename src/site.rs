@@ -37,10 +37,15 @@ impl HostTable {
     /// The site index for a `Host` header value (port and trailing dot
     /// ignored, case-insensitive).
     pub fn select(&self, host: Option<&str>) -> Option<usize> {
+        // One default site and no names (a single-bucket edge): nothing to
+        // look up, and no lower-cased copy of the header to make.
+        if self.exact.is_empty() && self.suffixes.is_empty() {
+            return self.default;
+        }
         let Some(name) = host.map(normalize) else {
             return self.default;
         };
-        if let Some(i) = self.exact.get(&name) {
+        if let Some(i) = self.exact.get(name.as_ref()) {
             return Some(*i);
         }
         self.suffixes
@@ -51,8 +56,9 @@ impl HostTable {
     }
 }
 
-/// `Example.COM:8080` → `example.com`; `[::1]:80` → `[::1]`.
-fn normalize(host: &str) -> String {
+/// `Example.COM:8080` → `example.com`; `[::1]:80` → `[::1]`. Borrowed when
+/// already lower case (the usual `Host`).
+fn normalize(host: &str) -> std::borrow::Cow<'_, str> {
     let host = host.trim();
     let no_port = if host.starts_with('[') {
         match host.find(']') {
@@ -62,7 +68,12 @@ fn normalize(host: &str) -> String {
     } else {
         host.rsplit_once(':').map_or(host, |(h, _)| h)
     };
-    no_port.trim_end_matches('.').to_ascii_lowercase()
+    let name = no_port.trim_end_matches('.');
+    if name.bytes().any(|b| b.is_ascii_uppercase()) {
+        name.to_ascii_lowercase().into()
+    } else {
+        name.into()
+    }
 }
 
 #[cfg(test)]
