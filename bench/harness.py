@@ -14,7 +14,8 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GARAGE = os.environ.get("GARAGE_BIN", os.path.expanduser("~/.local/garage/bin/garage"))
-PROXY = os.path.join(ROOT, "target/release/origin-pull")
+# ORIGIN_PULL_BIN: measure another build (e.g. `--no-default-features`).
+PROXY = os.environ.get("ORIGIN_PULL_BIN", os.path.join(ROOT, "target/release/origin-pull"))
 # The framework's floor (bench/floor): Pingora proxying, nothing else.
 BARE = os.path.join(ROOT, "target/release/bare-pingora")
 # The same floor linked with origin-pull's allocator (mimalloc): the floor's
