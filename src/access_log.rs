@@ -191,10 +191,11 @@ fn writer(rx: Receiver<Msg>) {
     let mut cfg: Option<AccessLogConfig> = None;
     let mut out = Out::Off;
     let mut buf = Vec::with_capacity(64 * 1024);
+    let mut first: Option<Msg> = None;
     loop {
         // Everything queued since the last round, written at once.
         loop {
-            let m = match rx.try_recv() {
+            let m = match first.take().map_or_else(|| rx.try_recv(), Ok) {
                 Ok(m) => m,
                 Err(std::sync::mpsc::TryRecvError::Empty) => break,
                 Err(std::sync::mpsc::TryRecvError::Disconnected) => return,
@@ -230,7 +231,16 @@ fn writer(rx: Receiver<Msg>) {
             }
         }
         write_out(&mut out, &mut buf);
-        std::thread::sleep(BATCH);
+        if cfg.is_none() {
+            // Off: nothing to batch, so no waking every 50 ms; the next
+            // message (a reload turning it on, a flush) ends the wait.
+            match rx.recv() {
+                Ok(m) => first = Some(m),
+                Err(_) => return,
+            }
+        } else {
+            std::thread::sleep(BATCH);
+        }
     }
 }
 
