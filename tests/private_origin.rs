@@ -117,7 +117,8 @@ fn signed_miss_is_streamed_stored_and_tagged() {
         .to_str()
         .unwrap()
         .starts_with("MIRROR http%3A"));
-    p.wait_log("mirror key=\"h.txt\"");
+    let line = p.wait_log("mirror key=\"h.txt\"");
+    assert!(line.contains("write_back=none"), "{line}");
     assert!(!b.exists("h.txt"));
 
     // A key the source lacks: its 404 is ours (the key may list the bucket).
@@ -301,15 +302,15 @@ fn header_auth_is_sent_only_to_its_origin_and_never_printed() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    // Waited for: the access log is written by its own thread.
+    for line in [
+        "fill key=\"k\"",
+        "mirror key=\"k-head\"",
+        "\"key\":\"k-head\"",
+    ] {
+        p.wait_log(line);
+    }
     let log = p.log();
-    assert!(
-        log.contains("fill key=\"k\"") && log.contains("mirror key=\"k-head\""),
-        "{log}"
-    );
-    assert!(
-        log.contains("\"key\":\"k-head\""),
-        "no access log line: {log}"
-    );
     for (name, value) in secrets {
         assert!(!printed.contains(value), "-t printed {name}: {printed}");
         assert!(!log.contains(value), "the log has {name}");

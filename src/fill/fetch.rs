@@ -245,12 +245,17 @@ fn start_upload(fills: &Arc<Fills>, fill: &Arc<Fill>, job: Option<crate::writeba
     // The fill stays joinable until the object is in the bucket.
     fill.holds.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     let counted = crate::writeback::counted();
-    fills.rt.spawn(async move {
-        if crate::writeback::store_from_fill(wb, cursor, counted).await {
-            fills2.stored(&fill2);
-        }
-        fills2.release(&fill2);
-    });
+    fills.rt.spawn(crate::writeback::store_from_fill(
+        wb,
+        cursor,
+        counted,
+        move |stored| {
+            if stored {
+                fills2.stored(&fill2);
+            }
+            fills2.release(&fill2);
+        },
+    ));
 }
 
 /// Asks the origin (hops, secondary) until it answers 200, with the URL

@@ -84,7 +84,7 @@ impl Tee {
         let reader = Reader::new(rx, job.expected_len, job.md5);
         let counted = InFlight::new(&METRICS.writebacks_in_flight);
         tokio::spawn(async move {
-            upload_logged(job, reader, counted).await;
+            upload_logged(job, reader, counted, |_| ()).await;
         });
         Tee {
             tx: Some(tx),
@@ -122,11 +122,20 @@ impl Tee {
 }
 
 /// Stores a fill's object from its spool (see `crate::fill`).
-/// True when the object was stored. `counted` is taken before the task is
-/// spawned, so a shutdown never sees a moment with nothing in flight.
-pub async fn store_from_fill(job: Job, cursor: crate::fill::Cursor, counted: InFlight) -> bool {
+/// `counted` is taken before the task is spawned, so a shutdown never
+/// sees a moment with nothing in flight. `retire` gets whether the object
+/// was stored and runs before the outcome is logged: the fill leaves the
+/// registry first, so once "write-back stored" is in the log the next
+/// request reads the bucket, not the spool (tests and operators rely on
+/// that order).
+pub async fn store_from_fill(
+    job: Job,
+    cursor: crate::fill::Cursor,
+    counted: InFlight,
+    retire: impl FnOnce(bool),
+) {
     let reader = Reader::from_fill(cursor, job.expected_len);
-    upload_logged(job, reader, counted).await
+    upload_logged(job, reader, counted, retire).await;
 }
 
 /// A write-back in flight (see [`store_from_fill`]).
@@ -134,9 +143,12 @@ pub fn counted() -> InFlight {
     InFlight::new(&METRICS.writebacks_in_flight)
 }
 
-async fn upload_logged(job: Job, reader: Reader, _counted: InFlight) -> bool {
+/// Runs the upload, hands whether it stored to `settled`, then reports
+/// the outcome (metrics, access log, log line).
+async fn upload_logged(job: Job, reader: Reader, _counted: InFlight, settled: impl FnOnce(bool)) {
     let key = job.key.clone();
     let done = upload::run(&job, reader).await;
+    settled(done.is_ok());
     let (result, bytes) = match &done {
         Ok(n) => (WriteBackResult::Stored, *n),
         Err(e) => (result_of(e), 0),
@@ -150,17 +162,13 @@ async fn upload_logged(job: Job, reader: Reader, _counted: InFlight) -> bool {
         bytes,
     );
     match done {
-        Ok(n) => {
-            log::info!("write-back stored key={key:?} bytes={n}");
-            return true;
-        }
+        Ok(n) => log::info!("write-back stored key={key:?} bytes={n}"),
         Err(WriteBackError::Abandoned) => log::warn!("write-back abandoned key={key:?}"),
         Err(WriteBackError::AlreadyExists) => {
             log::info!("write-back skipped key={key:?}: object already exists")
         }
         Err(e) => log::warn!("write-back failed key={key:?}: {e}"),
     }
-    false
 }
 
 /// The metric label of a failed write-back.

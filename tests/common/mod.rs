@@ -152,9 +152,13 @@ impl Proxy {
     }
 
     /// Waits for the write-back outcome of `key` and returns the line.
+    /// Once it is logged, the object's fill has left the registry: the
+    /// next GET reads the bucket. Only outcome lines count (not "waits
+    /// for an upload slot" or an abort retry).
     pub fn write_back_outcome(&self, key: &str) -> String {
-        let needle = format!("key={key:?}");
-        self.wait_line(|l| l.contains("write-back ") && l.contains(&needle))
+        let needles = ["stored", "skipped", "failed", "abandoned"]
+            .map(|word| format!("write-back {word} key={key:?}"));
+        self.wait_line(|l| needles.iter().any(|n| l.contains(n.as_str())))
     }
 }
 

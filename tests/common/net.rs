@@ -77,11 +77,16 @@ impl Recorder {
                 let rec = rec.clone();
                 std::thread::spawn(move || {
                     let mut buf = [0u8; 65536];
+                    // Recorded before it is passed on: once the answer is
+                    // back, the request is in `seen`.
                     while let Ok(n) = down.read(&mut buf) {
-                        if n == 0 || up.write_all(&buf[..n]).is_err() {
+                        if n == 0 {
                             break;
                         }
                         rec.lock().unwrap().extend_from_slice(&buf[..n]);
+                        if up.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
                     }
                     let _ = up.shutdown(Shutdown::Write);
                 });
@@ -175,6 +180,105 @@ fn pace(
         }
     }
     let _ = to.shutdown(Shutdown::Write);
+}
+
+/// A TCP relay in front of `target` that holds back the answer to the
+/// first request containing `needle` until [`Gate::release`]; everything
+/// else passes: a bucket answer that arrives late, on cue.
+pub struct Gate {
+    pub port: u16,
+    state: Arc<(Mutex<GateState>, std::sync::Condvar)>,
+}
+
+#[derive(Default)]
+struct GateState {
+    /// The needle was seen: its connection holds its next answer.
+    matched: bool,
+    holding: bool,
+    released: bool,
+}
+
+impl Gate {
+    pub fn start(target: u16, needle: &str) -> Gate {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let state = Arc::new((Mutex::new(GateState::default()), std::sync::Condvar::new()));
+        let (shared, needle) = (state.clone(), needle.as_bytes().to_vec());
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut down) = conn else { continue };
+                let Ok(mut up) = TcpStream::connect(("127.0.0.1", target)) else {
+                    continue;
+                };
+                let (mut down2, mut up2) = (down.try_clone().unwrap(), up.try_clone().unwrap());
+                // This connection carries the held request.
+                let ours = Arc::new(std::sync::atomic::AtomicBool::new(false));
+                let (ours2, shared2, needle) = (ours.clone(), shared.clone(), needle.clone());
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 65536];
+                    while let Ok(n) = down.read(&mut buf) {
+                        if n == 0 {
+                            break;
+                        }
+                        {
+                            // Marked before it is passed on: the answer
+                            // can't overtake the mark.
+                            let mut st = shared2.0.lock().unwrap();
+                            if !st.matched && buf[..n].windows(needle.len()).any(|w| w == needle) {
+                                st.matched = true;
+                                ours2.store(true, std::sync::atomic::Ordering::SeqCst);
+                            }
+                        }
+                        if up.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = up.shutdown(Shutdown::Write);
+                });
+                let shared = shared.clone();
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 65536];
+                    while let Ok(n) = up2.read(&mut buf) {
+                        if n == 0 {
+                            break;
+                        }
+                        if ours.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                            let (lock, cv) = &*shared;
+                            let mut st = lock.lock().unwrap();
+                            st.holding = true;
+                            cv.notify_all();
+                            while !st.released {
+                                st = cv.wait(st).unwrap();
+                            }
+                        }
+                        if down2.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = down2.shutdown(Shutdown::Write);
+                });
+            }
+        });
+        Gate { port, state }
+    }
+
+    /// Waits (60 s at most) until the answer to the needle's request is
+    /// held here.
+    pub fn wait_holding(&self) {
+        let (lock, cv) = &*self.state;
+        let st = lock.lock().unwrap();
+        let (st, _) = cv
+            .wait_timeout_while(st, Duration::from_secs(60), |st| !st.holding)
+            .unwrap();
+        assert!(st.holding, "no answer to hold arrived");
+    }
+
+    /// Lets the held answer go on.
+    pub fn release(&self) {
+        let (lock, cv) = &*self.state;
+        lock.lock().unwrap().released = true;
+        cv.notify_all();
+    }
 }
 
 /// Listening TCP sockets on `port` (IPv4), from /proc/net/tcp.
