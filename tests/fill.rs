@@ -165,3 +165,46 @@ fn slow_bucket_does_not_slow_the_client() {
     assert_eq!(b.stored_matches("slow.bin", &src), Ok(()));
     assert_eq!(o.hits("/slow.bin"), 1);
 }
+
+#[test]
+fn bucket_404_that_raced_the_write_back_asks_the_bucket_again() {
+    // Client B's bucket 404 is held back while client A's miss fills the
+    // object and stores it; when B's 404 arrives, the object is in the
+    // bucket and its fill is gone. B must read the bucket again, not
+    // fetch the object from the origin a second time.
+    let g = garage();
+    let b = g.bucket("recheck");
+    let gate = Gate::start(g.s3_port, "/late.bin HTTP/1.1");
+    let bucket_yaml = b
+        .yaml()
+        .replace(&g.endpoint(), &format!("http://127.0.0.1:{}", gate.port));
+    let o = Origin::start();
+    let body = pattern(100_000, 41);
+    o.set("/late.bin", Reply::ok(&body, "application/x-late"));
+    let p = Proxy::start_env(&yaml(&bucket_yaml, &o.url(), "", ""), &b.proxy_env());
+
+    let late = {
+        let url = p.url("/late.bin");
+        std::thread::spawn(move || {
+            let r = client().get(url).send().unwrap();
+            let etag = r.headers().get("etag").is_some();
+            (r.status(), etag, r.bytes().unwrap().to_vec())
+        })
+    };
+    gate.wait_holding();
+    let r = client().get(p.url("/late.bin")).send().unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.bytes().unwrap().as_ref() == body.as_slice());
+    assert!(p.write_back_outcome("late.bin").contains("stored"));
+    gate.release();
+
+    let (status, etag, got) = late.join().unwrap();
+    assert_eq!(status, 200);
+    assert!(got == body, "the late client's body differs");
+    assert!(
+        etag,
+        "the late client's answer is not the bucket's (no ETag)"
+    );
+    assert_eq!(o.hits("/late.bin"), 1, "the origin was asked twice");
+    p.wait_log("asking the bucket again");
+}

@@ -126,6 +126,19 @@ pub fn start(
         Ok(j) => j,
         Err(e) => return origin::answer(ctx, Answer::Error(e)),
     };
+    if !ctx.rechecked && fills.recently_stored(&job.fill_key) {
+        // This 404 left the bucket before a fill of the same object
+        // committed it (the fill has retired since, or it would have been
+        // joined): ask the bucket once more instead of fetching the object
+        // from the origin a second time.
+        ctx.rechecked = true;
+        log::info!(
+            "{} fill key={:?}: the bucket's 404 raced a write-back; asking the bucket again",
+            ctx.request_id,
+            ctx.key
+        );
+        return origin::reroute(ctx, "bucket 404 raced a write-back");
+    }
     job.request_id = Some(ctx.request_id);
     let asynchronous =
         origin::rule(site, idx).is_some_and(|m| m.mode == crate::config::MirrorMode::Async);
