@@ -42,6 +42,7 @@ def hit_urls(b, name):
             "direct": b.presigned(f"obj-{name}"),
             "origin_pull": f"http://127.0.0.1:{b.proxy_port}/obj-{name}",
             "nginx": f"http://127.0.0.1:{b.nginx_garage}/obj-{name}",
+            **{p: b.presigned(f"obj-{name}", client) for p, (_, client) in b.bare_garage.items()},
         },
         "standin": {
             "direct": f"http://127.0.0.1:{b.standin}/{h.BUCKET}/obj-{name}",
@@ -64,6 +65,9 @@ def path_pids(b, row):
         pids["bare_pingora"] = lambda: [b.bare.pid]
         if b.bare_mimalloc:
             pids["bare_pingora_mimalloc"] = lambda: [b.bare_mimalloc.pid]
+    else:
+        for p, (proc, _) in b.bare_garage.items():
+            pids[p] = lambda proc=proc: [proc.pid]
     return pids
 
 
@@ -99,6 +103,7 @@ def hit_rows(b, secs, rounds):
             for bare in ("bare_pingora", "bare_pingora_mimalloc"):
                 if bare in res:
                     res[f"ratio_{bare.replace('_pingora', '')}"] = res["origin_pull"]["rps"] / res[bare]["rps"]
+                    res[bare]["ratio_direct"] = res[bare]["rps"] / res["direct"]["rps"]
             out[f"{row}_{name}"] = res
             print(f"  {row} {name}: x{res['ratio_direct']:.2f} direct, x{res['ratio_nginx']:.2f} nginx",
                   file=sys.stderr)

@@ -109,13 +109,16 @@ class Garage:
             time.sleep(0.2)
         sys.exit(f"garage {' '.join(args)}: {r.stderr}")
 
-    def client(self):
+    def client(self, port=None):
+        """An S3 client of the bench bucket's key; `port` another endpoint
+        (a proxy that passes `Host` on: its presigned URLs are signed for
+        the host the bucket will see)."""
         import boto3
         from botocore.config import Config
 
         return boto3.client(
             "s3",
-            endpoint_url=f"http://127.0.0.1:{self.s3}",
+            endpoint_url=f"http://127.0.0.1:{port or self.s3}",
             aws_access_key_id=self.key_id,
             aws_secret_access_key=self.secret,
             region_name="garage",

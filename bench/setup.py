@@ -9,7 +9,7 @@ import os
 import subprocess
 import sys
 
-from harness import BARE_MIMALLOC, BUCKET, WEB_HOST, Garage, free_port, start_bare, start_nginx, start_proxy, wait_port
+from harness import BARE, BARE_MIMALLOC, BUCKET, WEB_HOST, Garage, free_port, start_bare, start_nginx, start_proxy, wait_port
 
 HIT_SIZES = {"4k": 4096, "1m": 1 << 20}
 SWEEP_SIZE = 16 << 10
@@ -95,6 +95,15 @@ class Bench:
         if os.path.exists(BARE_MIMALLOC):
             self.bare_mimalloc, self.bare_mimalloc_port = start_bare(
                 procs, self.standin, name="bare-pingora-mimalloc", binary=BARE_MIMALLOC)
+        # The floor in front of Garage too (it passes requests unchanged,
+        # so its URLs are presigned for its own host): what the framework
+        # alone costs where Garage shares the cores.
+        self.bare_garage = {}
+        for path, name, binary in (("bare_pingora", "bare-pingora-garage", BARE),
+                                   ("bare_pingora_mimalloc", "bare-pingora-mimalloc-garage", BARE_MIMALLOC)):
+            if os.path.exists(binary):
+                proc, port = start_bare(procs, self.garage.s3, name=name, binary=binary)
+                self.bare_garage[path] = (proc, self.garage.client(port))
         # The slow-bucket row's own instance: nothing else shares its bucket link.
         self.proxy_slowbucket, self.proxy_slowbucket_port = start_proxy(
             procs, self.garage, f"http://127.0.0.1:{self.slow_bucket}", [("", slow)],
@@ -161,9 +170,9 @@ class Bench:
 """
         return servers
 
-    def presigned(self, key):
-        return self.s3.generate_presigned_url("get_object", Params={"Bucket": BUCKET, "Key": key},
-                                              ExpiresIn=3600)
+    def presigned(self, key, client=None):
+        return (client or self.s3).generate_presigned_url("get_object", Params={"Bucket": BUCKET, "Key": key},
+                                                          ExpiresIn=3600)
 
     def stored(self, prefix):
         """{key: etag} of the objects under `prefix` in Garage."""
