@@ -4,8 +4,7 @@
 mod common;
 use common::*;
 use std::collections::HashMap;
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -127,35 +126,15 @@ struct Switch {
 
 impl Switch {
     fn start(target: u16) -> Switch {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
         let up = Arc::new(AtomicBool::new(true));
         let open = Arc::new(std::sync::Mutex::new(Vec::new()));
         let (on, conns) = (up.clone(), open.clone());
-        std::thread::spawn(move || {
-            for conn in listener.incoming().flatten() {
-                if !on.load(Ordering::SeqCst) {
-                    continue; // dropped: closed without an answer
-                }
-                let Ok(back) = TcpStream::connect(("127.0.0.1", target)) else {
-                    continue;
-                };
-                conns.lock().unwrap().push(conn.try_clone().unwrap());
-                for (mut from, mut to) in [
-                    (conn.try_clone().unwrap(), back.try_clone().unwrap()),
-                    (back, conn),
-                ] {
-                    std::thread::spawn(move || {
-                        let mut buf = [0u8; 16384];
-                        while let Ok(n) = from.read(&mut buf) {
-                            if n == 0 || to.write_all(&buf[..n]).is_err() {
-                                break;
-                            }
-                        }
-                        let _ = to.shutdown(std::net::Shutdown::Write);
-                    });
-                }
+        let port = relay(target, move |conn: &TcpStream| {
+            if !on.load(Ordering::SeqCst) {
+                return None; // dropped: closed without an answer
             }
+            conns.lock().unwrap().push(conn.try_clone().unwrap());
+            Some((pass(), pass()))
         });
         Switch { port, up, open }
     }

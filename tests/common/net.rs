@@ -2,7 +2,8 @@
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 pub fn free_port() -> u16 {
@@ -54,6 +55,58 @@ pub fn raw_get(port: u16, host: &str, path: &str) -> (u16, String) {
     )
 }
 
+/// Called with each chunk a relay passes, before it is passed on (it may
+/// block: that holds the connection's direction).
+pub type Hook = Box<dyn FnMut(&[u8]) + Send>;
+
+/// A TCP relay on a new port in front of `target`; `hooks` gives each
+/// accepted connection its hook for bytes going to the target and the one
+/// for bytes coming back, or `None` to close it unanswered. Returns the
+/// port.
+pub fn relay(
+    target: u16,
+    hooks: impl Fn(&TcpStream) -> Option<(Hook, Hook)> + Send + 'static,
+) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(down) = conn else { continue };
+            let Some((to_target, back)) = hooks(&down) else {
+                continue;
+            };
+            let Ok(up) = TcpStream::connect(("127.0.0.1", target)) else {
+                continue;
+            };
+            let _ = (down.set_nodelay(true), up.set_nodelay(true));
+            let (down2, up2) = (down.try_clone().unwrap(), up.try_clone().unwrap());
+            std::thread::spawn(move || pump(down, up, to_target));
+            std::thread::spawn(move || pump(up2, down2, back));
+        }
+    });
+    port
+}
+
+fn pump(mut from: TcpStream, mut to: TcpStream, mut hook: Hook) {
+    let mut buf = [0u8; 16384];
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        hook(&buf[..n]);
+        if to.write_all(&buf[..n]).is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown(Shutdown::Write);
+}
+
+/// The hook that passes bytes as they come.
+pub fn pass() -> Hook {
+    Box::new(|_| ())
+}
+
 /// A TCP relay in front of `target` that records every byte sent to it,
 /// to assert what a peer really received.
 pub struct Recorder {
@@ -63,38 +116,14 @@ pub struct Recorder {
 
 impl Recorder {
     pub fn start(target: u16) -> Recorder {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let rec = seen.clone();
-        std::thread::spawn(move || {
-            for conn in listener.incoming() {
-                let Ok(mut down) = conn else { continue };
-                let Ok(mut up) = TcpStream::connect(("127.0.0.1", target)) else {
-                    continue;
-                };
-                let (mut down2, mut up2) = (down.try_clone().unwrap(), up.try_clone().unwrap());
-                let rec = rec.clone();
-                std::thread::spawn(move || {
-                    let mut buf = [0u8; 65536];
-                    // Recorded before it is passed on: once the answer is
-                    // back, the request is in `seen`.
-                    while let Ok(n) = down.read(&mut buf) {
-                        if n == 0 {
-                            break;
-                        }
-                        rec.lock().unwrap().extend_from_slice(&buf[..n]);
-                        if up.write_all(&buf[..n]).is_err() {
-                            break;
-                        }
-                    }
-                    let _ = up.shutdown(Shutdown::Write);
-                });
-                std::thread::spawn(move || {
-                    let _ = std::io::copy(&mut up2, &mut down2);
-                    let _ = down2.shutdown(Shutdown::Write);
-                });
-            }
+        // Recorded before it is passed on: once the answer is back, the
+        // request is in `seen`.
+        let port = relay(target, move |_| {
+            let rec = rec.clone();
+            let record: Hook = Box::new(move |b| rec.lock().unwrap().extend_from_slice(b));
+            Some((record, pass()))
         });
         Recorder { port, seen }
     }
@@ -109,77 +138,44 @@ impl Recorder {
 /// (both directions and all connections together): a slow bucket.
 pub struct Throttle {
     pub port: u16,
-    up: Arc<std::sync::atomic::AtomicU64>,
+    up: Arc<AtomicU64>,
 }
 
 impl Throttle {
     pub fn start(target: u16, bytes_per_sec: u64) -> Throttle {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
         // When the link is free again: shared by every connection.
         let budget = Arc::new(Mutex::new(Instant::now()));
-        let up_bytes = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let counter = up_bytes.clone();
-        std::thread::spawn(move || {
-            for conn in listener.incoming() {
-                let Ok(down) = conn else { continue };
-                let Ok(up) = TcpStream::connect(("127.0.0.1", target)) else {
-                    continue;
-                };
-                let _ = (down.set_nodelay(true), up.set_nodelay(true));
-                for (from, to, count) in [
-                    (
-                        down.try_clone().unwrap(),
-                        up.try_clone().unwrap(),
-                        Some(counter.clone()),
-                    ),
-                    (up, down, None),
-                ] {
-                    let budget = budget.clone();
-                    std::thread::spawn(move || pace(from, to, bytes_per_sec, &budget, count));
-                }
-            }
+        let up = Arc::new(AtomicU64::new(0));
+        let counter = up.clone();
+        let port = relay(target, move |_| {
+            let (b1, b2, counter) = (budget.clone(), budget.clone(), counter.clone());
+            let to_target: Hook = Box::new(move |chunk| {
+                pace(chunk.len(), bytes_per_sec, &b1);
+                counter.fetch_add(chunk.len() as u64, SeqCst);
+            });
+            let back: Hook = Box::new(move |chunk| pace(chunk.len(), bytes_per_sec, &b2));
+            Some((to_target, back))
         });
-        Throttle { port, up: up_bytes }
+        Throttle { port, up }
     }
 
     /// Bytes passed on to the target so far (requests and uploads).
     pub fn passed_up(&self) -> u64 {
-        self.up.load(std::sync::atomic::Ordering::SeqCst)
+        self.up.load(SeqCst)
     }
 }
 
-fn pace(
-    mut from: TcpStream,
-    mut to: TcpStream,
-    rate: u64,
-    budget: &Mutex<Instant>,
-    count: Option<Arc<std::sync::atomic::AtomicU64>>,
-) {
-    let mut buf = [0u8; 16384];
-    loop {
-        let n = match from.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        // Throttling, not synchronisation: hold the bytes until the shared
-        // budget allows them.
-        let due = {
-            let mut free = budget.lock().unwrap();
-            *free = (*free).max(Instant::now()) + Duration::from_secs_f64(n as f64 / rate as f64);
-            *free
-        };
-        if let Some(wait) = due.checked_duration_since(Instant::now()) {
-            std::thread::sleep(wait);
-        }
-        if to.write_all(&buf[..n]).is_err() {
-            break;
-        }
-        if let Some(c) = &count {
-            c.fetch_add(n as u64, std::sync::atomic::Ordering::SeqCst);
-        }
+/// Throttling, not synchronisation: holds `n` bytes until the shared
+/// budget allows them.
+fn pace(n: usize, rate: u64, budget: &Mutex<Instant>) {
+    let due = {
+        let mut free = budget.lock().unwrap();
+        *free = (*free).max(Instant::now()) + Duration::from_secs_f64(n as f64 / rate as f64);
+        *free
+    };
+    if let Some(wait) = due.checked_duration_since(Instant::now()) {
+        std::thread::sleep(wait);
     }
-    let _ = to.shutdown(Shutdown::Write);
 }
 
 /// A TCP relay in front of `target` that holds back the answer to the
@@ -187,12 +183,12 @@ fn pace(
 /// else passes: a bucket answer that arrives late, on cue.
 pub struct Gate {
     pub port: u16,
-    state: Arc<(Mutex<GateState>, std::sync::Condvar)>,
+    state: Arc<(Mutex<GateState>, Condvar)>,
 }
 
 #[derive(Default)]
 struct GateState {
-    /// The needle was seen: its connection holds its next answer.
+    /// The needle was seen (its connection holds its next answer).
     matched: bool,
     holding: bool,
     released: bool,
@@ -200,64 +196,33 @@ struct GateState {
 
 impl Gate {
     pub fn start(target: u16, needle: &str) -> Gate {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let state = Arc::new((Mutex::new(GateState::default()), std::sync::Condvar::new()));
+        let state = Arc::new((Mutex::new(GateState::default()), Condvar::new()));
         let (shared, needle) = (state.clone(), needle.as_bytes().to_vec());
-        std::thread::spawn(move || {
-            for conn in listener.incoming() {
-                let Ok(mut down) = conn else { continue };
-                let Ok(mut up) = TcpStream::connect(("127.0.0.1", target)) else {
-                    continue;
-                };
-                let (mut down2, mut up2) = (down.try_clone().unwrap(), up.try_clone().unwrap());
-                // This connection carries the held request.
-                let ours = Arc::new(std::sync::atomic::AtomicBool::new(false));
-                let (ours2, shared2, needle) = (ours.clone(), shared.clone(), needle.clone());
-                std::thread::spawn(move || {
-                    let mut buf = [0u8; 65536];
-                    while let Ok(n) = down.read(&mut buf) {
-                        if n == 0 {
-                            break;
-                        }
-                        {
-                            // Marked before it is passed on: the answer
-                            // can't overtake the mark.
-                            let mut st = shared2.0.lock().unwrap();
-                            if !st.matched && buf[..n].windows(needle.len()).any(|w| w == needle) {
-                                st.matched = true;
-                                ours2.store(true, std::sync::atomic::Ordering::SeqCst);
-                            }
-                        }
-                        if up.write_all(&buf[..n]).is_err() {
-                            break;
-                        }
+        let port = relay(target, move |_| {
+            // This connection carries the held request.
+            let ours = Arc::new(AtomicBool::new(false));
+            let (ours2, seen, held, needle) =
+                (ours.clone(), shared.clone(), shared.clone(), needle.clone());
+            // Marked before it is passed on: the answer can't overtake it.
+            let mark: Hook = Box::new(move |b| {
+                let mut st = seen.0.lock().unwrap();
+                if !st.matched && b.windows(needle.len()).any(|w| w == needle) {
+                    st.matched = true;
+                    ours2.store(true, SeqCst);
+                }
+            });
+            let hold: Hook = Box::new(move |_| {
+                if ours.swap(false, SeqCst) {
+                    let (lock, cv) = &*held;
+                    let mut st = lock.lock().unwrap();
+                    st.holding = true;
+                    cv.notify_all();
+                    while !st.released {
+                        st = cv.wait(st).unwrap();
                     }
-                    let _ = up.shutdown(Shutdown::Write);
-                });
-                let shared = shared.clone();
-                std::thread::spawn(move || {
-                    let mut buf = [0u8; 65536];
-                    while let Ok(n) = up2.read(&mut buf) {
-                        if n == 0 {
-                            break;
-                        }
-                        if ours.swap(false, std::sync::atomic::Ordering::SeqCst) {
-                            let (lock, cv) = &*shared;
-                            let mut st = lock.lock().unwrap();
-                            st.holding = true;
-                            cv.notify_all();
-                            while !st.released {
-                                st = cv.wait(st).unwrap();
-                            }
-                        }
-                        if down2.write_all(&buf[..n]).is_err() {
-                            break;
-                        }
-                    }
-                    let _ = down2.shutdown(Shutdown::Write);
-                });
-            }
+                }
+            });
+            Some((mark, hold))
         });
         Gate { port, state }
     }
