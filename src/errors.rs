@@ -58,7 +58,7 @@ impl S3Error {
     }
 
     /// The XML document S3 would send.
-    pub fn body(&self, request_id: RequestId) -> String {
+    pub fn body(&self, request_id: impl std::fmt::Display) -> String {
         use quick_xml::escape::escape;
         format!(
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{}</Code><Message>{}</Message><RequestId>{}</RequestId></Error>",

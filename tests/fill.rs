@@ -104,6 +104,42 @@ fn first_client_and_joiner_keep_their_connections() {
 }
 
 #[test]
+fn origin_404_and_failure_answers_keep_the_connection() {
+    let b = garage().bucket("errka");
+    let o = Origin::start();
+    o.set("/gone.bin", Reply::status(404));
+    o.set("/broken.bin", Reply::status(500));
+    o.set("/fine.bin", Reply::ok(b"fine", "text/plain"));
+    let p = fill_proxy(&b, &o.url(), "", "");
+    let mut c = Conn::open(p.port);
+    for (path, status, code) in [
+        ("/gone.bin", 404, "NoSuchKey"),
+        ("/broken.bin", 424, "MirrorFailed"),
+    ] {
+        let (h, body) = c.get(path, &[]);
+        let body = String::from_utf8(body.unwrap()).unwrap();
+        assert_eq!(h.status, status, "{path}: {body}");
+        assert!(body.contains(&format!("<Code>{code}</Code>")), "{body}");
+        // The id in the body is this request's, as in the header.
+        let id = h.header("x-amz-request-id").unwrap();
+        assert!(
+            body.contains(&format!("<RequestId>{id}</RequestId>")),
+            "{body}"
+        );
+        assert_eq!(h.header("content-type"), Some("application/xml"));
+        assert_eq!(h.header("x-fill-outcome"), None);
+        assert!(!h.closes(), "{path}: Connection: close");
+    }
+    // Still the same connection.
+    let (h, body) = c.get("/fine.bin", &[]);
+    assert_eq!(h.status, 200);
+    assert_eq!(body.unwrap(), b"fine");
+    assert_eq!(o.hits("/gone.bin"), 1);
+    let line = p.wait_log("fill key=\"broken.bin\" joined=");
+    assert!(line.contains("status=424"), "{line}");
+}
+
+#[test]
 fn async_mode_redirects_to_the_origin_and_stores_in_the_background() {
     let b = garage().bucket("async");
     let o = Origin::start();

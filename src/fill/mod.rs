@@ -21,7 +21,7 @@ mod spool;
 use crate::config::FillConfig;
 pub use fetch::FetchJob;
 pub use reader::{Attached, Cursor};
-pub use serve::{OUTCOME, REASON};
+pub use serve::{OUTCOME, REQUEST_ID};
 use spool::{Budget, Spool};
 use std::collections::HashMap;
 use std::path::PathBuf;

@@ -5,15 +5,21 @@
 //! client as an upstream body error (the connection is closed without a
 //! valid end of body), never as a clean end.
 //!
-//! Answers: 200 / 206 / 416 with the origin's stored headers, or a bare
-//! status with `x-fill-outcome` (`not-found`, `failed` + `x-fill-reason`,
-//! `fallback`) that the proxy maps to its own S3 answer.
+//! Answers: 200 / 206 / 416 with the origin's stored headers; for an
+//! origin that has no object (`not-found`) or failed (`failed`), the S3
+//! error the client gets (XML body, the client request's id from
+//! `x-fill-request-id`), marked with `x-fill-outcome`: the proxy passes
+//! it on as a normal response, so the client's connection stays open
+//! (an answer written from `fail_to_proxy` closes it: Pingora 0.9 never
+//! reuses a connection after a failed proxy attempt). `fallback` is a
+//! bare 503 the proxy turns into a plain mirror.
 
 use super::range::{resolve, RangeAnswer};
 use super::{Cursor, Fills, Outcome, State};
+use crate::errors::S3Error;
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Empty, StreamBody};
+use http_body_util::{BodyExt, Empty, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
@@ -26,7 +32,8 @@ use std::sync::Weak;
 const READ_CHUNK: usize = 64 << 10;
 
 pub const OUTCOME: &str = "x-fill-outcome";
-pub const REASON: &str = "x-fill-reason";
+/// The client request's id, for the `RequestId` of an error answer.
+pub const REQUEST_ID: &str = "x-fill-request-id";
 
 type Body = BoxBody<Bytes, std::io::Error>;
 
@@ -83,22 +90,26 @@ pub(super) async fn serve(listener: tokio::net::UnixListener, fills: Weak<Fills>
     }
 }
 
-fn bare(status: u16, outcome: &str, reason: Option<&str>) -> Response<Body> {
-    let mut b = Response::builder()
+fn bare(status: u16, outcome: &str) -> Response<Body> {
+    Response::builder()
         .status(status)
         .header(OUTCOME, outcome)
-        .header(http::header::CONTENT_LENGTH, "0");
-    if let Some(r) = reason {
-        // Header-safe: printable ASCII only.
-        let clean: String = r
-            .chars()
-            .map(|c| if (' '..='~').contains(&c) { c } else { '?' })
-            .take(300)
-            .collect();
-        b = b.header(REASON, clean);
-    }
-    b.body(Empty::new().map_err(|e| match e {}).boxed())
+        .header(http::header::CONTENT_LENGTH, "0")
+        .body(Empty::new().map_err(|e| match e {}).boxed())
         .unwrap_or_else(|_| Response::new(Empty::new().map_err(|e| match e {}).boxed()))
+}
+
+/// `e` as the client's whole answer (as `S3Error::respond` writes it).
+fn s3_error(e: S3Error, outcome: &str, request_id: &str) -> Response<Body> {
+    let body = Bytes::from(e.body(request_id));
+    Response::builder()
+        .status(e.status())
+        .header(OUTCOME, outcome)
+        .header(http::header::CONTENT_TYPE, "application/xml")
+        .header(http::header::CONTENT_LENGTH, body.len().to_string())
+        .header("x-amz-request-id", request_id)
+        .body(Full::new(body).map_err(|e| match e {}).boxed())
+        .unwrap_or_else(|_| bare(500, "failed"))
 }
 
 async fn handle(fills: Weak<Fills>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
@@ -108,20 +119,31 @@ async fn handle(fills: Weak<Fills>, req: Request<Incoming>) -> Result<Response<B
         .strip_prefix("/fill/")
         .and_then(|id| fills.upgrade()?.by_id(id));
     let Some(fill) = fill else {
-        return Ok(bare(500, "gone", None));
+        return Ok(bare(500, "gone"));
     };
+    // Set by the proxy (ours: a short id); anything else is not echoed.
+    let id = req
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| v.len() <= 32 && v.bytes().all(|b| b.is_ascii_alphanumeric()))
+        .unwrap_or("-")
+        .to_string();
+    let failed = |why: &str| Ok(s3_error(S3Error::MirrorFailed(why.into()), "failed", &id));
     let mut rx = fill.subscribe();
     let state = match rx.wait_for(|s| !matches!(s, State::Waiting)).await {
         Ok(s) => s.clone(),
         Err(_) => State::Failed("the fill stopped".into()),
     };
     let head = match state {
-        State::Answer(Outcome::NotFound) => return Ok(bare(404, "not-found", None)),
-        State::Answer(Outcome::Failed(why)) => return Ok(bare(424, "failed", Some(&why))),
-        State::Answer(Outcome::Fallback) => return Ok(bare(503, "fallback", None)),
+        State::Answer(Outcome::NotFound) => {
+            return Ok(s3_error(S3Error::NoSuchKey, "not-found", &id))
+        }
+        State::Answer(Outcome::Failed(why)) => return failed(&why),
+        State::Answer(Outcome::Fallback) => return Ok(bare(503, "fallback")),
         // Broke off before this client got anything: a clean 424.
-        State::Failed(why) => return Ok(bare(424, "failed", Some(&why))),
-        State::Waiting => return Ok(bare(424, "failed", Some("no origin answer"))),
+        State::Failed(why) => return failed(&why),
+        State::Waiting => return failed("no origin answer"),
         State::Body { head, .. } | State::Done { head, .. } => head,
     };
     let range = req
@@ -140,7 +162,7 @@ async fn handle(fills: Weak<Fills>, req: Request<Incoming>) -> Result<Response<B
                 .header(http::header::CONTENT_RANGE, format!("bytes */{len}"))
                 .header(http::header::CONTENT_LENGTH, "0")
                 .body(Empty::new().map_err(|e| match e {}).boxed());
-            return Ok(r.unwrap_or_else(|_| bare(500, "failed", None)));
+            return Ok(r.unwrap_or_else(|_| bare(500, "failed")));
         }
         RangeAnswer::Partial { start, end } => {
             let len = head.len.unwrap_or(0);
@@ -164,7 +186,7 @@ async fn handle(fills: Weak<Fills>, req: Request<Incoming>) -> Result<Response<B
     let body = StreamBody::new(body_stream(Cursor::new(fill, start), end));
     Ok(resp
         .body(BodyExt::boxed(body))
-        .unwrap_or_else(|_| bare(500, "failed", None)))
+        .unwrap_or_else(|_| bare(500, "failed")))
 }
 
 /// The spool from the cursor to `end` (exclusive; `None`: the fill's end),

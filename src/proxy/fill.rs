@@ -190,7 +190,11 @@ pub fn peer(fills: &Fills) -> Result<HttpPeer> {
 }
 
 /// The request to the fill peer: its path, and the client's Range only.
-pub fn request(upstream: &mut RequestHeader, run: &FillRun) -> Result<()> {
+pub fn request(
+    upstream: &mut RequestHeader,
+    run: &FillRun,
+    request_id: crate::errors::RequestId,
+) -> Result<()> {
     let names: Vec<http::HeaderName> = upstream
         .headers
         .keys()
@@ -205,6 +209,7 @@ pub fn request(upstream: &mut RequestHeader, run: &FillRun) -> Result<()> {
         .map_err(|e| Error::because(InternalError, "fill path", e))?;
     upstream.set_uri(uri);
     upstream.insert_header(http::header::HOST, "fill")?;
+    upstream.insert_header(crate::fill::REQUEST_ID, request_id.to_string())?;
     Ok(())
 }
 
@@ -228,18 +233,16 @@ pub fn on_response(
         return Ok(()); // 200, 206 or 416 from the spool
     };
     match outcome.as_str() {
-        "not-found" => Err(origin::answer(ctx, Answer::Error(S3Error::NoSuchKey))),
-        "failed" => {
-            let why = resp
-                .headers
-                .get(crate::fill::REASON)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("origin failed")
-                .to_string();
-            Err(origin::answer(
-                ctx,
-                Answer::Error(S3Error::MirrorFailed(why)),
-            ))
+        // The peer wrote the client's S3 error: passed on as a normal
+        // response, so the client's connection stays open.
+        "not-found" | "failed" => {
+            resp.remove_header(crate::fill::OUTCOME);
+            ctx.outcome = Some(if outcome == "not-found" {
+                crate::metrics::Outcome::OriginMiss
+            } else {
+                crate::metrics::Outcome::Error
+            });
+            Ok(())
         }
         "fallback" => {
             // The spool can't hold it: this request fetches it the plain way.

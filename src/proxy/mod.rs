@@ -308,7 +308,7 @@ impl ProxyHttp for OriginPull {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         if let Some(run) = &ctx.fill {
-            return fill::request(upstream, run);
+            return fill::request(upstream, run, ctx.request_id);
         }
         let site = ctx.site.clone().ok_or_else(|| Error::new(InternalError))?;
         if let Some(run) = &ctx.mirror {
