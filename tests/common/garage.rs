@@ -66,10 +66,13 @@ impl Garage {
         )
         .unwrap();
         // The server outlives no test process: a watchdog shell kills it
-        // once this test binary exits (statics are never dropped).
+        // once this test binary exits, then removes its folder (statics
+        // are never dropped, so the TempDir never is: each run left up to
+        // 500 MB of bucket data behind).
         let script = format!(
             "\"$0\" -c \"$1\" server >\"$2\" 2>&1 & g=$!; \
-             while kill -0 {me} 2>/dev/null && kill -0 $g 2>/dev/null; do sleep 0.5; done; kill $g 2>/dev/null",
+             while kill -0 {me} 2>/dev/null && kill -0 $g 2>/dev/null; do sleep 0.5; done; \
+             kill $g 2>/dev/null; wait $g 2>/dev/null; rm -rf \"$3\"",
             me = std::process::id()
         );
         let watchdog = Command::new("bash")
@@ -78,6 +81,7 @@ impl Garage {
             .arg(&bin)
             .arg(&config)
             .arg(dir.path().join("garage.log"))
+            .arg(dir.path())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
