@@ -120,12 +120,14 @@ fn origin_404_and_failure_answers_keep_the_connection() {
         let body = String::from_utf8(body.unwrap()).unwrap();
         assert_eq!(h.status, status, "{path}: {body}");
         assert!(body.contains(&format!("<Code>{code}</Code>")), "{body}");
-        // The id in the body is this request's, as in the header.
+        // The id in the body is this request's, as in the header and
+        // in the proxy's own log line for the request.
         let id = h.header("x-amz-request-id").unwrap();
         assert!(
             body.contains(&format!("<RequestId>{id}</RequestId>")),
             "{body}"
         );
+        p.wait_log(&format!("{id} fill key=\"{}\" joined=", &path[1..]));
         assert_eq!(h.header("content-type"), Some("application/xml"));
         assert_eq!(h.header("x-fill-outcome"), None);
         assert!(!h.closes(), "{path}: Connection: close");

@@ -252,6 +252,9 @@ fn start_upload(fills: &Arc<Fills>, fill: &Arc<Fill>, job: Option<crate::writeba
         move |stored| {
             if stored {
                 fills2.stored(&fill2);
+                // Out of the registry now, even if the fetch task has not
+                // dropped its hold yet: the object is in the bucket.
+                fills2.retire(&fill2);
             }
             fills2.release(&fill2);
         },

@@ -112,6 +112,12 @@ fn s3_error(e: S3Error, outcome: &str, request_id: &str) -> Response<Body> {
         .unwrap_or_else(|_| bare(500, "failed"))
 }
 
+/// A response that could not be built (never expected): a 500 in S3 form.
+fn internal(request_id: &str) -> Response<Body> {
+    let e = S3Error::Internal("the fill peer could not build its answer".into());
+    s3_error(e, "failed", request_id)
+}
+
 async fn handle(fills: Weak<Fills>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
     let fill = req
         .uri()
@@ -162,7 +168,7 @@ async fn handle(fills: Weak<Fills>, req: Request<Incoming>) -> Result<Response<B
                 .header(http::header::CONTENT_RANGE, format!("bytes */{len}"))
                 .header(http::header::CONTENT_LENGTH, "0")
                 .body(Empty::new().map_err(|e| match e {}).boxed());
-            return Ok(r.unwrap_or_else(|_| bare(500, "failed")));
+            return Ok(r.unwrap_or_else(|_| internal(&id)));
         }
         RangeAnswer::Partial { start, end } => {
             let len = head.len.unwrap_or(0);
@@ -186,7 +192,7 @@ async fn handle(fills: Weak<Fills>, req: Request<Incoming>) -> Result<Response<B
     let body = StreamBody::new(body_stream(Cursor::new(fill, start), end));
     Ok(resp
         .body(BodyExt::boxed(body))
-        .unwrap_or_else(|_| bare(500, "failed")))
+        .unwrap_or_else(|_| internal(&id)))
 }
 
 /// The spool from the cursor to `end` (exclusive; `None`: the fill's end),

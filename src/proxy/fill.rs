@@ -113,7 +113,8 @@ impl FillRun {
 }
 
 /// A bucket 404 under mirror rule `idx` for a GET: read the fill (or,
-/// `mode: async`, answer 302 and fill in the background).
+/// `mode: async`, answer 302 and fill in the background); or, when a
+/// fill of this object committed it moments ago, ask the bucket again.
 pub fn start(
     fills: &Arc<Fills>,
     site: &Arc<Site>,
@@ -189,7 +190,8 @@ pub fn peer(fills: &Fills) -> Result<HttpPeer> {
     Ok(peer)
 }
 
-/// The request to the fill peer: its path, and the client's Range only.
+/// The request to the fill peer: its path, the client's Range (no other
+/// client header) and the client request's id (for an error's XML).
 pub fn request(
     upstream: &mut RequestHeader,
     run: &FillRun,
@@ -213,7 +215,8 @@ pub fn request(
     Ok(())
 }
 
-/// The fill peer's answer: a body to stream, or an outcome to answer.
+/// The fill peer's answer: a body to stream, an S3 error it wrote for
+/// this client (passed on), or a fallback to the plain path.
 pub fn on_response(
     site: &Arc<Site>,
     resp: &mut ResponseHeader,

@@ -11,7 +11,9 @@
 //!   proxied to the fill peer, which streams the spool.
 //! - upstream_response_body_filter: the tee to the bucket (plain path).
 //! - fail_to_proxy: every answer decided above, and every error, is
-//!   written here (S3 XML through `errors`).
+//!   written here (S3 XML through `errors`); except a fill's origin 404 or
+//!   failure, which the fill peer writes and Pingora passes on, so the
+//!   client's connection stays open.
 
 mod answer;
 mod bucket;
@@ -315,6 +317,8 @@ impl ProxyHttp for OriginPull {
             return origin::request(session.req_header(), upstream, &site, run);
         }
         ctx.bucket_sent = Some(Instant::now());
+        // Per attempt: a recheck's bucket may fail before answering.
+        ctx.bucket_answered = false;
         bucket::request(&site.bucket, &ctx.key, upstream)
     }
 
@@ -461,8 +465,9 @@ impl ProxyHttp for OriginPull {
         _e: &Error,
         _c: ProxyWarnLogContext,
     ) -> bool {
-        // Reroutes to the origin are the normal miss path, logged below.
-        ctx.mirror.is_some() || ctx.fill.is_some()
+        // Reroutes to the origin are the normal miss path, logged below;
+        // so is asking the bucket again after a write-back race.
+        ctx.mirror.is_some() || ctx.fill.is_some() || ctx.rechecked
     }
 
     fn suppress_error_log(&self, _session: &Session, ctx: &RequestCtx, _error: &Error) -> bool {

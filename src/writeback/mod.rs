@@ -124,7 +124,8 @@ impl Tee {
 /// Stores a fill's object from its spool (see `crate::fill`).
 /// `counted` is taken before the task is spawned, so a shutdown never
 /// sees a moment with nothing in flight. `retire` gets whether the object
-/// was stored and runs before the outcome is logged: the fill leaves the
+/// is in the bucket (stored, or found there) and runs before the outcome
+/// is logged: the fill leaves the
 /// registry first, so once "write-back stored" is in the log the next
 /// request reads the bucket, not the spool (tests and operators rely on
 /// that order).
@@ -143,12 +144,13 @@ pub fn counted() -> InFlight {
     InFlight::new(&METRICS.writebacks_in_flight)
 }
 
-/// Runs the upload, hands whether it stored to `settled`, then reports
+/// Runs the upload, tells `settled` whether the object is in the bucket, then reports
 /// the outcome (metrics, access log, log line).
 async fn upload_logged(job: Job, reader: Reader, _counted: InFlight, settled: impl FnOnce(bool)) {
     let key = job.key.clone();
     let done = upload::run(&job, reader).await;
-    settled(done.is_ok());
+    // "Skipped: already exists" also means the object is in the bucket.
+    settled(matches!(done, Ok(_) | Err(WriteBackError::AlreadyExists)));
     let (result, bytes) = match &done {
         Ok(n) => (WriteBackResult::Stored, *n),
         Err(e) => (result_of(e), 0),
