@@ -68,12 +68,8 @@ impl S3Error {
         )
     }
 
-    /// Writes this error as the whole response (no body for HEAD).
-    pub async fn respond(
-        &self,
-        session: &mut Session,
-        request_id: RequestId,
-    ) -> pingora::Result<()> {
+    /// This error's response header and XML body.
+    pub fn response(&self, request_id: RequestId) -> pingora::Result<(ResponseHeader, Bytes)> {
         let body = Bytes::from(self.body(request_id));
         let mut resp = ResponseHeader::build(self.status(), Some(4))?;
         resp.insert_header("content-type", "application/xml")?;
@@ -82,6 +78,16 @@ impl S3Error {
         if matches!(self, S3Error::MethodNotAllowed) {
             resp.insert_header("allow", "GET, HEAD")?;
         }
+        Ok((resp, body))
+    }
+
+    /// Writes this error as the whole response (no body for HEAD).
+    pub async fn respond(
+        &self,
+        session: &mut Session,
+        request_id: RequestId,
+    ) -> pingora::Result<()> {
+        let (resp, body) = self.response(request_id)?;
         let head = session.req_header().method == http::Method::HEAD;
         session.write_response_header(Box::new(resp), head).await?;
         if !head {

@@ -189,3 +189,23 @@ fn redirect_keeps_the_scheme_of_the_listener() {
     assert_eq!(status, 302);
     assert!(text.contains("http://a.test/new/x.txt"), "{text}");
 }
+
+#[test]
+fn redirect_on_a_bucket_404_over_h1_and_h2() {
+    // Written over the bucket's 404 (its body dropped), on both
+    // protocols; the next request works.
+    let e = Edge::start(1);
+    std::fs::write(e.bucket().join("here.txt"), b"here").unwrap();
+    for h1 in [true, false] {
+        let c = e.client(h1);
+        let r = c.get(e.url("a.test", "/moved/x.txt")).send().unwrap();
+        assert_eq!(r.status(), 302, "{}", e.proxy.log());
+        assert_eq!(
+            r.headers()["location"],
+            "https://elsewhere.example/moved/x.txt"
+        );
+        assert_eq!(r.bytes().unwrap().len(), 0);
+        let r = c.get(e.url("a.test", "/here.txt")).send().unwrap();
+        assert_eq!(r.text().unwrap(), "here");
+    }
+}

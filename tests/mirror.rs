@@ -1,6 +1,7 @@
 //! Mirror back-to-origin against a real Garage and a real origin server.
 
 mod common;
+use common::http::Conn;
 use common::*;
 
 #[test]
@@ -410,4 +411,49 @@ fn resetting_bucket() -> (String, [(&'static str, &'static str); 2]) {
 fn bucket_reset_counts_as_unreachable() {
     let (bucket, env) = resetting_bucket();
     unreachable_bucket_cases(&bucket, &env);
+}
+
+#[test]
+fn bodiless_answers_keep_the_connection() {
+    // A redirect on a bucket 404, the `mode: async` 302, and a HEAD's
+    // 404 or 424 are written over the upstream's answer: no
+    // `Connection: close`, and the next request on the socket works.
+    let b = garage().bucket("bodiless");
+    let o = Origin::start();
+    o.set("/broken", Reply::status(500));
+    o.set("/a/x", Reply::ok(b"async", "text/plain"));
+    o.set("/here", Reply::ok(b"here", "text/plain"));
+    let yaml = format!(
+        "listen: [\"127.0.0.1:{{port}}\"]\nsites:\n  - name: s\n    bucket: {}\n    rules:\n      - condition: {{ key_prefix: \"r/\", http_error_code: 404 }}\n        redirect: {{ host: r.example.com }}\n      - condition: {{ key_prefix: \"a/\" }}\n        mirror: {{ url: \"{}\", mode: async }}\n      - condition: {{ key_prefix: \"\" }}\n        mirror: {{ url: \"{}\", allow_head: true }}\n",
+        b.yaml(),
+        o.url(),
+        o.url()
+    );
+    let p = Proxy::start_env(&yaml, &b.proxy_env());
+    let mut c = Conn::open(p.port);
+
+    let (h, body) = c.get("/r/x", &[]);
+    assert_eq!(h.status, 302);
+    assert_eq!(h.header("location"), Some("http://r.example.com/r/x"));
+    assert_eq!(body.unwrap(), b"", "the bucket's 404 body was passed on");
+    assert!(!h.closes(), "redirect: Connection: close");
+
+    let (h, _) = c.get("/a/x", &[]);
+    assert_eq!(h.status, 302);
+    assert!(h.header("location").unwrap().ends_with("/a/x"));
+    assert!(!h.closes(), "async 302: Connection: close");
+
+    for (path, status) in [("/gone", 404), ("/broken", 424)] {
+        let h = c.head_of(path);
+        assert_eq!(h.status, status, "HEAD {path}");
+        assert_eq!(h.header("content-type"), Some("application/xml"));
+        assert!(h.header("x-amz-request-id").is_some());
+        assert!(!h.closes(), "HEAD {path}: Connection: close");
+    }
+    // Still the same connection.
+    let (h, body) = c.get("/here", &[]);
+    assert_eq!(h.status, 200);
+    assert_eq!(body.unwrap(), b"here");
+    assert_eq!(o.hits("/gone"), 1);
+    p.wait_log("mirror key=\"broken\"");
 }

@@ -85,11 +85,48 @@ pub async fn write_answer(
     match answer {
         Answer::Error(e) => e.respond(session, request_id).await,
         Answer::Redirect { code, location } => {
-            let mut resp = ResponseHeader::build(*code, Some(3))?;
-            resp.insert_header(http::header::LOCATION, location.as_str())?;
-            resp.insert_header(http::header::CONTENT_LENGTH, "0")?;
-            resp.insert_header("x-amz-request-id", request_id.to_string())?;
+            let resp = redirect_header(*code, location, request_id)?;
             session.write_response_header(Box::new(resp), true).await
         }
     }
+}
+
+fn redirect_header(code: u16, location: &str, request_id: RequestId) -> Result<ResponseHeader> {
+    let mut resp = ResponseHeader::build(code, Some(3))?;
+    resp.insert_header(http::header::LOCATION, location)?;
+    resp.insert_header(http::header::CONTENT_LENGTH, "0")?;
+    resp.insert_header("x-amz-request-id", request_id.to_string())?;
+    Ok(resp)
+}
+
+/// An answer decided on an upstream's response header (`r` is the
+/// filter's result), written over that response when it has no body: a
+/// redirect, or any answer to a HEAD. Pingora then passes it on like any
+/// response, the upstream's body dropped (`ctx.drop_body`), and the
+/// client's connection stays open, where an answer from `fail_to_proxy`
+/// closes it (Pingora 0.9 never reuses a connection after a failed
+/// attempt). Answers with a body, and reroutes, keep the error path.
+pub fn in_place(
+    session: &Session,
+    resp: &mut ResponseHeader,
+    ctx: &mut RequestCtx,
+    r: Result<()>,
+) -> Result<()> {
+    let Err(e) = r else { return r };
+    let head = session.req_header().method == http::Method::HEAD;
+    let answer = match ctx.answer.take() {
+        Some(a @ Answer::Redirect { .. }) => a,
+        Some(a) if head => a,
+        other => {
+            ctx.answer = other;
+            return Err(e);
+        }
+    };
+    *resp = match &answer {
+        Answer::Error(err) => err.response(ctx.request_id)?.0,
+        Answer::Redirect { code, location } => redirect_header(*code, location, ctx.request_id)?,
+    };
+    ctx.drop_body = true;
+    ctx.outcome = Some(answer.outcome());
+    Ok(())
 }

@@ -12,7 +12,9 @@
 //! - upstream_response_body_filter: the tee to the bucket (plain path).
 //! - fail_to_proxy: every answer decided above, and every error, is
 //!   written here (S3 XML through `errors`); except a fill's origin 404 or
-//!   failure, which the fill peer writes and Pingora passes on, so the
+//!   failure, which the fill peer writes, and bodiless answers decided on
+//!   an upstream's header (redirects, any answer to a HEAD), written over
+//!   that header (`answer::in_place`): Pingora passes those on, so the
 //!   client's connection stays open.
 
 mod answer;
@@ -22,7 +24,7 @@ mod logging;
 mod origin;
 
 pub use answer::Answer;
-use answer::{redirect_answer, respond, write_answer};
+use answer::{in_place, redirect_answer, respond, write_answer};
 pub use bucket::{ACAO_META, TAG_META};
 
 use crate::bucket::Bucket;
@@ -112,6 +114,9 @@ pub struct RequestCtx {
     /// `fail_to_proxy` sent an answer decided by a filter. Kept apart from
     /// `answer`, which it consumes: Pingora asks `suppress_error_log` after.
     answered: bool,
+    /// The response is our answer written over an upstream's header
+    /// (`answer::in_place`): the upstream's body is not passed on.
+    pub drop_body: bool,
     /// When the request header was read (duration, TTFB).
     pub started: Instant,
     /// When the response header went out.
@@ -221,6 +226,7 @@ impl ProxyHttp for OriginPull {
             rechecked: false,
             bucket_answered: false,
             answered: false,
+            drop_body: false,
             started: Instant::now(),
             ttfb: None,
             outcome: None,
@@ -333,7 +339,8 @@ impl ProxyHttp for OriginPull {
             return fill::on_response(&site, resp, ctx, session.req_header());
         }
         if ctx.mirror.is_some() {
-            return origin::on_response(session, resp, ctx);
+            let r = origin::on_response(session, resp, ctx);
+            return in_place(session, resp, ctx, r);
         }
         ctx.bucket_answered = true;
         let status = resp.status.as_u16();
@@ -348,10 +355,24 @@ impl ProxyHttp for OriginPull {
         }
         if status >= 400 {
             if let Some(e) = self.on_bucket_error(session, ctx, status) {
-                return Err(e);
+                return in_place(session, resp, ctx, Err(e));
             }
         }
         bucket::restore_stored_headers(resp)
+    }
+
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<Duration>> {
+        // The upstream's body under an answer written over its header.
+        if ctx.drop_body {
+            *body = None;
+        }
+        Ok(None)
     }
 
     fn upstream_response_body_filter(

@@ -59,7 +59,17 @@ impl Conn {
 
     /// Sends `GET path` (keep-alive) with extra headers.
     pub fn send(&mut self, path: &str, headers: &[(&str, &str)]) {
-        let mut req = format!("GET {path} HTTP/1.1\r\nHost: test\r\n");
+        self.send_method("GET", path, headers);
+    }
+
+    /// `HEAD path` on this connection: its response header (no body).
+    pub fn head_of(&mut self, path: &str) -> Head {
+        self.send_method("HEAD", path, &[]);
+        self.head().unwrap_or_else(|e| panic!("HEAD {path}: {e}"))
+    }
+
+    fn send_method(&mut self, method: &str, path: &str, headers: &[(&str, &str)]) {
+        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: test\r\n");
         for (k, v) in headers {
             req.push_str(&format!("{k}: {v}\r\n"));
         }
