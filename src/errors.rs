@@ -68,9 +68,13 @@ impl S3Error {
         )
     }
 
-    /// This error's response header and XML body.
-    pub fn response(&self, request_id: RequestId) -> pingora::Result<(ResponseHeader, Bytes)> {
-        let body = Bytes::from(self.body(request_id));
+    /// This error's response header and XML body (the fill peer's
+    /// answers are built from it too).
+    pub fn response(
+        &self,
+        request_id: impl std::fmt::Display,
+    ) -> pingora::Result<(ResponseHeader, Bytes)> {
+        let body = Bytes::from(self.body(&request_id));
         let mut resp = ResponseHeader::build(self.status(), Some(4))?;
         resp.insert_header("content-type", "application/xml")?;
         resp.insert_header("content-length", body.len().to_string())?;

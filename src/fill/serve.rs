@@ -99,16 +99,19 @@ fn bare(status: u16, outcome: &str) -> Response<Body> {
         .unwrap_or_else(|_| Response::new(Empty::new().map_err(|e| match e {}).boxed()))
 }
 
-/// `e` as the client's whole answer (as `S3Error::respond` writes it).
+/// `e` as the client's whole answer: the header and body
+/// `S3Error::response` gives the proxy's own answers, plus the outcome.
 fn s3_error(e: S3Error, outcome: &str, request_id: &str) -> Response<Body> {
-    let body = Bytes::from(e.body(request_id));
-    Response::builder()
-        .status(e.status())
-        .header(OUTCOME, outcome)
-        .header(http::header::CONTENT_TYPE, "application/xml")
-        .header(http::header::CONTENT_LENGTH, body.len().to_string())
-        .header("x-amz-request-id", request_id)
-        .body(Full::new(body).map_err(|e| match e {}).boxed())
+    let Ok((head, body)) = e.response(request_id) else {
+        return bare(500, "failed");
+    };
+    let mut resp = Response::builder()
+        .status(head.status)
+        .header(OUTCOME, outcome);
+    for (name, value) in head.headers.iter() {
+        resp = resp.header(name, value);
+    }
+    resp.body(Full::new(body).map_err(|e| match e {}).boxed())
         .unwrap_or_else(|_| bare(500, "failed"))
 }
 
