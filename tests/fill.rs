@@ -176,9 +176,7 @@ fn slow_bucket_does_not_slow_the_client() {
     let g = garage();
     let b = g.bucket("slowbucket");
     let relay = Throttle::start(g.s3_port, RATE);
-    let bucket_yaml = b
-        .yaml()
-        .replace(&g.endpoint(), &format!("http://127.0.0.1:{}", relay.port));
+    let bucket_yaml = b.yaml_via(relay.port);
     let o = Origin::start();
     let src = source(LEN as usize, 24);
     o.set("/slow.bin", Reply::shared(&src));
@@ -213,9 +211,7 @@ fn bucket_404_that_raced_the_write_back_asks_the_bucket_again() {
     let g = garage();
     let b = g.bucket("recheck");
     let gate = Gate::start(g.s3_port, "/late.bin HTTP/1.1");
-    let bucket_yaml = b
-        .yaml()
-        .replace(&g.endpoint(), &format!("http://127.0.0.1:{}", gate.port));
+    let bucket_yaml = b.yaml_via(gate.port);
     let o = Origin::start();
     let body = pattern(100_000, 41);
     o.set("/late.bin", Reply::ok(&body, "application/x-late"));

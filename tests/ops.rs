@@ -151,19 +151,8 @@ impl Switch {
 #[test]
 fn health_and_readiness_follow_the_bucket() {
     let bucket = garage().bucket("ops-ready");
-    let garage_port: u16 = bucket
-        .garage
-        .endpoint()
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
-    let switch = Switch::start(garage_port);
-    let yaml = bucket.yaml().replace(
-        &bucket.garage.endpoint(),
-        &format!("http://127.0.0.1:{}", switch.port),
-    );
+    let switch = Switch::start(bucket.garage.s3_port);
+    let yaml = bucket.yaml_via(switch.port);
     let (_proxy, admin) = ops_proxy(&yaml, &bucket.proxy_env(), "http://127.0.0.1:9/", "");
     assert_eq!(admin_get(admin, "/healthz").0, 200);
     wait_until("ready", Duration::from_secs(30), || {

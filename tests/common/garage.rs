@@ -199,6 +199,13 @@ impl TestBucket {
         )
     }
 
+    /// [`Self::yaml`] with the bucket reached through a relay on `port`
+    /// (one in front of Garage's S3 port).
+    pub fn yaml_via(&self, port: u16) -> String {
+        self.yaml()
+            .replace(&self.garage.endpoint(), &format!("http://127.0.0.1:{port}"))
+    }
+
     pub fn proxy_env(&self) -> [(&'static str, &'static str); 2] {
         [
             ("OP_KEY", self.garage.key_id.as_str()),
