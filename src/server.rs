@@ -56,6 +56,7 @@ pub fn build(config: &Config) -> Result<(Server, OriginPull, EdgeTls), StartErro
         // registering costs less (callgrind, 4 KiB hit: 103.3k -> 102.0k
         // instructions).
         fast_timeout_to_tokio_threshold_seconds: Some(0),
+        max_retries: crate::proxy::MAX_TRIES,
         ..ServerConf::default()
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);

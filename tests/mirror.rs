@@ -212,6 +212,33 @@ fn redirects_and_secondary() {
     assert_eq!(r.text().unwrap(), "from secondary");
 }
 
+/// The longest route the contract allows: the primary follows 10 hops
+/// and fails, the secondary follows 10 hops and answers. On the plain
+/// path (HEAD) every hop is one of Pingora's tries: 1 bucket + 11 + 11.
+#[test]
+fn ten_hops_on_each_origin_fit_the_try_budget() {
+    let b = garage().bucket("longhops");
+    let o = Origin::start();
+    let second = Origin::start();
+    for i in 0..10 {
+        let hop = Reply::status(302).header("Location", &format!("/c{}", i + 1));
+        o.set(&format!("/c{i}"), hop.clone());
+        second.set(&format!("/c{i}"), hop);
+    }
+    o.set("/c10", Reply::status(500));
+    second.set("/c10", Reply::ok(b"end of the chain", "text/plain"));
+    let extra = format!(", allow_head: true, secondary_url: \"{}\"", second.url());
+    let p = mirror_proxy(&b, &o.url(), &extra);
+    let r = client().head(p.url("/c0")).send().unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-length"], "16");
+    assert_eq!((o.hits("/c10"), second.hits("/c10")), (1, 1));
+    let r = client().get(p.url("/c0")).send().unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().unwrap(), "end of the chain");
+    assert!(p.write_back_outcome("c0").contains("stored"));
+}
+
 #[test]
 fn broken_bodies_store_nothing_and_retry_later() {
     let b = garage().bucket("broken");

@@ -27,6 +27,7 @@ mod state;
 pub use answer::Answer;
 use answer::{in_place, redirect_answer, respond, write_answer};
 pub use bucket::{ACAO_META, TAG_META};
+pub use origin::MAX_TRIES;
 pub use state::{OriginPull, Site, StartError, State};
 
 use crate::errors::{new_request_id, RequestId, S3Error};
