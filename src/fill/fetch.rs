@@ -4,7 +4,7 @@
 //! started from the spool. Owned by no client: it runs until the body is
 //! complete, it fails, or the unattended rules cancel it.
 
-use super::{policy, Cursor, Fill, FillKey, Fills, Head, Outcome, State};
+use super::{policy, Cursor, Fill, FillKey, Fills, Head, Hold, Outcome, State};
 use crate::bucket::Bucket;
 use crate::errors::RequestId;
 use crate::metrics::{OriginResult, RuleMetrics};
@@ -79,8 +79,9 @@ impl Drop for Publisher {
 
 pub(super) async fn run(fills: Arc<Fills>, fill: Arc<Fill>, job: FetchJob, publisher: Publisher) {
     let _in_flight = crate::metrics::InFlight::new(&crate::metrics::METRICS.fills_in_flight);
+    let hold = Hold::first(fills.clone(), fill.clone());
     let done = tokio::select! {
-        r = fetch(&fills, &fill, &job, &publisher) => r,
+        r = fetch(&hold, &job, &publisher) => r,
         _ = fill.cancel.notified() => Err("cancelled: nobody reads it and too much remains".into()),
     };
     if let Some(m) = &job.metrics {
@@ -95,7 +96,7 @@ pub(super) async fn run(fills: Arc<Fills>, fill: Arc<Fill>, job: FetchJob, publi
     }
     let done = done.map(|_| ());
     match done {
-        Ok(()) => fills.release(&fill),
+        Ok(()) => drop(hold),
         Err(why) => {
             if why.starts_with("cancelled") {
                 log::info!("fill cancelled key={:?}: {why}", job.key);
@@ -110,12 +111,8 @@ pub(super) async fn run(fills: Arc<Fills>, fill: Arc<Fill>, job: FetchJob, publi
 
 /// Ok: the fill ended with a body (true) or an answer (false); Err: it
 /// broke off.
-async fn fetch(
-    fills: &Arc<Fills>,
-    fill: &Arc<Fill>,
-    job: &FetchJob,
-    publisher: &Publisher,
-) -> Result<bool, String> {
+async fn fetch(hold: &Hold, job: &FetchJob, publisher: &Publisher) -> Result<bool, String> {
+    let (fills, fill) = (&hold.fills, &hold.fill);
     let (resp, tag_url) = match open(fills, job).await {
         Ok(r) => r,
         Err(outcome) => {
@@ -187,7 +184,7 @@ async fn fetch(
                         written,
                     });
                     published = written;
-                    start_upload(fills, fill, upload.take());
+                    start_upload(hold, upload.take());
                 }
                 tokio::time::timeout(job.timeout, body.next())
                     .await
@@ -218,11 +215,11 @@ async fn fetch(
                 written,
             });
             published = written;
-            start_upload(fills, fill, upload.take());
+            start_upload(hold, upload.take());
         }
     }
     // A body too small to have been published yet.
-    start_upload(fills, fill, upload.take());
+    start_upload(hold, upload.take());
     if let Some(l) = len {
         if l != written {
             return Err(format!("origin sent {written} of {l} bytes"));
@@ -238,25 +235,24 @@ async fn fetch(
 }
 
 /// Starts the write-back from the spool (once: `job` is taken).
-fn start_upload(fills: &Arc<Fills>, fill: &Arc<Fill>, job: Option<crate::writeback::Job>) {
+fn start_upload(hold: &Hold, job: Option<crate::writeback::Job>) {
     let Some(wb) = job else { return };
-    let cursor = Cursor::new(fill.clone(), 0);
-    let (fills2, fill2) = (fills.clone(), fill.clone());
+    let cursor = Cursor::new(hold.fill.clone(), 0);
     // The fill stays joinable until the object is in the bucket.
-    fill.holds.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    let upload = hold.another();
     let counted = crate::writeback::counted();
-    fills.rt.spawn(crate::writeback::store_from_fill(
+    hold.fills.rt.spawn(crate::writeback::store_from_fill(
         wb,
         cursor,
         counted,
         move |stored| {
             if stored {
-                fills2.stored(&fill2);
+                upload.fills.stored(&upload.fill);
                 // Out of the registry now, even if the fetch task has not
                 // dropped its hold yet: the object is in the bucket.
-                fills2.retire(&fill2);
+                upload.fills.retire(&upload.fill);
             }
-            fills2.release(&fill2);
+            drop(upload);
         },
     ));
 }

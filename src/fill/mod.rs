@@ -325,7 +325,8 @@ impl Fills {
         inner.stored.insert(fill.key.clone(), Instant::now());
     }
 
-    /// One holder of `fill` (fetch or write-back) is done with it.
+    /// One holder of `fill` (fetch or write-back) is done with it: see
+    /// [`Hold`], the only caller.
     fn release(&self, fill: &Fill) {
         if fill.holds.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.retire(fill);
@@ -432,6 +433,39 @@ fn random_id() -> String {
         b = t.to_le_bytes();
     }
     hex::encode(b)
+}
+
+/// One holder's claim on a fill: the fetch task has one from the start
+/// (`holds` begins at 1), each write-back takes another. The fill stays
+/// joinable while any is held. Released on drop, so a task that ends in
+/// any way, a panic included, still lets the fill leave the registry;
+/// otherwise every later GET of its key would join a fill that can never
+/// finish.
+struct Hold {
+    fills: Arc<Fills>,
+    fill: Arc<Fill>,
+}
+
+impl Hold {
+    /// The fetch task's claim, counted when the fill was registered.
+    fn first(fills: Arc<Fills>, fill: Arc<Fill>) -> Hold {
+        Hold { fills, fill }
+    }
+
+    /// Another claim on the same fill (a write-back's).
+    fn another(&self) -> Hold {
+        self.fill.holds.fetch_add(1, Ordering::AcqRel);
+        Hold {
+            fills: self.fills.clone(),
+            fill: self.fill.clone(),
+        }
+    }
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        self.fills.release(&self.fill);
+    }
 }
 
 #[cfg(test)]

@@ -108,6 +108,24 @@ fn racing_starts_make_one_fill() {
     assert!(fills.any_live() && fills.has_key("k"));
     let other = FillKey::new("other-site", "k", "u", &[]);
     assert!(fills.join(&other).is_none());
+
+    // A holder whose task panics still lets go (its claim is a guard): the
+    // fill leaves the registry when the last claim is gone, instead of
+    // every later GET joining a fill that never finishes.
+    let fill = fills.join(&job().fill_key).unwrap().fill.clone();
+    let panics = |claim: Hold| {
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+            let _claim = claim;
+            panic!("a write-back task panicked");
+        }));
+        assert!(r.is_err());
+    };
+    fill.holds.fetch_add(1, Ordering::AcqRel);
+    panics(Hold::first(fills.clone(), fill.clone()));
+    assert!(fills.has_key("k"), "the fetch task's claim keeps it");
+    // Standing in for the fetch task's own claim (it waits on the origin).
+    panics(Hold::first(fills.clone(), fill.clone()));
+    assert!(!fills.has_key("k") && !fills.any_live());
     drop(origin);
 }
 
