@@ -416,7 +416,10 @@ def serve(b):
                       "bare_pingora_pid": b.bare.pid, "slow_origin": b.slow_origin, "fast_origin": b.fast_origin,
                       "proxy_slowbucket": b.proxy_slowbucket_port, "slow_bucket_relay": b.slow_bucket,
                       "herd_link_relay": b.herd_link,
-                      "direct_4k": b.presigned("obj-4k"), "direct_1m": b.presigned("obj-1m")}), flush=True)
+                      "direct_4k": b.presigned("obj-4k"), "direct_1m": b.presigned("obj-1m"),
+                      # The bare floors in front of Garage, with a URL presigned for each.
+                      "bare_garage": {p: {"pid": proc.pid, "url_4k": b.presigned("obj-4k", client)}
+                                      for p, (proc, client) in b.bare_garage.items()}}), flush=True)
     try:
         time.sleep(3600)
     except KeyboardInterrupt:
