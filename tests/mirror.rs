@@ -407,6 +407,55 @@ fn unreachable_bucket_cases(bucket: &str, env: &[(&str, &str)]) {
         line.contains("write_back=none"),
         "no write-back when the bucket is down: {line}"
     );
+    errors_keep_the_connection(bucket, env, &o);
+}
+
+/// Errors with a body (written by the fill peer for the proxy) keep the
+/// client's connection, as nginx's 502 does: a bucket outage must not
+/// cost every request a reconnect (and a TLS handshake on HTTPS).
+fn errors_keep_the_connection(bucket: &str, env: &[(&str, &str)], o: &Origin) {
+    o.set("/broken", Reply::status(500));
+    let yaml = |extra: &str| {
+        format!(
+            "listen: [\"127.0.0.1:{{port}}\"]\nsites:\n  - name: s\n    bucket: {bucket}\n    rules:\n      - mirror: {{ url: \"{}\", allow_head: true {extra} }}\n",
+            o.url()
+        )
+    };
+    let xml = |h: &common::http::Head, body: &[u8], code: &str| {
+        let text = String::from_utf8_lossy(body).to_string();
+        let id = h.header("x-amz-request-id").unwrap_or("-");
+        assert!(text.contains(&format!("<Code>{code}</Code>")), "{text}");
+        assert!(text.contains(&format!("<RequestId>{id}</RequestId>")) && id != "-");
+        assert_eq!(h.header("content-type"), Some("application/xml"));
+        assert!(!h.closes(), "{code}: Connection: close");
+    };
+    let p = Proxy::start_env(&yaml(""), env);
+    let mut c = Conn::open(p.port);
+    for _ in 0..2 {
+        let (h, body) = c.get("/k", &[]);
+        assert_eq!(h.status, 502);
+        xml(&h, &body.unwrap(), "BadGateway");
+    }
+    let h = c.head_of("/k");
+    assert_eq!(h.status, 502);
+    assert!(!h.closes(), "HEAD 502: Connection: close");
+    let (h, body) = c.get("/k", &[]);
+    assert_eq!(h.status, 502, "the same connection still answers");
+    xml(&h, &body.unwrap(), "BadGateway");
+
+    // The plain path (the bucket is down, so no fill): an origin 404 and a
+    // failed origin, then an object, on one connection.
+    let p = Proxy::start_env(&yaml(", mirror_on_bucket_error: true"), env);
+    let mut c = Conn::open(p.port);
+    let (h, body) = c.get("/missing", &[]);
+    assert_eq!(h.status, 404);
+    xml(&h, &body.unwrap(), "NoSuchKey");
+    let (h, body) = c.get("/broken", &[]);
+    assert_eq!(h.status, 424);
+    xml(&h, &body.unwrap(), "MirrorFailed");
+    let (h, body) = c.get("/k", &[]);
+    assert_eq!(h.status, 200);
+    assert_eq!(body.unwrap(), b"from origin");
 }
 
 #[test]

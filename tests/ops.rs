@@ -116,6 +116,31 @@ fn metrics_move_with_each_outcome() {
     assert!(bucket.stored_matches("m/a.bin", &body).is_ok());
 }
 
+/// A 502 the fill peer writes for the proxy counts as the bucket's error,
+/// as it did when `fail_to_proxy` wrote it.
+#[test]
+fn an_unreachable_bucket_counts_as_bucket_error() {
+    let (dead, env) = dead_bucket();
+    let origin = Origin::start();
+    let (proxy, admin) = ops_proxy(&dead, &env, &origin.url(), "");
+    let before = scrape(admin);
+    for path in ["/m/a", "/other"] {
+        let r = client().get(proxy.url(path)).send().unwrap();
+        assert_eq!(r.status(), 502, "{path}");
+    }
+    // Counted in the logging phase, which may end after the client read
+    // the answer.
+    let series = requests("bucket_error", "5xx");
+    wait_until("both 502s counted", Duration::from_secs(10), || {
+        get(&scrape(admin), &series) - get(&before, &series) == 2.0
+    });
+    let after = scrape(admin);
+    let delta = |s: &str| get(&after, s) - get(&before, s);
+    assert_eq!(delta(&requests("error", "5xx")), 0.0, "{after:#?}");
+    assert_eq!(get(&after, "origin_pull_requests_in_flight{}"), 0.0);
+    assert_eq!(origin.seen().len(), 0);
+}
+
 /// A relay in front of a port that can be switched off (connections are
 /// closed at once) and on again: a bucket that goes away and comes back.
 struct Switch {

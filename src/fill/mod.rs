@@ -11,7 +11,9 @@
 //! the bucket's pace. The [`Fills`] registry maps a [`FillKey`] to the
 //! live fill so later clients join it instead of asking the bucket.
 
+mod answers;
 mod fetch;
+mod hold;
 pub mod policy;
 mod range;
 mod reader;
@@ -19,9 +21,11 @@ mod serve;
 mod spool;
 
 use crate::config::FillConfig;
+pub use answers::ParkedAnswer;
 pub use fetch::FetchJob;
+use hold::Hold;
 pub use reader::{Attached, Cursor};
-pub use serve::{OUTCOME, REQUEST_ID};
+pub use serve::{ANSWER_PATH, OUTCOME, REQUEST_ID};
 use spool::{Budget, Spool};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -167,6 +171,8 @@ pub struct Fills {
     /// One origin client per set of trust roots (a rule's `tls.ca_file`);
     /// Pingora's bucket connector trusts the same roots (`crate::tls`).
     origin_clients: Mutex<Vec<(crate::tls::TrustRoots, reqwest::Client)>>,
+    /// Error answers waiting for the fill peer to write them.
+    answers: answers::Answers,
 }
 
 #[derive(Debug, Default)]
@@ -207,6 +213,7 @@ impl Fills {
             rt,
             socket,
             origin_clients: Mutex::new(vec![(crate::tls::TrustRoots::platform(), origin_client)]),
+            answers: answers::Answers::default(),
         });
         fills
             .rt
@@ -433,39 +440,6 @@ fn random_id() -> String {
         b = t.to_le_bytes();
     }
     hex::encode(b)
-}
-
-/// One holder's claim on a fill: the fetch task has one from the start
-/// (`holds` begins at 1), each write-back takes another. The fill stays
-/// joinable while any is held. Released on drop, so a task that ends in
-/// any way, a panic included, still lets the fill leave the registry;
-/// otherwise every later GET of its key would join a fill that can never
-/// finish.
-struct Hold {
-    fills: Arc<Fills>,
-    fill: Arc<Fill>,
-}
-
-impl Hold {
-    /// The fetch task's claim, counted when the fill was registered.
-    fn first(fills: Arc<Fills>, fill: Arc<Fill>) -> Hold {
-        Hold { fills, fill }
-    }
-
-    /// Another claim on the same fill (a write-back's).
-    fn another(&self) -> Hold {
-        self.fill.holds.fetch_add(1, Ordering::AcqRel);
-        Hold {
-            fills: self.fills.clone(),
-            fill: self.fill.clone(),
-        }
-    }
-}
-
-impl Drop for Hold {
-    fn drop(&mut self) {
-        self.fills.release(&self.fill);
-    }
 }
 
 #[cfg(test)]

@@ -12,7 +12,8 @@
 //! it on as a normal response, so the client's connection stays open
 //! (an answer written from `fail_to_proxy` closes it: Pingora 0.9 never
 //! reuses a connection after a failed proxy attempt). `fallback` is a
-//! bare 503 the proxy turns into a plain mirror.
+//! bare 503 the proxy turns into a plain mirror. `/answer` writes an
+//! error the proxy parked for the request (`super::answers`).
 
 use super::range::{resolve, RangeAnswer};
 use super::{Cursor, Fills, Outcome, State};
@@ -34,6 +35,8 @@ const READ_CHUNK: usize = 64 << 10;
 pub const OUTCOME: &str = "x-fill-outcome";
 /// The client request's id, for the `RequestId` of an error answer.
 pub const REQUEST_ID: &str = "x-fill-request-id";
+/// Where the proxy fetches an error answer it parked (`super::answers`).
+pub const ANSWER_PATH: &str = "/answer";
 
 type Body = BoxBody<Bytes, std::io::Error>;
 
@@ -122,14 +125,6 @@ fn internal(request_id: &str) -> Response<Body> {
 }
 
 async fn handle(fills: Weak<Fills>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
-    let fill = req
-        .uri()
-        .path()
-        .strip_prefix("/fill/")
-        .and_then(|id| fills.upgrade()?.by_id(id));
-    let Some(fill) = fill else {
-        return Ok(bare(500, "gone"));
-    };
     // Set by the proxy (ours: a short id); anything else is not echoed.
     let id = req
         .headers()
@@ -138,6 +133,21 @@ async fn handle(fills: Weak<Fills>, req: Request<Incoming>) -> Result<Response<B
         .filter(|v| v.len() <= 32 && v.bytes().all(|b| b.is_ascii_alphanumeric()))
         .unwrap_or("-")
         .to_string();
+    if req.uri().path() == ANSWER_PATH {
+        // An error the proxy decided (see `super::answers`).
+        return Ok(match fills.upgrade().and_then(|f| f.answers.take(&id)) {
+            Some(e) => s3_error(e, "answer", &id),
+            None => internal(&id),
+        });
+    }
+    let fill = req
+        .uri()
+        .path()
+        .strip_prefix("/fill/")
+        .and_then(|id| fills.upgrade()?.by_id(id));
+    let Some(fill) = fill else {
+        return Ok(bare(500, "gone"));
+    };
     let failed = |why: &str| Ok(s3_error(S3Error::MirrorFailed(why.into()), "failed", &id));
     let mut rx = fill.subscribe();
     let state = match rx.wait_for(|s| !matches!(s, State::Waiting)).await {

@@ -28,12 +28,52 @@ impl Answer {
     pub fn outcome(&self) -> Outcome {
         match self {
             Answer::Redirect { .. } => Outcome::Redirect,
-            // Only answered for an origin's 404 (a bucket 404 is proxied).
-            Answer::Error(S3Error::NoSuchKey) => Outcome::OriginMiss,
-            Answer::Error(S3Error::BucketUnreachable(_)) => Outcome::BucketError,
-            Answer::Error(S3Error::MirrorFailed(_) | S3Error::Internal(_)) => Outcome::Error,
-            Answer::Error(_) => Outcome::Rejected,
+            Answer::Error(e) => error_outcome(e),
         }
+    }
+}
+
+fn error_outcome(e: &S3Error) -> Outcome {
+    match e {
+        // Only answered for an origin's 404 (a bucket 404 is proxied).
+        S3Error::NoSuchKey => Outcome::OriginMiss,
+        S3Error::BucketUnreachable(_) => Outcome::BucketError,
+        S3Error::MirrorFailed(_) | S3Error::Internal(_) => Outcome::Error,
+        _ => Outcome::Rejected,
+    }
+}
+
+/// An error answer on its way through the fill peer, which writes it
+/// (`crate::fill::ParkedAnswer`): Pingora passes it on like any response,
+/// so the client's connection stays open.
+pub struct PeerAnswer {
+    pub error: S3Error,
+    /// Parked when the request to the peer is built; dropped with the
+    /// request.
+    parked: Option<crate::fill::ParkedAnswer>,
+    /// The peer's header arrived: an error after it ends the response.
+    pub header_seen: bool,
+}
+
+impl PeerAnswer {
+    pub fn new(error: S3Error) -> PeerAnswer {
+        PeerAnswer {
+            error,
+            parked: None,
+            header_seen: false,
+        }
+    }
+
+    pub fn park(&mut self, fills: &std::sync::Arc<crate::fill::Fills>, id: RequestId) {
+        // A retry parks again under the same id: the old guard goes first,
+        // or its drop would take the new entry with it.
+        self.parked = None;
+        self.parked = Some(fills.park_answer(id.to_string(), self.error.clone()));
+    }
+
+    /// The metric outcome of the request it ends.
+    pub fn outcome(&self) -> Outcome {
+        error_outcome(&self.error)
     }
 }
 
@@ -105,7 +145,8 @@ fn redirect_header(code: u16, location: &str, request_id: RequestId) -> Result<R
 /// response, the upstream's body dropped (`ctx.drop_body`), and the
 /// client's connection stays open, where an answer from `fail_to_proxy`
 /// closes it (Pingora 0.9 never reuses a connection after a failed
-/// attempt). Answers with a body, and reroutes, keep the error path.
+/// attempt). Errors with a body go through the fill peer (`PeerAnswer`),
+/// reroutes keep the error path.
 pub fn in_place(
     session: &Session,
     resp: &mut ResponseHeader,
@@ -117,6 +158,15 @@ pub fn in_place(
     let answer = match ctx.answer.take() {
         Some(a @ Answer::Redirect { .. }) => a,
         Some(a) if head => a,
+        // An error for a HEAD has no body: written here, without the trip
+        // to the fill peer, and the upstream's connection is kept.
+        None if head && ctx.peer_answer.is_some() => {
+            ctx.rerouting = false;
+            match ctx.peer_answer.take() {
+                Some(pa) => Answer::Error(pa.error),
+                None => return Err(e),
+            }
+        }
         other => {
             ctx.answer = other;
             return Err(e);

@@ -4,6 +4,7 @@
 //! socket) instead of the origin. Everything else about the response
 //! (status, headers, keep-alive, a broken body) is Pingora's normal path.
 
+use super::answer::PeerAnswer;
 use super::{origin, Answer, RequestCtx, Site};
 use crate::errors::S3Error;
 use crate::fill::{Attached, FetchJob, FillKey, Fills};
@@ -197,6 +198,25 @@ pub fn request(
     run: &FillRun,
     request_id: crate::errors::RequestId,
 ) -> Result<()> {
+    peer_request(upstream, &format!("/fill/{}", run.att.fill.id), request_id)
+}
+
+/// The request for an error answer parked for this request.
+pub fn answer_request(
+    fills: &Arc<Fills>,
+    upstream: &mut RequestHeader,
+    pa: &mut PeerAnswer,
+    request_id: crate::errors::RequestId,
+) -> Result<()> {
+    pa.park(fills, request_id);
+    peer_request(upstream, crate::fill::ANSWER_PATH, request_id)
+}
+
+fn peer_request(
+    upstream: &mut RequestHeader,
+    path: &str,
+    request_id: crate::errors::RequestId,
+) -> Result<()> {
     let names: Vec<http::HeaderName> = upstream
         .headers
         .keys()
@@ -206,7 +226,7 @@ pub fn request(
     for n in names {
         upstream.remove_header(&n);
     }
-    let uri = format!("/fill/{}", run.att.fill.id)
+    let uri = path
         .parse::<http::Uri>()
         .map_err(|e| Error::because(InternalError, "fill path", e))?;
     upstream.set_uri(uri);

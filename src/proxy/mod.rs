@@ -10,29 +10,32 @@
 //!   request filter joins a live one, a bucket 404 starts one; both are
 //!   proxied to the fill peer, which streams the spool.
 //! - upstream_response_body_filter: the tee to the bucket (plain path).
-//! - fail_to_proxy: every answer decided above, and every error, is
-//!   written here (S3 XML through `errors`); except a fill's origin 404 or
-//!   failure, which the fill peer writes, and bodiless answers decided on
-//!   an upstream's header (redirects, any answer to a HEAD), written over
-//!   that header (`answer::in_place`): Pingora passes those on, so the
-//!   client's connection stays open.
+//! - Answers decided above: an S3 error is written by the fill peer (a
+//!   fill's origin 404 or failure by the fill itself, any other error
+//!   parked for its `/answer`: `answer::PeerAnswer`); a bodiless answer
+//!   decided on an upstream's header (a redirect, any answer to a HEAD)
+//!   is written over that header (`answer::in_place`). Pingora passes
+//!   both on like responses, so the client's connection stays open.
+//! - fail_to_proxy: what is left (the fill peer unreachable, errors
+//!   after the header went out); Pingora closes the connection after it.
 
 mod answer;
 mod bucket;
+mod failure;
 mod fill;
 mod logging;
 mod origin;
 mod state;
 
 pub use answer::Answer;
-use answer::{in_place, redirect_answer, respond, write_answer};
+use answer::{in_place, redirect_answer, respond};
 pub use bucket::{ACAO_META, TAG_META};
 pub use origin::MAX_TRIES;
 pub use state::{OriginPull, Site, StartError, State};
 
 use crate::errors::{new_request_id, RequestId, S3Error};
 use crate::key::key_from_path;
-use crate::metrics::{BucketOp, InFlight, OriginResult, Outcome, METRICS};
+use crate::metrics::{BucketOp, InFlight, Outcome, METRICS};
 use crate::rules::{first_match, Action, Probe};
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -57,6 +60,11 @@ pub struct RequestCtx {
     pub mirror: Option<Box<MirrorRun>>,
     /// Set while the request reads a shared fill.
     pub fill: Option<fill::FillRun>,
+    /// Set while an error answer goes through the fill peer. Boxed like
+    /// `mirror`: hits never use it.
+    pub peer_answer: Option<Box<answer::PeerAnswer>>,
+    /// Upstream attempts so far (Pingora allows `MAX_TRIES`).
+    tries: usize,
     /// The current error is our own reroute, not a failure.
     rerouting: bool,
     /// The bucket was asked again after a fill just stored the object.
@@ -101,6 +109,8 @@ impl ProxyHttp for OriginPull {
             answer: None,
             mirror: None,
             fill: None,
+            peer_answer: None,
+            tries: 0,
             rerouting: false,
             rechecked: false,
             bucket_answered: false,
@@ -162,7 +172,11 @@ impl ProxyHttp for OriginPull {
         _session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
-        if ctx.fill.is_some() {
+        ctx.tries += 1;
+        // A reroute decided in `fail_to_connect` never reached
+        // `error_while_proxy`, which clears the flag: clear it per attempt.
+        ctx.rerouting = false;
+        if ctx.peer_answer.is_some() || ctx.fill.is_some() {
             return fill::peer(&self.fills).map(Box::new);
         }
         let site = ctx.site.clone().ok_or_else(|| Error::new(InternalError))?;
@@ -194,8 +208,12 @@ impl ProxyHttp for OriginPull {
         upstream: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        let id = ctx.request_id;
+        if let Some(pa) = ctx.peer_answer.as_mut() {
+            return fill::answer_request(&self.fills, upstream, pa, id);
+        }
         if let Some(run) = &ctx.fill {
-            return fill::request(upstream, run, ctx.request_id);
+            return fill::request(upstream, run, id);
         }
         let site = ctx.site.clone().ok_or_else(|| Error::new(InternalError))?;
         if let Some(run) = &ctx.mirror {
@@ -213,6 +231,13 @@ impl ProxyHttp for OriginPull {
         resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        if let Some(pa) = ctx.peer_answer.as_mut() {
+            // The error, as the fill peer wrote it: passed on.
+            pa.header_seen = true;
+            resp.remove_header(crate::fill::OUTCOME);
+            ctx.outcome = Some(pa.outcome());
+            return Ok(());
+        }
         if ctx.fill.is_some() {
             let site = ctx.site.clone().ok_or_else(|| Error::new(InternalError))?;
             return fill::on_response(&site, resp, ctx, session.req_header());
@@ -261,6 +286,9 @@ impl ProxyHttp for OriginPull {
         end: bool,
         ctx: &mut RequestCtx,
     ) -> Result<Option<Duration>> {
+        if ctx.peer_answer.is_some() {
+            return Ok(None); // our own error's body
+        }
         if let (Some(run), Some(b)) = (ctx.fill.as_mut(), body.as_ref()) {
             run.bytes += b.len() as u64;
         }
@@ -287,23 +315,7 @@ impl ProxyHttp for OriginPull {
         ctx: &mut RequestCtx,
         e: Box<Error>,
     ) -> Box<Error> {
-        if ctx.fill.is_some() {
-            let why = format!("cannot reach the fill peer: {}", e.etype().as_str());
-            return origin::answer(ctx, Answer::Error(S3Error::Internal(why)));
-        }
-        if let (Some(run), Some(site)) = (&ctx.mirror, &ctx.site) {
-            let r = if matches!(e.etype(), ErrorType::ConnectTimedout) {
-                OriginResult::Timeout
-            } else {
-                OriginResult::ConnectError
-            };
-            origin::count(site, run.rule, r);
-            return origin::origin_failed(
-                ctx,
-                format!("cannot connect to the origin: {}", e.etype().as_str()),
-            );
-        }
-        self.on_bucket_unreachable(session, ctx, e.etype().as_str())
+        self.connect_failed(session, ctx, &e)
     }
 
     fn error_while_proxy(
@@ -314,48 +326,7 @@ impl ProxyHttp for OriginPull {
         ctx: &mut RequestCtx,
         client_reused: bool,
     ) -> Box<Error> {
-        if std::mem::take(&mut ctx.rerouting) || ctx.answer.is_some() {
-            return e; // our own reroute or answer: keep its retry decision
-        }
-        if ctx.fill.is_some() {
-            // The fill broke off (or the client left): never retried, the
-            // client's response ends without a valid end of body.
-            let mut e = e;
-            e.set_retry(false);
-            return e;
-        }
-        match &ctx.mirror {
-            // No origin header yet (timeout, reset): a failed fetch.
-            Some(run) if run.status == 0 => {
-                if let Some(site) = &ctx.site {
-                    let r = match e.etype() {
-                        ErrorType::ReadTimedout | ErrorType::ConnectTimedout => {
-                            OriginResult::Timeout
-                        }
-                        _ => OriginResult::ConnectError,
-                    };
-                    origin::count(site, run.rule, r);
-                }
-                origin::origin_failed(ctx, format!("origin failed: {}", e.etype().as_str()))
-            }
-            // Mid-body: the client already has the header; just end.
-            Some(_) => {
-                let mut e = e;
-                e.set_retry(false);
-                e
-            }
-            None => {
-                let mut e = e.more_context(format!("Peer: {peer}"));
-                e.retry.decide_reuse(client_reused);
-                // Reset or timed out before any answer (and not a stale
-                // pooled connection Pingora retries): the bucket is
-                // unreachable, so `mirror_on_bucket_error` applies (SPEC 1.7).
-                if !e.retry() && !ctx.bucket_answered {
-                    return self.on_bucket_unreachable(session, ctx, e.etype().as_str());
-                }
-                e
-            }
-        }
+        self.proxy_error(peer, session, e, ctx, client_reused)
     }
 
     fn suppress_proxy_warn_log(
@@ -367,7 +338,7 @@ impl ProxyHttp for OriginPull {
     ) -> bool {
         // Reroutes to the origin are the normal miss path, logged below;
         // so is asking the bucket again after a write-back race.
-        ctx.mirror.is_some() || ctx.fill.is_some() || ctx.rechecked
+        ctx.mirror.is_some() || ctx.fill.is_some() || ctx.rechecked || ctx.peer_answer.is_some()
     }
 
     fn suppress_error_log(&self, _session: &Session, ctx: &RequestCtx, _error: &Error) -> bool {
@@ -381,48 +352,7 @@ impl ProxyHttp for OriginPull {
         e: &Error,
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
-        let answer = match ctx.answer.take() {
-            Some(a) => {
-                ctx.answered = true;
-                a
-            }
-            None => match e.esource() {
-                ErrorSource::Upstream if ctx.mirror.is_some() || ctx.fill.is_some() => {
-                    Answer::Error(S3Error::MirrorFailed(e.etype().as_str().to_string()))
-                }
-                ErrorSource::Upstream => {
-                    Answer::Error(S3Error::BucketUnreachable(e.etype().as_str().to_string()))
-                }
-                // The client is gone or sent garbage: nothing to answer.
-                ErrorSource::Downstream => {
-                    return FailToProxy {
-                        error_code: 0,
-                        can_reuse_downstream: false,
-                    }
-                }
-                _ => Answer::Error(S3Error::Internal(e.etype().as_str().to_string())),
-            },
-        };
-        let code = answer.status();
-        // Once the header went out, the only honest signal is to close
-        // the connection without a valid end of body.
-        if session.response_written().is_none() {
-            ctx.outcome = Some(answer.outcome());
-            ctx.ttfb = Some(ctx.started.elapsed());
-            // Pingora closes the client connection after a failed proxy
-            // attempt whatever `can_reuse_downstream` says (0.9: the
-            // retry loop's final error never reuses it). Say so in the
-            // answer: with `Connection: keep-alive` a client sent its
-            // next request on the closing connection and got a reset.
-            session.set_keepalive(None);
-            if let Err(we) = write_answer(session, ctx.request_id, &answer).await {
-                log::debug!("{}: could not send answer: {we}", ctx.request_id);
-            }
-        }
-        FailToProxy {
-            error_code: code,
-            can_reuse_downstream: false,
-        }
+        self.final_answer(session, e, ctx).await
     }
 
     async fn response_filter(

@@ -2,6 +2,7 @@
 //! answer, with retries (redirect hops, secondary origin) driven through
 //! Pingora's retry loop, and the tee started on a 200.
 
+use super::answer::PeerAnswer;
 use super::{Answer, RequestCtx, Site};
 use crate::errors::S3Error;
 use crate::fill::policy::same_origin;
@@ -25,10 +26,11 @@ pub const MAX_HOPS: u8 = 10;
 /// Pingora's tries per request (its `max_retries`, 16 by default): every
 /// reroute is one. The longest route: the bucket, the bucket again after
 /// a commit race, the fill peer (a spool fallback), then the plain path's
-/// primary and secondary origins with `MAX_HOPS` hops each; plus a few
-/// for Pingora retrying a pooled connection the peer had closed. At 16,
-/// such a route ended in a 500 although the contract allows it.
-pub const MAX_TRIES: usize = 3 + 2 * (MAX_HOPS as usize + 1) + 4;
+/// primary and secondary origins with `MAX_HOPS` hops each, and the fill
+/// peer again to write an error answer; plus a few for Pingora retrying a
+/// pooled connection the peer had closed. At 16, such a route ended in a
+/// 500 although the contract allows it.
+pub const MAX_TRIES: usize = 3 + 2 * (MAX_HOPS as usize + 1) + 1 + 4;
 
 /// State of one mirror attempt.
 pub struct MirrorRun {
@@ -173,8 +175,23 @@ pub fn reroute(ctx: &mut RequestCtx, why: &'static str) -> Box<Error> {
     e
 }
 
-/// Ends the request with `answer` (sent by `fail_to_proxy`).
+/// Ends the request with `answer`. An error is written by the fill peer
+/// (`PeerAnswer`), so the client's connection stays open; a redirect, an
+/// error when the peer already failed to give it, or one past the try
+/// budget is written by `fail_to_proxy` ([`answer_here`]).
 pub fn answer(ctx: &mut RequestCtx, answer: Answer) -> Box<Error> {
+    match answer {
+        Answer::Error(e) if ctx.peer_answer.is_none() && ctx.tries < MAX_TRIES => {
+            ctx.peer_answer = Some(Box::new(PeerAnswer::new(e)));
+            reroute(ctx, "answer through the fill peer")
+        }
+        a => answer_here(ctx, a),
+    }
+}
+
+/// Ends the request with `answer`, sent by `fail_to_proxy`: Pingora
+/// closes the client's connection after it.
+pub fn answer_here(ctx: &mut RequestCtx, answer: Answer) -> Box<Error> {
     ctx.answer = Some(answer);
     let mut e = Error::explain(ErrorType::Custom("answered"), "answered by origin-pull");
     e.set_retry(false);
