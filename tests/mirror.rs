@@ -489,6 +489,47 @@ fn bucket_reset_counts_as_unreachable() {
     unreachable_bucket_cases(&bucket, &env);
 }
 
+/// A client that leaves while the bucket has not answered yet is a
+/// client abort: not "bucket unreachable", so `mirror_on_bucket_error`
+/// must not send the origin a request nobody reads.
+#[test]
+fn a_client_leaving_before_the_bucket_answers_asks_no_origin() {
+    use std::io::{Read, Write};
+    // A bucket that reads the request and never answers.
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let bucket_port = l.local_addr().unwrap().port();
+    let (seen_tx, seen_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for mut c in l.incoming().flatten() {
+            let mut buf = [0u8; 4096];
+            let _ = c.read(&mut buf);
+            let _ = seen_tx.send(());
+            held.push(c);
+        }
+    });
+    let o = Origin::start();
+    o.set("/k", Reply::ok(b"from origin", "text/plain"));
+    let yaml = format!(
+        "listen: [\"127.0.0.1:{{port}}\"]\naccess_log: {{ path: stdout, format: json }}\nsites:\n  - name: s\n    bucket: {{ endpoint: \"http://127.0.0.1:{bucket_port}\", name: b, access_key_id_env: OP_KEY, secret_access_key_env: OP_SECRET }}\n    rules:\n      - mirror: {{ url: \"{}\", mirror_on_bucket_error: true }}\n",
+        o.url()
+    );
+    let p = Proxy::start_env(&yaml, &[("OP_KEY", "k"), ("OP_SECRET", "s")]);
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", p.port)).unwrap();
+    c.write_all(b"GET /k HTTP/1.1\r\nHost: e\r\n\r\n").unwrap();
+    seen_rx
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .expect("the bucket was asked");
+    drop(c); // the client leaves; the bucket still hasn't answered
+    let line = p.wait_log("\"outcome\":\"client_abort\"");
+    assert!(line.contains("\"key\":\"k\""), "{line}");
+    assert_eq!(
+        o.hits("/k"),
+        0,
+        "the origin was asked for a client that left"
+    );
+}
+
 #[test]
 fn bodiless_answers_keep_the_connection() {
     // A redirect on a bucket 404, the `mode: async` 302, and a HEAD's

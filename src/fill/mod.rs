@@ -25,7 +25,7 @@ pub use answers::ParkedAnswer;
 pub use fetch::FetchJob;
 use hold::Hold;
 pub use reader::{Attached, Cursor};
-pub use serve::{ANSWER_PATH, OUTCOME, REQUEST_ID};
+pub use serve::{ANSWERED, ANSWER_PATH, OUTCOME, REQUEST_ID};
 use spool::{Budget, Spool};
 use std::collections::HashMap;
 use std::path::PathBuf;

@@ -37,6 +37,8 @@ pub const OUTCOME: &str = "x-fill-outcome";
 pub const REQUEST_ID: &str = "x-fill-request-id";
 /// Where the proxy fetches an error answer it parked (`super::answers`).
 pub const ANSWER_PATH: &str = "/answer";
+/// The `OUTCOME` of such an answer.
+pub const ANSWERED: &str = "answer";
 
 type Body = BoxBody<Bytes, std::io::Error>;
 
@@ -136,7 +138,7 @@ async fn handle(fills: Weak<Fills>, req: Request<Incoming>) -> Result<Response<B
     if req.uri().path() == ANSWER_PATH {
         // An error the proxy decided (see `super::answers`).
         return Ok(match fills.upgrade().and_then(|f| f.answers.take(&id)) {
-            Some(e) => s3_error(e, "answer", &id),
+            Some(e) => s3_error(e, ANSWERED, &id),
             None => internal(&id),
         });
     }

@@ -54,15 +54,23 @@ impl OriginPull {
         if std::mem::take(&mut ctx.rerouting) || ctx.answer.is_some() {
             return e; // our own reroute or answer: keep its retry decision
         }
+        if e.esource() == &ErrorSource::Downstream {
+            // The client left (or broke its request): nothing to retry,
+            // and not the bucket's or the origin's failure.
+            let mut e = e;
+            e.set_retry(false);
+            return e;
+        }
         if let Some(pa) = ctx.peer_answer.as_ref() {
             let mut e = e;
             if pa.header_seen {
                 e.set_retry(false);
                 return e;
             }
-            // A pooled connection to the peer that had closed: ask again.
+            // A pooled connection to the peer that had closed: ask again,
+            // while a try is left.
             e.retry.decide_reuse(client_reused);
-            if e.retry() {
+            if e.retry() && ctx.tries < super::MAX_TRIES {
                 return e;
             }
             let error = pa.error.clone();
@@ -117,7 +125,14 @@ impl OriginPull {
         e: &Error,
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
-        let answer = match ctx.answer.take() {
+        // An answer the fill peer was to write but couldn't (its
+        // connection failed, or the tries ran out) is written here.
+        let parked = ctx
+            .peer_answer
+            .take()
+            .filter(|p| !p.header_seen)
+            .map(|p| Answer::Error(p.error));
+        let answer = match ctx.answer.take().or(parked) {
             Some(a) => {
                 ctx.answered = true;
                 a

@@ -232,6 +232,16 @@ impl ProxyHttp for OriginPull {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         if let Some(pa) = ctx.peer_answer.as_mut() {
+            let ours = resp
+                .headers
+                .get(crate::fill::OUTCOME)
+                .is_some_and(|v| v.as_bytes() == crate::fill::ANSWERED.as_bytes());
+            if !ours {
+                // Not our answer (never expected: the entry was gone).
+                let e = pa.error.clone();
+                ctx.peer_answer = None;
+                return Err(origin::answer_here(ctx, Answer::Error(e)));
+            }
             // The error, as the fill peer wrote it: passed on.
             pa.header_seen = true;
             resp.remove_header(crate::fill::OUTCOME);

@@ -176,9 +176,10 @@ pub fn reroute(ctx: &mut RequestCtx, why: &'static str) -> Box<Error> {
 }
 
 /// Ends the request with `answer`. An error is written by the fill peer
-/// (`PeerAnswer`), so the client's connection stays open; a redirect, an
-/// error when the peer already failed to give it, or one past the try
-/// budget is written by `fail_to_proxy` ([`answer_here`]).
+/// (`PeerAnswer`), so the client's connection stays open; anything else
+/// (a redirect, which `answer::in_place` usually writes over the
+/// upstream's header; an error past the try budget) is left for
+/// `fail_to_proxy` ([`answer_here`]).
 pub fn answer(ctx: &mut RequestCtx, answer: Answer) -> Box<Error> {
     match answer {
         Answer::Error(e) if ctx.peer_answer.is_none() && ctx.tries < MAX_TRIES => {
