@@ -115,6 +115,48 @@ fn reload_swaps_rules_while_a_large_mirror_completes() {
     bucket.stored_matches("m/big.bin", &body).unwrap();
 }
 
+/// A reload drops the series of a removed site and of removed rules:
+/// a removed site's `bucket_up 0` must not stay (and alert) until a
+/// restart.
+#[test]
+fn a_reload_drops_the_series_of_what_it_removed() {
+    let (dead, env) = dead_bucket();
+    let admin = free_port();
+    let site = |name: &str, rules: &str| {
+        format!("  - name: {name}\n    hosts: [{name}]\n    bucket: {dead}\n    rules:\n{rules}")
+    };
+    let mirror = "      - mirror: { url: \"http://127.0.0.1:9/\" }\n";
+    let redirect =
+        "      - condition: { key_prefix: \"old/\" }\n        redirect: { host: \"new.example.com\" }\n";
+    let config = |sites: &[String]| {
+        format!(
+            "listen: [\"127.0.0.1:{{port}}\"]\nadmin: {{ listen: \"127.0.0.1:{admin}\" }}\nsites:\n{}",
+            sites.concat()
+        )
+    };
+    let two_rules = format!("{redirect}{mirror}");
+    let first = config(&[site("kept", &two_rules), site("gone", mirror)]);
+    let proxy = Proxy::start_env(&first, &env);
+    let metrics = || admin_text(admin, "/metrics").1;
+    wait_until("both sites probed", Duration::from_secs(30), || {
+        let m = metrics();
+        m.contains("bucket_up{site=\"gone\"} 0") && m.contains("bucket_up{site=\"kept\"} 0")
+    });
+    let before = metrics();
+    assert!(before.contains("rule=\"1\",site=\"kept\""), "{before}");
+
+    rewrite(&proxy, &config(&[site("kept", mirror)]));
+    proxy.signal("HUP");
+    wait_until("reload counted", Duration::from_secs(30), || {
+        metrics().contains("origin_pull_config_reloads_total{result=\"ok\"} 1")
+    });
+    let after = metrics();
+    assert!(!after.contains("site=\"gone\""), "{after}");
+    assert!(!after.contains("rule=\"1\""), "{after}");
+    assert!(after.contains("bucket_up{site=\"kept\"}"), "{after}");
+    assert!(after.contains("rule=\"0\",site=\"kept\""), "{after}");
+}
+
 #[test]
 fn an_idle_proxy_exits_promptly_on_sigterm() {
     let bucket = garage().bucket("life-idle");

@@ -76,7 +76,14 @@ impl OriginPull {
     /// the last request or write-back holding it ends.
     pub fn reload(&self, config: &Config) -> Result<(), StartError> {
         let state = build_state(config, &self.locals)?;
-        self.state.store(Arc::new(state));
+        let old = self.state.swap(Arc::new(state));
+        for site in &old.sites {
+            let now = config.sites.iter().find(|s| s.name == site.name);
+            let kept = now.map(|s| s.rules.len());
+            if kept.is_none_or(|n| n < site.rules.len()) {
+                crate::metrics::forget(&site.name, site.rules.len(), kept);
+            }
+        }
         Ok(())
     }
 
