@@ -209,3 +209,47 @@ fn redirect_on_a_bucket_404_over_h1_and_h2() {
         assert_eq!(r.text().unwrap(), "here");
     }
 }
+
+#[test]
+fn a_bucket_outage_costs_https_clients_no_new_handshakes() {
+    // Every request's 502 keeps the TLS connection: one accepted TCP
+    // connection (one handshake) for all of them, over HTTP/1.1 and h2.
+    let ca = common::tls::TestCa::new();
+    let certs = tempfile::tempdir().unwrap();
+    let (cert, key) = ca.issue(certs.path(), "a", &["a.test"]);
+    let (dead, env) = dead_bucket();
+    let yaml = format!(
+        "listen:\n  - addr: \"127.0.0.1:{{port}}\"\n    tls:\n      certificates:\n        - {{ cert: \"{}\", key: \"{}\" }}\nsites:\n  - name: s\n    bucket: {dead}\n    rules:\n      - mirror: {{ url: \"http://127.0.0.1:9/\" }}\n",
+        cert.display(),
+        key.display()
+    );
+    let proxy = Proxy::start_env(&yaml, &env);
+    for h1 in [true, false] {
+        let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = accepted.clone();
+        let front = relay(proxy.port, move |_| {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Some((pass(), pass()))
+        });
+        let pem = reqwest::Certificate::from_pem(ca.ca_pem().as_bytes()).unwrap();
+        let mut b = reqwest::blocking::Client::builder()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(pem)
+            .resolve(
+                "a.test",
+                std::net::SocketAddr::from(([127, 0, 0, 1], front)),
+            );
+        if h1 {
+            b = b.http1_only();
+        }
+        let c = b.build().unwrap();
+        for _ in 0..3 {
+            let r = c.get(format!("https://a.test:{front}/k")).send().unwrap();
+            assert_eq!(r.status(), 502);
+            assert!(r.headers().get("connection").is_none_or(|v| v != "close"));
+            assert!(r.text().unwrap().contains("<Code>BadGateway</Code>"));
+        }
+        let n = accepted.load(std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(n, 1, "h1={h1}: {n} connections (handshakes) for 3 requests");
+    }
+}
