@@ -15,7 +15,10 @@
 //!   platform store, loaded the same way as here. With CA files Pingora
 //!   0.9 builds a root store and a client config from the list on every
 //!   new connection (no TLS session resumption for such peers); pooled
-//!   keep-alive connections make that rare on the hit path.
+//!   keep-alive connections make that rare on the hit path, but each miss
+//!   drops its bucket connection (Pingora issue #866, README "Each miss
+//!   costs one bucket connection"), so there a miss costs the next
+//!   request one full handshake.
 //! - reqwest: [`reqwest_client_builder`] (a rustls config with these roots,
 //!   reqwest's bundled roots unused).
 //! - Anything else speaking rustls: [`TrustRoots::client_config`].
