@@ -87,6 +87,15 @@ fn duplicate_host() {
 }
 
 #[test]
+fn duplicate_or_reserved_site_name() {
+    // The name keys metrics, readiness, fills and reloads.
+    let yaml = "listen: [\"127.0.0.1:{port}\"]\nsites:\n  - name: a\n    hosts: [\"x.example.com\"]\n    bucket: { local: \"a-bucket\" }\n  - name: a\n    hosts: [\"y.example.com\"]\n    bucket: { local: \"b-bucket\" }\n";
+    assert_bad(yaml, "6:11", "`a` is already the name of another site");
+    let yaml = site("").replace("name: a", "name: \"-\"");
+    assert_bad(&yaml, "3:11", "`-` is reserved");
+}
+
+#[test]
 fn missing_credentials_variable() {
     let yaml = site("").replace("access_key_id_env: OP_KEY", "access_key_id_env: OP_MISSING");
     assert_bad(

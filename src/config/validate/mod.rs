@@ -99,6 +99,13 @@ pub(super) fn parse(
     for (i, rs) in raw.sites.iter().enumerate() {
         let path = root.key("sites").index(i);
         let site = site(&cx, &path, rs, base)?;
+        // The name keys a site's metric series, readiness lines and fills
+        // (two same-named sites would share a fill and store it in one
+        // bucket only), and a reload matches sites by it.
+        if sites.iter().any(|s: &SiteConfig| s.name == site.name) {
+            let why = format!("`{}` is already the name of another site", site.name);
+            return Err(cx.err(&path.key("name"), why));
+        }
         let names: Vec<String> = if site.hosts.is_empty() {
             vec![String::new()]
         } else {
@@ -150,6 +157,13 @@ pub(super) fn parse(
 fn site(cx: &Ctx, path: &FieldPath, rs: &RawSite, base: &Path) -> Result<SiteConfig, ConfigError> {
     if rs.name.trim().is_empty() {
         return Err(cx.err(&path.key("name"), "must not be empty"));
+    }
+    if rs.name == "-" {
+        // The `site` label of requests that matched no site.
+        return Err(cx.err(
+            &path.key("name"),
+            "`-` is reserved (requests that match no site)",
+        ));
     }
     let mut hosts = Vec::new();
     for (i, h) in rs.hosts.iter().flatten().enumerate() {
