@@ -144,13 +144,22 @@ impl OriginPull {
                 ErrorSource::Upstream => {
                     Answer::Error(S3Error::BucketUnreachable(e.etype().as_str().to_string()))
                 }
-                // The client is gone or sent garbage: nothing to answer.
-                ErrorSource::Downstream => {
-                    return FailToProxy {
-                        error_code: 0,
-                        can_reuse_downstream: false,
+                // The client is gone (nothing to answer), or its request
+                // can't be forwarded.
+                ErrorSource::Downstream => match e.etype() {
+                    ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => {
+                        return FailToProxy {
+                            error_code: 0,
+                            can_reuse_downstream: false,
+                        }
                     }
-                }
+                    // A request Pingora refuses to forward (as its default
+                    // `fail_to_proxy`: 400).
+                    other => Answer::Error(S3Error::InvalidArgument(format!(
+                        "the request cannot be forwarded: {}",
+                        other.as_str()
+                    ))),
+                },
                 _ => Answer::Error(S3Error::Internal(e.etype().as_str().to_string())),
             },
         };
