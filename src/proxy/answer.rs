@@ -160,13 +160,13 @@ pub fn in_place(
         Some(a) if head => a,
         // An error for a HEAD has no body: written here, without the trip
         // to the fill peer, and the upstream's connection is kept.
-        None if head && ctx.peer_answer.is_some() => {
-            ctx.rerouting = false;
-            match ctx.peer_answer.take() {
-                Some(pa) => Answer::Error(pa.error),
-                None => return Err(e),
+        None if head => match ctx.peer_answer.take() {
+            Some(pa) => {
+                ctx.rerouting = false;
+                Answer::Error(pa.error)
             }
-        }
+            None => return Err(e),
+        },
         other => {
             ctx.answer = other;
             return Err(e);

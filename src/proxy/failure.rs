@@ -19,9 +19,10 @@ impl OriginPull {
         ctx: &mut RequestCtx,
         e: &Error,
     ) -> Box<Error> {
-        if let Some(pa) = ctx.peer_answer.take() {
-            // The peer is down: the answer closes the connection.
-            return origin::answer_here(ctx, Answer::Error(pa.error));
+        if ctx.peer_answer.is_some() {
+            // The peer is down: `fail_to_proxy` writes the parked answer
+            // (and the connection closes after it).
+            return origin::answered();
         }
         if ctx.fill.is_some() {
             let why = format!("cannot reach the fill peer: {}", e.etype().as_str());
@@ -62,20 +63,18 @@ impl OriginPull {
             return e;
         }
         if let Some(pa) = ctx.peer_answer.as_ref() {
+            // Before the peer's header: a pooled connection to it that had
+            // closed is asked again while a try is left. Otherwise the
+            // request ends here, and `fail_to_proxy` writes the parked
+            // answer if the peer's header never came.
             let mut e = e;
-            if pa.header_seen {
+            if !pa.header_seen {
+                e.retry.decide_reuse(client_reused);
+            }
+            if pa.header_seen || ctx.tries >= super::MAX_TRIES {
                 e.set_retry(false);
-                return e;
             }
-            // A pooled connection to the peer that had closed: ask again,
-            // while a try is left.
-            e.retry.decide_reuse(client_reused);
-            if e.retry() && ctx.tries < super::MAX_TRIES {
-                return e;
-            }
-            let error = pa.error.clone();
-            ctx.peer_answer = None;
-            return origin::answer_here(ctx, Answer::Error(error));
+            return e;
         }
         if ctx.fill.is_some() {
             // The fill broke off (or the client left): never retried, the

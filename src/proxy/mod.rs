@@ -237,10 +237,9 @@ impl ProxyHttp for OriginPull {
                 .get(crate::fill::OUTCOME)
                 .is_some_and(|v| v.as_bytes() == crate::fill::ANSWERED.as_bytes());
             if !ours {
-                // Not our answer (never expected: the entry was gone).
-                let e = pa.error.clone();
-                ctx.peer_answer = None;
-                return Err(origin::answer_here(ctx, Answer::Error(e)));
+                // Not our answer (never expected: the entry was gone):
+                // `fail_to_proxy` writes the parked one.
+                return Err(origin::answered());
             }
             // The error, as the fill peer wrote it: passed on.
             pa.header_seen = true;

@@ -194,6 +194,12 @@ pub fn answer(ctx: &mut RequestCtx, answer: Answer) -> Box<Error> {
 /// closes the client's connection after it.
 pub fn answer_here(ctx: &mut RequestCtx, answer: Answer) -> Box<Error> {
     ctx.answer = Some(answer);
+    answered()
+}
+
+/// Ends the request with the answer already decided: `ctx.answer`, or a
+/// `PeerAnswer` the fill peer did not give, which `fail_to_proxy` writes.
+pub fn answered() -> Box<Error> {
     let mut e = Error::explain(ErrorType::Custom("answered"), "answered by origin-pull");
     e.set_retry(false);
     e
