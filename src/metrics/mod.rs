@@ -306,34 +306,41 @@ impl SiteMetrics {
 /// detached series, which are not exported.
 pub fn forget(site: &str, rules_before: usize, keep_rules: Option<usize>) {
     let m = &*METRICS;
-    // `NotFound` (never created) is fine: the point is that it is gone.
-    let rm = |v: &IntCounterVec, l: &[&str]| drop(v.remove_label_values(l));
     for i in keep_rules.unwrap_or(0)..rules_before {
         let rule = i.to_string();
         for r in OriginResult::ALL {
-            rm(&m.origin_requests, &[site, &rule, r.as_str()]);
+            remove(&m.origin_requests, &[site, &rule, r.as_str()]);
         }
-        rm(&m.origin_bytes, &[site, &rule]);
+        remove(&m.origin_bytes, &[site, &rule]);
     }
     if keep_rules.is_some() {
         return;
     }
     for o in Outcome::ALL {
         for c in StatusClass::ALL {
-            rm(&m.requests, &[site, o.as_str(), c.as_str()]);
+            remove(&m.requests, &[site, o.as_str(), c.as_str()]);
         }
-        rm(&m.response_bytes, &[site, o.as_str()]);
+        remove(&m.response_bytes, &[site, o.as_str()]);
     }
     for w in WriteBackResult::ALL {
-        rm(&m.writebacks, &[site, w.as_str()]);
+        remove(&m.writebacks, &[site, w.as_str()]);
     }
-    rm(&m.writeback_bytes, &[site]);
-    drop(m.duration.remove_label_values(&[site]));
-    drop(m.ttfb.remove_label_values(&[site]));
+    remove(&m.writeback_bytes, &[site]);
+    remove(&m.duration, &[site]);
+    remove(&m.ttfb, &[site]);
     for op in BucketOp::ALL {
-        drop(m.bucket_duration.remove_label_values(&[site, op.as_str()]));
+        remove(&m.bucket_duration, &[site, op.as_str()]);
     }
-    drop(m.bucket_up.remove_label_values(&[site]));
+    remove(&m.bucket_up, &[site]);
+}
+
+/// Removes one series of any metric family. `NotFound` (never created)
+/// is fine: the point is that it is gone.
+fn remove<T: prometheus::core::MetricVecBuilder>(
+    v: &prometheus::core::MetricVec<T>,
+    labels: &[&str],
+) {
+    drop(v.remove_label_values(labels));
 }
 
 /// Counts one unit of work in flight for as long as it lives.
