@@ -12,6 +12,8 @@ nginx, h2load (nghttp2-client), strace and valgrind.
     python3 bench/perreq.py                 # both measures
     python3 bench/perreq.py --only strace   # or callgrind
     python3 bench/perreq.py --write-buffer 1460   # client write buffer of both Pingora paths
+    python3 bench/perreq.py --only perf     # CPU per request at 2000 req/s, kernel and user,
+                                            # split by who runs (bench/cpuprofile.py; needs perf)
 
 Results go to stdout as one table and to bench/results/perreq-<time>.json.
 `--keep DIR` keeps the callgrind dumps there (callgrind_annotate reads
@@ -30,6 +32,7 @@ import sys
 import tempfile
 import time
 
+import cpuprofile
 import harness as h
 
 SIZE = 4096
@@ -118,11 +121,13 @@ class Paths:
         return f"http://127.0.0.1:{self.ports[path]}{prefix}/obj"
 
 
-def load(url, n, conns):
+def load(url, n, conns, rps=None):
     """Exactly `n` GETs over `conns` keep-alive connections (h2load in
-    HTTP/1.1 mode, one request at a time per connection); the number that
-    succeeded (all, or the run stops)."""
-    out = subprocess.run(["h2load", "--h1", "-n", str(n), "-c", str(conns), "-t", "1", url],
+    HTTP/1.1 mode, one request at a time per connection; `rps` requests
+    per second per connection if given); the number that succeeded (all,
+    or the run stops)."""
+    pace = ["--rps", str(rps)] if rps else []
+    out = subprocess.run(["h2load", "--h1", "-n", str(n), "-c", str(conns), "-t", "1", *pace, url],
                          capture_output=True, text=True, timeout=900).stdout
     m = re.search(r"requests: \d+ total, \d+ started, \d+ done, (\d+) succeeded", out)
     if not m or int(m.group(1)) != n:
@@ -218,14 +223,18 @@ def dump_total(path):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", choices=("strace", "callgrind"))
+    ap.add_argument("--only", choices=("strace", "callgrind", "perf"))
     ap.add_argument("--requests", type=int, default=5000, help="requests measured per path (strace)")
     ap.add_argument("--cg-requests", type=int, default=2000, help="requests measured per path (callgrind)")
     ap.add_argument("--conns", type=int, default=8)
+    ap.add_argument("--rate", type=int, default=2000,
+                    help="req/s of the perf measure (about Garage's rate in the hit row)")
+    ap.add_argument("--perf-secs", type=int, default=10, help="seconds per perf run")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved perf runs per path")
     ap.add_argument("--write-buffer", type=int, help="client write buffer of origin-pull and bare Pingora")
     ap.add_argument("--read-buffer", type=int, help="client read buffer of origin-pull and bare Pingora")
     ap.add_argument("--size", type=int, default=4096, help="object bytes")
-    ap.add_argument("--keep", help="keep the callgrind dumps in this folder")
+    ap.add_argument("--keep", help="keep the callgrind dumps (and perf.data files) in this folder")
     ap.add_argument("--preload", help="LD_PRELOAD for the Pingora paths (another malloc)")
     ap.add_argument("--proxy-bin", default=h.PROXY)
     ap.add_argument("--bare-bin", default=h.BARE)
@@ -242,8 +251,10 @@ def main():
                     "object_bytes": a.size, "conns": a.conns, "write_buffer": a.write_buffer,
                     "read_buffer": a.read_buffer,
                     "preload": a.preload, "proxy_bin": a.proxy_bin, "bare_bin": a.bare_bin}}
-    for what in ("strace", "callgrind"):
-        if a.only and a.only != what:
+    # perf is not in the default set: it needs perf(1) (linux-perf) and a
+    # perf_event_paranoid that lets root sample the kernel.
+    for what in ("strace", "callgrind", "perf"):
+        if what not in (a.only or "strace,callgrind").split(","):
             continue
         tmp = tempfile.mkdtemp(prefix=f"op-perreq-{what}-")
         procs = h.Procs(tmp)
@@ -251,6 +262,10 @@ def main():
             if what == "strace":
                 paths = Paths(procs, which, write_buffer=a.write_buffer, env=env, read_buffer=a.read_buffer)
                 res["strace"] = strace_row(paths, tmp, a.requests, a.conns)
+            elif what == "perf":
+                paths = Paths(procs, which, write_buffer=a.write_buffer, env=env, read_buffer=a.read_buffer)
+                res["perf"] = cpuprofile.perf_row(paths, tmp, a.rate, a.perf_secs, 16, load, h.cpu_seconds,
+                                                    a.keep, a.rounds)
             else:
                 res["callgrind"] = callgrind_row(procs, which, a.cg_requests, a.conns, a.keep, env)
         finally:
@@ -265,7 +280,7 @@ def main():
 
 
 def print_table(res):
-    paths = [p for p in PATHS if any(p in res.get(k, {}) for k in ("strace", "callgrind"))]
+    paths = [p for p in PATHS if any(p in res.get(k, {}) for k in ("strace", "callgrind", "perf"))]
     print(f"| per hit of {res['meta']['object_bytes']} bytes | " + " | ".join(paths) + " |")
     print("|---|" + "---|" * len(paths))
     if "callgrind" in res:
@@ -282,6 +297,8 @@ def print_table(res):
         for k in names:
             print(f"| `{k}` | " + " | ".join(f"{s[p]['per_request'].get(k, 0):.2f}" if p in s else "-"
                                             for p in paths) + " |")
+    if "perf" in res:
+        cpuprofile.print_perf(res, paths)
 
 
 if __name__ == "__main__":
