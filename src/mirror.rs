@@ -237,6 +237,25 @@ pub fn content_length(headers: &HeaderMap) -> Option<u64> {
         .ok()
 }
 
+/// Whether an origin answer's body may be stored: its framing says where
+/// it ends (a `Content-Length`, or `Transfer-Encoding: chunked` and no
+/// other coding), so a cut body can't pass for a whole one. A body that
+/// ends when the connection closes (HTTP/1.0 style) is served, never
+/// stored (SPEC section 2): a connection the origin drops early looks
+/// the same. Another transfer coding (`gzip, chunked`) is refused too:
+/// the client library removes only the chunking, and the stored bytes
+/// would be coded without a `Content-Encoding` saying so.
+pub fn storable_framing(headers: &HeaderMap) -> bool {
+    let mut codings = headers.get_all(http::header::TRANSFER_ENCODING).iter();
+    match (codings.next(), codings.next()) {
+        (None, _) => content_length(headers).is_some(),
+        (Some(te), None) => te
+            .to_str()
+            .is_ok_and(|v| v.trim().eq_ignore_ascii_case("chunked")),
+        (Some(_), Some(_)) => false,
+    }
+}
+
 /// The origin's `Content-MD5` (16 bytes), when it sent a valid one.
 pub fn content_md5(headers: &HeaderMap) -> Option<[u8; 16]> {
     use base64::Engine;

@@ -9,7 +9,8 @@ use crate::bucket::Bucket;
 use crate::errors::RequestId;
 use crate::metrics::{OriginResult, RuleMetrics};
 use crate::mirror::{
-    content_length, content_md5, oss_tag, redirect_target, stored_headers, OriginTarget,
+    content_length, content_md5, oss_tag, redirect_target, storable_framing, stored_headers,
+    OriginTarget,
 };
 use crate::origin_auth::{self, OriginAuth};
 use futures_util::{FutureExt, StreamExt};
@@ -124,14 +125,13 @@ async fn fetch(hold: &Hold, job: &FetchJob, publisher: &Publisher) -> Result<boo
         }
     };
     let h = resp.headers();
-    let chunked = h
-        .get(http::header::TRANSFER_ENCODING)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
     let len = content_length(h);
-    // A body ended by the connection closing can't be told from a cut
-    // one: serve it, never store it.
-    let storable = chunked || len.is_some();
+    let storable = storable_framing(h);
+    if !storable {
+        if let Some(bucket) = &job.store {
+            crate::writeback::unframed(bucket, &job.key, job.request_id);
+        }
+    }
     let want_md5 = if job.check_md5 { content_md5(h) } else { None };
     let stored_headers = stored_headers(h);
     let mut headers = stored_headers.clone();

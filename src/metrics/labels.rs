@@ -90,6 +90,10 @@ label_enum!(
         Aborted => "aborted",
         LengthMismatch => "length_mismatch",
         Md5Mismatch => "md5_mismatch",
+        /// Not attempted: the origin's body has no length framing (its
+        /// end is the connection closing, or another transfer coding),
+        /// so a cut body could not be told from a whole one.
+        Unframed => "unframed",
     }
 );
 

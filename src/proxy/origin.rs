@@ -10,11 +10,11 @@ use crate::key::KeyError;
 use crate::metrics::OriginResult;
 use crate::mirror::{
     content_length, content_md5, filter_origin_response, origin_request_headers, oss_tag,
-    redirect_target, stored_headers, OriginTarget,
+    redirect_target, storable_framing, stored_headers, OriginTarget,
 };
 use crate::origin_auth::{self, configured_target, OriginAuth};
 use crate::rules::{Action, Mirror};
-use crate::writeback::{Job, Tee};
+use crate::writeback::{self, Job, Tee};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use std::sync::Arc;
@@ -241,7 +241,10 @@ pub fn on_response(
         200 => {
             let tag = oss_tag(&run.tag_url);
             let is_get = session.req_header().method == http::Method::GET;
-            if run.write_back && is_get {
+            let store = run.write_back && is_get;
+            if store && !storable_framing(&resp.headers) {
+                writeback::unframed(&site.bucket, &ctx.key, Some(ctx.request_id));
+            } else if store {
                 run.tee = Some(Tee::start(Job {
                     bucket: site.bucket.clone(),
                     key: ctx.key.clone(),

@@ -173,6 +173,24 @@ async fn upload_logged(job: Job, reader: Reader, _counted: InFlight, settled: im
     }
 }
 
+/// A write-back not attempted because the origin's body has no length
+/// framing ([`crate::mirror::storable_framing`]): counted and logged like
+/// the others, so "why is this object never stored" has an answer.
+pub fn unframed(bucket: &Bucket, key: &str, request_id: Option<RequestId>) {
+    bucket.metrics.writeback(WriteBackResult::Unframed, 0);
+    crate::access_log::writeback(
+        request_id,
+        &bucket.metrics.site,
+        key,
+        WriteBackResult::Unframed,
+        0,
+    );
+    log::info!(
+        "write-back skipped key={key:?}: the origin's body has no length framing \
+         (served, not stored)"
+    );
+}
+
 /// The metric label of a failed write-back.
 fn result_of(e: &WriteBackError) -> WriteBackResult {
     match e {

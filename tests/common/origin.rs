@@ -33,6 +33,12 @@ pub enum Fault {
 pub struct Plan {
     /// `Transfer-Encoding: chunked` instead of `Content-Length`.
     pub chunked: bool,
+    /// With `chunked`: this `Transfer-Encoding` value instead (e.g.
+    /// `gzip, chunked`; the body is still chunk-framed, not compressed).
+    pub transfer_encoding: Option<String>,
+    /// Neither `Content-Length` nor `Transfer-Encoding`: the body ends when
+    /// the connection closes (HTTP/1.0 style).
+    pub unframed: bool,
     /// Send nothing (not even the status line) until `release_header`.
     pub hold_header: bool,
     /// After this many body bytes, wait for `release`.
@@ -140,6 +146,17 @@ impl Reply {
         f(&mut p);
         self.fault = Fault::Plan(p);
         self
+    }
+    /// The body ends with the connection: no `Content-Length`, no chunks.
+    pub fn unframed(self) -> Reply {
+        self.edit_plan(|p| p.unframed = true)
+    }
+    /// Chunk-framed, announced as `Transfer-Encoding: <te>`.
+    pub fn transfer_encoding(self, te: &str) -> Reply {
+        self.edit_plan(|p| {
+            p.chunked = true;
+            p.transfer_encoding = Some(te.into());
+        })
     }
     /// Nothing is sent until `Origin::release_header`.
     pub fn hold_header(self) -> Reply {
@@ -344,7 +361,10 @@ fn write_reply(
         head.push_str(&format!("{k}: {v}\r\n"));
     }
     if plan.chunked {
-        head.push_str("Transfer-Encoding: chunked\r\n\r\n");
+        let te = plan.transfer_encoding.as_deref().unwrap_or("chunked");
+        head.push_str(&format!("Transfer-Encoding: {te}\r\n\r\n"));
+    } else if plan.unframed {
+        head.push_str("\r\n");
     } else {
         head.push_str(&format!("Content-Length: {len}\r\n\r\n"));
     }

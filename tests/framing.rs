@@ -1,0 +1,92 @@
+//! Origin bodies whose framing does not say where they end (SPEC section
+//! 2: "A body without Content-Length or chunked framing is served, never
+//! stored"), on both miss paths: a connection the origin drops early
+//! would otherwise be stored as a whole object.
+
+mod common;
+use common::fill::*;
+use common::http::Conn;
+use common::*;
+
+/// A miss answered by the origin with `reply` (a 100 kB body): the client
+/// gets every byte, the write-back is skipped as unframed, the bucket
+/// stays without the object. `plain`: the spool can't be used, so the
+/// miss takes the plain (Pingora-proxied, tee) path instead of a fill.
+fn served_not_stored(tag: &str, reply: fn(Reply) -> Reply, plain: bool) {
+    let b = garage().bucket(tag);
+    let o = Origin::start();
+    let body = pattern(100_000, 41);
+    let path = format!("/{tag}.bin");
+    let key = format!("{tag}.bin");
+    o.set(&path, reply(Reply::ok(&body, "application/octet-stream")));
+    let not_a_dir = tempfile::NamedTempFile::new().unwrap();
+    let fill = if plain {
+        // Spool::create fails under a regular file, even for root.
+        format!("spool_dir: \"{}/spool\"", not_a_dir.path().display())
+    } else {
+        String::new()
+    };
+    let p = fill_proxy(&b, &o.url(), "", &fill);
+    let (head, got) = Conn::open(p.port).get(&path, &[]);
+    assert_eq!(head.status, 200);
+    assert!(got.unwrap() == body, "body differs");
+    if plain {
+        p.wait_log("fill spool in");
+    }
+    let outcome = p.write_back_outcome(&key);
+    assert!(outcome.contains("no length framing"), "{outcome}");
+    assert_eq!(b.get(&key).status, 404, "stored an unframed body");
+}
+
+#[test]
+fn unframed_body_on_a_fill_is_served_not_stored() {
+    served_not_stored("unframed-fill", Reply::unframed, false);
+}
+
+#[test]
+fn unframed_body_on_the_plain_path_is_served_not_stored() {
+    served_not_stored("unframed-plain", Reply::unframed, true);
+}
+
+/// Another transfer coding before the chunking: the client library takes
+/// off only the chunks, so the stored bytes would still be coded.
+#[test]
+fn gzip_chunked_body_is_served_not_stored() {
+    served_not_stored(
+        "gzip-chunked",
+        |r| r.transfer_encoding("gzip, chunked"),
+        false,
+    );
+}
+
+/// The control: plain chunked framing is stored, on either path.
+#[test]
+fn chunked_body_is_stored_on_either_path() {
+    for plain in [false, true] {
+        let tag = if plain {
+            "chunked-plain"
+        } else {
+            "chunked-fill"
+        };
+        let b = garage().bucket(tag);
+        let o = Origin::start();
+        let body = pattern(100_000, 42);
+        o.set(
+            "/c.bin",
+            Reply::ok(&body, "application/octet-stream").transfer_encoding("chunked"),
+        );
+        let not_a_dir = tempfile::NamedTempFile::new().unwrap();
+        let fill = if plain {
+            format!("spool_dir: \"{}/spool\"", not_a_dir.path().display())
+        } else {
+            String::new()
+        };
+        let p = fill_proxy(&b, &o.url(), "", &fill);
+        let (head, got) = Conn::open(p.port).get("/c.bin", &[]);
+        assert_eq!(head.status, 200);
+        assert!(got.unwrap() == body, "body differs");
+        let outcome = p.write_back_outcome("c.bin");
+        assert!(outcome.contains("stored"), "{plain}: {outcome}");
+        assert!(b.get("c.bin").body == body);
+    }
+}
