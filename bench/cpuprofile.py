@@ -51,8 +51,9 @@ def owner(dso, sym, binary_names):
     return dso
 
 
-def switches(pids):
-    """Voluntary + involuntary context switches of every thread of `pids`."""
+def switches(pids, kind=""):
+    """Context switches of every thread of `pids` (`kind`: "" for all,
+    "nonvoluntary_" for preemptions only)."""
     total = 0
     for pid in pids:
         for t in os.listdir(f"/proc/{pid}/task"):
@@ -61,7 +62,8 @@ def switches(pids):
                     s = f.read()
             except FileNotFoundError:
                 continue
-            total += sum(int(x) for x in re.findall(r"ctxt_switches:\s+(\d+)", s))
+            total += sum(int(x) for x in re.findall(rf"^{kind}\w*ctxt_switches:\s+(\d+)" if kind
+                                                   else r"ctxt_switches:\s+(\d+)", s, re.M))
     return total
 
 
@@ -70,7 +72,7 @@ def perf_row(paths, tmp, rate, secs, conns, load_fn, cpu_fn, keep=None, rounds=3
     (h2load --rps over `conns` connections) while perf samples the
     proxy's processes; the runs of a path are added up (`keep`: a folder
     to keep each run's perf.data in, for `perf report`)."""
-    acc = {p: {"n": 0, "cpu": 0.0, "switches": 0, "shares": {}} for p in paths.ports}
+    acc = {p: {"n": 0, "cpu": 0.0, "switches": 0, "preempted": 0, "shares": {}} for p in paths.ports}
     for r in range(rounds):
         for path in paths.ports:
             print(f"perf {path} run {r + 1}/{rounds}", file=sys.stderr, flush=True)
@@ -80,7 +82,8 @@ def perf_row(paths, tmp, rate, secs, conns, load_fn, cpu_fn, keep=None, rounds=3
         samples = sum(a["shares"].values())
         us = a["cpu"] / a["n"] * 1e6
         out[path] = {"requests": a["n"], "rate": rate, "rounds": rounds, "cpu_us_per_request": us,
-                     "context_switches_per_request": a["switches"] / a["n"], "samples": samples,
+                     "context_switches_per_request": a["switches"] / a["n"],
+                     "preemptions_per_request": a["preempted"] / a["n"], "samples": samples,
                      "us_per_request": {k: us * v / samples for k, v in a["shares"].items()} if samples else {}}
     return out
 
@@ -95,10 +98,11 @@ def one_run(paths, path, tmp, rate, secs, conns, load_fn, cpu_fn, acc, keep, r):
                             "-p", ",".join(map(str, pids))],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     n = rate * secs
-    cpu0, sw0 = cpu_fn(pids), switches(pids)
+    cpu0, sw0, pre0 = cpu_fn(pids), switches(pids), switches(pids, "nonvoluntary_")
     load_fn(url, n, conns, rps=max(1, rate // conns))
     acc["cpu"] += cpu_fn(pids) - cpu0
     acc["switches"] += switches(pids) - sw0
+    acc["preempted"] += switches(pids, "nonvoluntary_") - pre0
     acc["n"] += n
     rec.send_signal(2)
     rec.wait(60)
@@ -126,6 +130,8 @@ def print_perf(res, paths):
     print("| CPU per request (/proc) | " + " | ".join(f"{p[x]['cpu_us_per_request']:.0f}" for x in have) + " |")
     print("| context switches per request | "
           + " | ".join(f"{p[x]['context_switches_per_request']:.2f}" for x in have) + " |")
+    print("| of which preemptions | "
+          + " | ".join(f"{p[x].get('preemptions_per_request', 0):.2f}" for x in have) + " |")
     whos = sorted({k for x in have for k in p[x]["us_per_request"]},
                   key=lambda k: -max(p[x]["us_per_request"].get(k, 0) for x in have))
     for k in whos:
