@@ -217,10 +217,14 @@ fn peer_request(
     path: &str,
     request_id: crate::errors::RequestId,
 ) -> Result<()> {
+    // A fill has no validator a client could hold (its answer carries no
+    // ETag or Last-Modified): under `If-Range` the range is not asked for,
+    // the whole object is, as a failed If-Range says.
+    let keep_range = !upstream.headers.contains_key(http::header::IF_RANGE);
     let names: Vec<http::HeaderName> = upstream
         .headers
         .keys()
-        .filter(|n| *n != http::header::RANGE)
+        .filter(|n| !(keep_range && *n == http::header::RANGE))
         .cloned()
         .collect();
     for n in names {

@@ -69,6 +69,8 @@ pub struct RequestCtx {
     rerouting: bool,
     /// The bucket was asked again after a fill just stored the object.
     pub rechecked: bool,
+    /// A ranged read under the client's `If-Range` (see `bucket::request`).
+    if_range: bucket::IfRange,
     /// The bucket's response header arrived (errors after it are not
     /// "bucket unreachable").
     bucket_answered: bool,
@@ -113,6 +115,7 @@ impl ProxyHttp for OriginPull {
             tries: 0,
             rerouting: false,
             rechecked: false,
+            if_range: bucket::IfRange::No,
             bucket_answered: false,
             answered: false,
             drop_body: false,
@@ -222,7 +225,7 @@ impl ProxyHttp for OriginPull {
         ctx.bucket_sent = Some(Instant::now());
         // Per attempt: a recheck's bucket may fail before answering.
         ctx.bucket_answered = false;
-        bucket::request(&site.bucket, &ctx.key, upstream)
+        bucket::request(&site.bucket, &ctx.key, upstream, &mut ctx.if_range)
     }
 
     async fn upstream_response_filter(
@@ -265,6 +268,12 @@ impl ProxyHttp for OriginPull {
                 BucketOp::Get
             };
             site.metrics().bucket_request(op, sent.elapsed());
+        }
+        if status == 412 && ctx.if_range == bucket::IfRange::Asked {
+            // The client's copy is not the bucket's object any more: the
+            // whole object instead of the range, as If-Range asks.
+            ctx.if_range = bucket::IfRange::Failed;
+            return Err(origin::reroute(ctx, "If-Range validator failed"));
         }
         if status >= 400 {
             if let Some(e) = self.on_bucket_error(session, ctx, status) {
