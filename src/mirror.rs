@@ -212,11 +212,20 @@ pub fn filter_origin_response(resp: &mut ResponseHeader, tag: &str) -> pingora::
 }
 
 /// The stored headers of an origin answer, as (name, value) pairs.
+///
+/// An `Expires` that is not an HTTP date (`0`, `-1`: common on dynamic
+/// origins, and meaning "already expired", RFC 9111 5.3) is left out:
+/// S3 takes `Expires` as a timestamp, and a bucket that checks it (the
+/// embedded local bucket does) refused the whole write-back, so the object
+/// was fetched from the origin again on every read.
 pub fn stored_headers(headers: &HeaderMap) -> Vec<(String, String)> {
     STORED_HEADERS
         .iter()
         .filter_map(|n| {
             let v = headers.get(*n)?.to_str().ok()?;
+            if *n == "expires" && httpdate::parse_http_date(v.trim()).is_err() {
+                return None;
+            }
             Some((n.to_string(), v.to_string()))
         })
         .collect()

@@ -253,3 +253,41 @@ fn accept_loop_backs_off_when_out_of_file_descriptors() {
     let (status, text) = raw_get(p.port, "e", "/k.txt");
     assert_eq!(status, 200, "{text}");
 }
+
+/// An origin's `Expires: 0` ("already expired", not a date) is not stored:
+/// the local bucket, like S3, takes `Expires` as a timestamp and refused
+/// the whole write-back, so every read went back to the origin.
+#[test]
+fn an_expires_that_is_not_a_date_does_not_stop_the_write_back() {
+    let data = tempfile::tempdir().unwrap();
+    let folder = data.path().join("assets");
+    std::fs::create_dir_all(&folder).unwrap();
+    let origin = Origin::start();
+    let dated = "Wed, 21 Oct 2037 07:28:00 GMT";
+    origin.set(
+        "/zero.txt",
+        Reply::ok(b"ZERO", "text/plain").header("Expires", "0"),
+    );
+    origin.set(
+        "/dated.txt",
+        Reply::ok(b"DATED", "text/plain").header("Expires", dated),
+    );
+    let yaml = format!(
+        "listen: [\"127.0.0.1:{{port}}\"]\nsites:\n  - name: local\n    bucket: {{ local: \"{}\" }}\n    rules:\n      - condition: {{ key_prefix: \"\" }}\n        mirror: {{ url: \"{}\" }}\n",
+        folder.display(),
+        origin.url()
+    );
+    let proxy = Proxy::start(&yaml);
+    for (key, body) in [("zero.txt", "ZERO"), ("dated.txt", "DATED")] {
+        let resp = client().get(proxy.url(&format!("/{key}"))).send().unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.text().unwrap(), body);
+        let outcome = proxy.write_back_outcome(key);
+        assert!(outcome.contains("stored"), "{key}: {outcome}");
+        assert_eq!(std::fs::read(folder.join(key)).unwrap(), body.as_bytes());
+    }
+    // The hit keeps a real date.
+    let resp = client().get(proxy.url("/dated.txt")).send().unwrap();
+    assert_eq!(resp.headers()["expires"], dated);
+    assert_eq!(origin.hits("/dated.txt"), 1);
+}

@@ -193,6 +193,20 @@ fn enc(s: &str) -> String {
 
 /// Whether an error answer means the object is already there: 412 to
 /// `If-None-Match: *`, or 409 when a concurrent write of the same key won.
+/// At most `max` bytes of a bucket's error text, cut at a character
+/// boundary (the text may echo a non-ASCII key: `String::truncate` in the
+/// middle of a character panics).
+fn clip(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+    text
+}
+
 pub fn already_exists(status: u16, body: &str) -> bool {
     status == 412 || (status == 409 && body.contains("ConditionalRequestConflict"))
 }
@@ -281,12 +295,11 @@ pub async fn send(
     job.bucket.metrics.bucket_request(op, started.elapsed());
     let status = resp.status().as_u16();
     if !(200..300).contains(&status) {
-        let mut text = resp.text().await.unwrap_or_default();
+        let text = resp.text().await.unwrap_or_default();
         if already_exists(status, &text) {
             return Err(WriteBackError::AlreadyExists);
         }
-        text.truncate(500);
-        return Err(WriteBackError::Bucket(status, text));
+        return Err(WriteBackError::Bucket(status, clip(text, 500)));
     }
     Ok(resp)
 }

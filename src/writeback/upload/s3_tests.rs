@@ -111,3 +111,12 @@ fn precondition_answers_mean_already_there() {
     assert!(!already_exists(403, ""));
     assert!(!already_exists(500, "PreconditionFailed"));
 }
+
+#[test]
+fn error_text_is_clipped_at_a_character_boundary() {
+    // 499 ASCII bytes, then a 3-byte character across byte 500.
+    let text = format!("{}日本", "a".repeat(499));
+    assert_eq!(clip(text.clone(), 500), "a".repeat(499));
+    assert_eq!(clip("short".into(), 500), "short");
+    assert_eq!(clip(text, 502).len(), 502);
+}
