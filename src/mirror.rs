@@ -112,46 +112,50 @@ pub fn origin_target(base: &OriginUrl, key: &str, query: Option<&str>) -> Origin
     }
 }
 
-/// The next hop of an origin redirect: absolute http(s) URLs, or a path
-/// on the same origin. Anything else (other schemes, garbage) is `None`.
+/// The next hop of an origin redirect: `location` resolved against the
+/// URL that answered (RFC 3986, as browsers and curl do: `b.jpg`,
+/// `../x`, `?v=2`, `//cdn.example/x` and absolute URLs alike). Only http
+/// and https, and no user info; anything else is `None`.
 pub fn redirect_target(current: &OriginTarget, location: &str) -> Option<OriginTarget> {
-    let uri: http::Uri = location.trim().parse().ok()?;
-    let pq = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    let pq = if pq.is_empty() { "/" } else { pq };
-    if !pq.starts_with('/') {
+    let next = url::Url::parse(&current.full_url())
+        .ok()?
+        .join(location.trim())
+        .ok()?;
+    let tls = match next.scheme() {
+        "http" => false,
+        "https" => true,
+        _ => return None,
+    };
+    if !next.username().is_empty() || next.password().is_some() {
         return None;
     }
-    let path = pq.split('?').next().unwrap_or("/");
-    match (uri.scheme_str(), uri.authority()) {
-        (None, None) => {
-            let scheme = if current.tls { "https" } else { "http" };
-            Some(OriginTarget {
-                url: format!("{scheme}://{}{path}", current.authority),
-                path_and_query: pq.to_string(),
-                ..current.clone()
-            })
+    // `host_str` keeps an IPv6 address's brackets, as `Host` wants them.
+    let bracketed = next.host_str()?;
+    let host = bracketed.trim_start_matches('[').trim_end_matches(']');
+    let port = next.port_or_known_default()?;
+    let authority = if (tls, host, port) == (current.tls, current.host.as_str(), current.port) {
+        // Same origin: the `Host` it was asked with.
+        current.authority.clone()
+    } else {
+        match next.port() {
+            Some(p) => format!("{bracketed}:{p}"),
+            None => bracketed.to_string(),
         }
-        (Some(s @ ("http" | "https")), Some(auth)) => {
-            let tls = s == "https";
-            if auth.as_str().contains('@') {
-                return None;
-            }
-            Some(OriginTarget {
-                tls,
-                host: auth
-                    .host()
-                    .trim_start_matches('[')
-                    .trim_end_matches(']')
-                    .to_string(),
-                port: auth.port_u16().unwrap_or(if tls { 443 } else { 80 }),
-                authority: auth.as_str().to_string(),
-                path_and_query: pq.to_string(),
-                url: format!("{s}://{auth}{path}"),
-                trust: current.trust.clone(),
-            })
-        }
-        _ => None,
-    }
+    };
+    let path = next.path();
+    let scheme = if tls { "https" } else { "http" };
+    Some(OriginTarget {
+        tls,
+        host: host.to_string(),
+        port,
+        url: format!("{scheme}://{authority}{path}"),
+        path_and_query: match next.query() {
+            Some(q) => format!("{path}?{q}"),
+            None => path.to_string(),
+        },
+        authority,
+        trust: current.trust.clone(),
+    })
 }
 
 /// `x-oss-tag` value for an object mirrored from `url`.
@@ -329,6 +333,26 @@ mod tests {
             ("o", "/other")
         );
         assert!(redirect_target(&cur, "ftp://o/x").is_none());
+        assert!(redirect_target(&cur, "http://user@p/x").is_none());
+        // Relative references resolve against the URL that answered.
+        let cur = origin_target(&base("http://o:8080/dir/"), "a/b.jpg", Some("q=1"));
+        for (location, want) in [
+            ("c.jpg", "http://o:8080/dir/a/c.jpg"),
+            ("../x", "http://o:8080/dir/x"),
+            ("?v=2", "http://o:8080/dir/a/b.jpg?v=2"),
+            ("//cdn.example/x#frag", "http://cdn.example/x"),
+            ("https://[::1]:8443/y", "https://[::1]:8443/y"),
+        ] {
+            let r = redirect_target(&cur, location).unwrap();
+            assert_eq!(r.full_url(), want, "{location}");
+        }
+        let r = redirect_target(&cur, "//cdn.example/x").unwrap();
+        assert_eq!((r.host.as_str(), r.port), ("cdn.example", 80));
+        let r = redirect_target(&cur, "https://[::1]:8443/y").unwrap();
+        assert_eq!(
+            (r.host.as_str(), r.authority.as_str()),
+            ("::1", "[::1]:8443")
+        );
     }
 
     #[test]

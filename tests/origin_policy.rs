@@ -123,3 +123,37 @@ fn answered_requests_are_not_logged_as_errors() {
         "answers logged as errors:\n{log}"
     );
 }
+
+/// An origin's `Location` is resolved against the URL that answered, as
+/// browsers and curl do: a relative path and a scheme-relative URL
+/// (`//host/path`, which names another origin) alike. On the fill and on
+/// the plain path.
+#[test]
+fn relative_and_scheme_relative_locations_are_followed() {
+    for plain in [false, true] {
+        let b = garage().bucket(if plain { "loc-plain" } else { "loc-fill" });
+        let o = Origin::start();
+        let other = Origin::start();
+        o.set("/dir/a.bin", Reply::status(302).header("Location", "b.bin"));
+        let away = format!("//127.0.0.1:{}/c.bin", other.port);
+        o.set("/dir/b.bin", Reply::status(302).header("Location", &away));
+        other.set("/c.bin", Reply::ok(b"from the other origin", "text/plain"));
+        let not_a_dir = tempfile::NamedTempFile::new().unwrap();
+        let fill = if plain {
+            format!("spool_dir: \"{}/spool\"", not_a_dir.path().display())
+        } else {
+            String::new()
+        };
+        let p = common::fill::fill_proxy(&b, &o.url(), "", &fill);
+        let r = client().get(p.url("/dir/a.bin")).send().unwrap();
+        assert_eq!(r.status(), 200, "plain: {plain}");
+        assert_eq!(r.text().unwrap(), "from the other origin");
+        assert!(p.write_back_outcome("dir/a.bin").contains("stored"));
+        assert_eq!(b.get("dir/a.bin").body, b"from the other origin");
+        // The scheme-relative URL went to the other origin, not to `o` as
+        // a path.
+        assert_eq!(o.hits("/dir/b.bin"), 1);
+        assert_eq!(other.hits("/c.bin"), 1);
+        assert!(o.seen().iter().all(|s| !s.target.starts_with("//")));
+    }
+}
