@@ -157,3 +157,35 @@ fn relative_and_scheme_relative_locations_are_followed() {
         assert!(o.seen().iter().all(|s| !s.target.starts_with("//")));
     }
 }
+
+/// The primary redirects to a server that drops the connection before
+/// answering: that is the primary failing, so the secondary is asked (on
+/// the plain path: HEAD with `allow_head`, and a GET when the spool can't
+/// be used).
+#[test]
+fn a_hop_that_fails_before_answering_falls_back_to_the_secondary() {
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_port = dead.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for c in dead.incoming() {
+            drop(c); // closes without a response
+        }
+    });
+    let b = garage().bucket("hop-second");
+    let o = Origin::start();
+    let second = Origin::start();
+    let hop = format!("http://127.0.0.1:{dead_port}/k");
+    o.set("/k", Reply::status(302).header("Location", &hop));
+    second.set("/k", Reply::ok(b"from the secondary", "text/plain"));
+    let not_a_dir = tempfile::NamedTempFile::new().unwrap();
+    let extra = format!(", allow_head: true, secondary_url: \"{}\"", second.url());
+    let fill = format!("spool_dir: \"{}/spool\"", not_a_dir.path().display());
+    let p = common::fill::fill_proxy(&b, &o.url(), &extra, &fill);
+    let r = client().head(p.url("/k")).send().unwrap();
+    assert_eq!(r.status(), 200);
+    let r = client().get(p.url("/k")).send().unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().unwrap(), "from the secondary");
+    assert_eq!(second.hits("/k"), 2);
+    assert!(p.write_back_outcome("k").contains("stored"));
+}

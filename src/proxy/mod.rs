@@ -179,6 +179,12 @@ impl ProxyHttp for OriginPull {
         // A reroute decided in `fail_to_connect` never reached
         // `error_while_proxy`, which clears the flag: clear it per attempt.
         ctx.rerouting = false;
+        if let Some(run) = ctx.mirror.as_mut() {
+            // No origin header yet on this attempt: a failure before it is
+            // a failed fetch (secondary, 424), not one mid-body, even after
+            // a redirect hop's 3xx.
+            run.status = 0;
+        }
         if ctx.peer_answer.is_some() || ctx.fill.is_some() {
             return fill::peer(&self.fills).map(Box::new);
         }
