@@ -1,0 +1,119 @@
+//! Unit tests of `mirror`: origin URLs, redirect targets, header policy.
+
+use super::*;
+
+fn base(s: &str) -> OriginUrl {
+    crate::config::parse_origin_url(s).unwrap()
+}
+
+#[test]
+fn builds_urls_without_resolving() {
+    let t = origin_target(&base("http://www.example.com/dir1/"), "image/a b.jpg", None);
+    assert_eq!(t.path_and_query, "/dir1/image/a%20b.jpg");
+    // The tag encodes the URL as fetched, so decoding it once gives that URL.
+    assert_eq!(
+        oss_tag(&t.url),
+        "MIRROR http%3A%2F%2Fwww.example.com%2Fdir1%2Fimage%2Fa%2520b.jpg"
+    );
+    let t = origin_target(&base("http://o:8080/"), "//evil.example/x", Some("a=1"));
+    assert_eq!(t.authority, "o:8080");
+    assert_eq!(t.path_and_query, "///evil.example/x?a=1");
+}
+
+#[test]
+fn redirects() {
+    let cur = origin_target(&base("http://o/"), "k", None);
+    let r = redirect_target(&cur, "https://p:8443/x?y=1").unwrap();
+    assert_eq!(
+        (r.tls, r.port, r.path_and_query.as_str()),
+        (true, 8443, "/x?y=1")
+    );
+    let r = redirect_target(&cur, "/other").unwrap();
+    assert_eq!(
+        (r.host.as_str(), r.path_and_query.as_str()),
+        ("o", "/other")
+    );
+    assert!(redirect_target(&cur, "ftp://o/x").is_none());
+    assert!(redirect_target(&cur, "http://user@p/x").is_none());
+    // Relative references resolve against the URL that answered.
+    let cur = origin_target(&base("http://o:8080/dir/"), "a/b.jpg", Some("q=1"));
+    for (location, want) in [
+        ("c.jpg", "http://o:8080/dir/a/c.jpg"),
+        ("../x", "http://o:8080/dir/x"),
+        ("?v=2", "http://o:8080/dir/a/b.jpg?v=2"),
+        ("//cdn.example/x#frag", "http://cdn.example/x"),
+        ("https://[::1]:8443/y", "https://[::1]:8443/y"),
+    ] {
+        let r = redirect_target(&cur, location).unwrap();
+        assert_eq!(r.full_url(), want, "{location}");
+    }
+    let r = redirect_target(&cur, "//cdn.example/x").unwrap();
+    assert_eq!((r.host.as_str(), r.port), ("cdn.example", 80));
+    let r = redirect_target(&cur, "https://[::1]:8443/y").unwrap();
+    assert_eq!(
+        (r.host.as_str(), r.authority.as_str()),
+        ("::1", "[::1]:8443")
+    );
+}
+
+#[test]
+fn header_policy() {
+    let mut h = HeaderMap::new();
+    for (k, v) in [
+        ("authorization", "a"),
+        ("cookie", "c"),
+        ("x-custom", "x"),
+        ("x-amz-date", "d"),
+        ("accept", "*/*"),
+    ] {
+        h.insert(k, v.parse().unwrap());
+    }
+    let names = |p: &HeaderPolicy| -> Vec<String> {
+        origin_request_headers(p, &h)
+            .iter()
+            .map(|(n, _)| n.to_string())
+            .collect()
+    };
+    assert!(names(&HeaderPolicy::default()).is_empty());
+    let pass = HeaderPolicy {
+        pass: vec!["x-custom".into(), "authorization".into()],
+        ..Default::default()
+    };
+    assert_eq!(names(&pass), vec!["x-custom"]);
+    let all = HeaderPolicy {
+        pass_all: true,
+        remove: vec!["accept".into()],
+        set: vec![("x-set".into(), "1".into())],
+        ..Default::default()
+    };
+    assert_eq!(names(&all), vec!["x-custom", "x-set"]);
+}
+
+#[test]
+fn pass_all_keeps_hop_by_hop_encoding_and_conditionals_back() {
+    let mut h = HeaderMap::new();
+    for (k, v) in [
+        ("connection", "keep-alive, x-hop"),
+        ("x-hop", "1"),
+        ("keep-alive", "timeout=5"),
+        ("te", "trailers"),
+        ("upgrade", "websocket"),
+        ("accept-encoding", "gzip"),
+        ("if-none-match", "\"e\""),
+        ("if-modified-since", "Sat, 01 Jan 2000 00:00:00 GMT"),
+        ("if-match", "*"),
+        ("if-range", "\"e\""),
+        ("x-custom", "x"),
+    ] {
+        h.insert(k, v.parse().unwrap());
+    }
+    let all = HeaderPolicy {
+        pass_all: true,
+        ..Default::default()
+    };
+    let names: Vec<String> = origin_request_headers(&all, &h)
+        .iter()
+        .map(|(n, _)| n.to_string())
+        .collect();
+    assert_eq!(names, vec!["x-custom"]);
+}
