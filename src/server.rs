@@ -71,6 +71,16 @@ pub fn build(config: &Config) -> Result<(Server, OriginPull, EdgeTls), StartErro
             &name,
         );
         service.threads = Some(1);
+        if let Some(app) = service.app_logic_mut() {
+            // HTTP/2 clients' idle bound (`limits.client_idle_timeout_seconds`;
+            // HTTP/1.1's is set per request, `Limits::bound_client`).
+            // `HttpServerOptions` is non-exhaustive: set on a default.
+            let mut options = pingora::apps::HttpServerOptions::default();
+            options.h2_idle_timeout = Some(std::time::Duration::from_secs(
+                config.limits.client_idle_timeout_seconds,
+            ));
+            app.server_options = Some(options);
+        }
         for l in &config.listen {
             let mut opt = TcpSocketOptions::default();
             opt.so_reuseport = Some(true);

@@ -170,6 +170,15 @@ fn limits_errors() {
         "3:34",
         "limits.downstream_write_buffer_bytes: 2000000 is outside 0..=1048576 bytes",
     );
+    let never = site("").replace(
+        "sites:",
+        "limits:\n  client_idle_timeout_seconds: 0\nsites:",
+    );
+    assert_bad(
+        &never,
+        "3:32",
+        "limits.client_idle_timeout_seconds: 0 is outside 1..=3600 seconds",
+    );
     let unknown = site("").replace("sites:", "limits: { max_headers: 3 }\nsites:");
     assert_bad(&unknown, "2:11", "unknown field `max_headers`");
 }

@@ -25,6 +25,13 @@ pub const DEFAULT_DOWNSTREAM_WRITE_BUFFER_BYTES: usize = 8 * 1024;
 /// Client connections' read buffer: Pingora's default, which the TLS
 /// layer's 16 KiB record reads need.
 pub const DEFAULT_DOWNSTREAM_READ_BUFFER_BYTES: usize = 64 * 1024;
+/// How long an idle HTTP/1.1 keep-alive (or HTTP/2) client connection is
+/// kept: Pingora's own default for the first request, nginx's order of
+/// magnitude (`keepalive_timeout 75s`).
+pub const DEFAULT_CLIENT_IDLE_TIMEOUT_SECONDS: u64 = 60;
+/// How long one write to a client may wait for the client to take bytes
+/// (nginx's `send_timeout`, 60 s).
+pub const DEFAULT_CLIENT_SEND_TIMEOUT_SECONDS: u64 = 60;
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -32,6 +39,8 @@ pub struct RawLimits {
     pub max_request_header_bytes: Option<usize>,
     pub downstream_write_buffer_bytes: Option<usize>,
     pub downstream_read_buffer_bytes: Option<usize>,
+    pub client_idle_timeout_seconds: Option<u64>,
+    pub client_send_timeout_seconds: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,6 +51,10 @@ pub struct Limits {
     pub downstream_write_buffer_bytes: usize,
     /// Per client connection; 0 reads straight from the socket.
     pub downstream_read_buffer_bytes: usize,
+    /// An idle keep-alive client connection is closed after this.
+    pub client_idle_timeout_seconds: u64,
+    /// A client that takes no bytes of a write for this long is dropped.
+    pub client_send_timeout_seconds: u64,
 }
 
 impl Default for Limits {
@@ -50,6 +63,8 @@ impl Default for Limits {
             max_request_header_bytes: DEFAULT_MAX_REQUEST_HEADER_BYTES,
             downstream_write_buffer_bytes: DEFAULT_DOWNSTREAM_WRITE_BUFFER_BYTES,
             downstream_read_buffer_bytes: DEFAULT_DOWNSTREAM_READ_BUFFER_BYTES,
+            client_idle_timeout_seconds: DEFAULT_CLIENT_IDLE_TIMEOUT_SECONDS,
+            client_send_timeout_seconds: DEFAULT_CLIENT_SEND_TIMEOUT_SECONDS,
         }
     }
 }
@@ -61,6 +76,22 @@ impl Limits {
             self.downstream_read_buffer_bytes,
             self.downstream_write_buffer_bytes,
         )
+    }
+
+    /// Bounds a client connection's idle and send time, per request: Pingora
+    /// 0.9 turns an HTTP/1.1 connection's 60 s keep-alive into an endless
+    /// one when it reads a request (`respect_keepalive`) and carries that
+    /// to the next, so an idle client held its connection (and its file
+    /// descriptor) forever; and it has no write timeout, so a client that
+    /// stops reading held its response, its upstream connection or its
+    /// fill's spool. `Connection: close` (keep-alive off) stays off.
+    pub fn bound_client(&self, session: &mut pingora::proxy::Session) {
+        if session.get_keepalive() == Some(0) {
+            session.set_keepalive(Some(self.client_idle_timeout_seconds));
+        }
+        session.set_write_timeout(Some(std::time::Duration::from_secs(
+            self.client_send_timeout_seconds,
+        )));
     }
 
     /// Whether this request's header is over `max_request_header_bytes`.
@@ -78,6 +109,9 @@ const MAX_HEADER_BYTES: usize = 1_048_575;
 /// Largest connection buffer: each client connection holds its buffers
 /// for its whole life, so 10,000 connections at this size are 10 GiB.
 const MAX_BUFFER_BYTES: usize = 1 << 20;
+/// Longest client timeout: an hour (0 would mean "never", which is what
+/// these bounds exist to prevent).
+const MAX_TIMEOUT_SECONDS: u64 = 3600;
 
 /// The validated section, or the field at fault and why.
 pub(super) fn validate(
@@ -112,6 +146,28 @@ pub(super) fn validate(
                 return Err((
                     path.key(name),
                     format!("{n} is outside 0..={MAX_BUFFER_BYTES} bytes"),
+                ));
+            }
+            *field = n;
+        }
+    }
+    for (name, value, field) in [
+        (
+            "client_idle_timeout_seconds",
+            raw.client_idle_timeout_seconds,
+            &mut limits.client_idle_timeout_seconds,
+        ),
+        (
+            "client_send_timeout_seconds",
+            raw.client_send_timeout_seconds,
+            &mut limits.client_send_timeout_seconds,
+        ),
+    ] {
+        if let Some(n) = value {
+            if !(1..=MAX_TIMEOUT_SECONDS).contains(&n) {
+                return Err((
+                    path.key(name),
+                    format!("{n} is outside 1..={MAX_TIMEOUT_SECONDS} seconds"),
                 ));
             }
             *field = n;

@@ -130,6 +130,7 @@ impl ProxyHttp for OriginPull {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let state = self.state.load();
+        state.limits.bound_client(session);
         // First, so an oversized request reaches no bucket or origin.
         if state.limits.header_too_large(session.req_header()) {
             let e = S3Error::RequestHeaderTooLarge(state.limits.max_request_header_bytes);

@@ -57,6 +57,38 @@ impl Conn {
         }
     }
 
+    /// A connection whose receive buffer is `bytes` (set before connecting,
+    /// so the window the server sees stays small): a client that reads
+    /// slowly, or not at all, fills it fast.
+    pub fn open_small_window(port: u16, bytes: usize) -> Conn {
+        let sock =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        sock.set_recv_buffer_size(bytes).unwrap();
+        let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+        sock.connect(&addr.into()).expect("connect");
+        let s: TcpStream = sock.into();
+        s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+        Conn {
+            r: BufReader::with_capacity(1 << 16, s.try_clone().unwrap()),
+            w: s,
+        }
+    }
+
+    /// Whether the server closes this (idle) connection within `d`: a read
+    /// that ends (EOF or reset) rather than times out.
+    pub fn closed_within(&mut self, d: Duration) -> bool {
+        self.w.set_read_timeout(Some(d)).unwrap();
+        let mut byte = [0u8; 1];
+        match self.r.read(&mut byte) {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(e) => !matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
+        }
+    }
+
     /// Sends `GET path` (keep-alive) with extra headers.
     pub fn send(&mut self, path: &str, headers: &[(&str, &str)]) {
         self.send_method("GET", path, headers);
