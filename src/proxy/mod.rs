@@ -382,11 +382,12 @@ impl ProxyHttp for OriginPull {
 
     async fn response_filter(
         &self,
-        _session: &mut Session,
-        _resp: &mut ResponseHeader,
+        session: &mut Session,
+        resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         ctx.ttfb.get_or_insert_with(|| ctx.started.elapsed());
+        self.state.load().limits.bound_send(session, resp);
         Ok(())
     }
 
