@@ -19,13 +19,7 @@ fn served_not_stored(tag: &str, reply: fn(Reply) -> Reply, plain: bool) {
     let path = format!("/{tag}.bin");
     let key = format!("{tag}.bin");
     o.set(&path, reply(Reply::ok(&body, "application/octet-stream")));
-    let not_a_dir = tempfile::NamedTempFile::new().unwrap();
-    let fill = if plain {
-        // Spool::create fails under a regular file, even for root.
-        format!("spool_dir: \"{}/spool\"", not_a_dir.path().display())
-    } else {
-        String::new()
-    };
+    let (_spool, fill) = plain_path_fill(plain);
     let p = fill_proxy(&b, &o.url(), "", &fill);
     let (head, got) = Conn::open(p.port).get(&path, &[]);
     assert_eq!(head.status, 200);
@@ -75,12 +69,7 @@ fn chunked_body_is_stored_on_either_path() {
             "/c.bin",
             Reply::ok(&body, "application/octet-stream").transfer_encoding("chunked"),
         );
-        let not_a_dir = tempfile::NamedTempFile::new().unwrap();
-        let fill = if plain {
-            format!("spool_dir: \"{}/spool\"", not_a_dir.path().display())
-        } else {
-            String::new()
-        };
+        let (_spool, fill) = plain_path_fill(plain);
         let p = fill_proxy(&b, &o.url(), "", &fill);
         let (head, got) = Conn::open(p.port).get("/c.bin", &[]);
         assert_eq!(head.status, 200);

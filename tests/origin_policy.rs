@@ -3,6 +3,7 @@
 //! origin; and answered requests are not errors in the log.
 
 mod common;
+use common::fill::{fill_proxy, plain_path_fill};
 use common::*;
 
 #[test]
@@ -138,13 +139,8 @@ fn relative_and_scheme_relative_locations_are_followed() {
         let away = format!("//127.0.0.1:{}/c.bin", other.port);
         o.set("/dir/b.bin", Reply::status(302).header("Location", &away));
         other.set("/c.bin", Reply::ok(b"from the other origin", "text/plain"));
-        let not_a_dir = tempfile::NamedTempFile::new().unwrap();
-        let fill = if plain {
-            format!("spool_dir: \"{}/spool\"", not_a_dir.path().display())
-        } else {
-            String::new()
-        };
-        let p = common::fill::fill_proxy(&b, &o.url(), "", &fill);
+        let (_spool, fill) = plain_path_fill(plain);
+        let p = fill_proxy(&b, &o.url(), "", &fill);
         let r = client().get(p.url("/dir/a.bin")).send().unwrap();
         assert_eq!(r.status(), 200, "plain: {plain}");
         assert_eq!(r.text().unwrap(), "from the other origin");
@@ -177,10 +173,9 @@ fn a_hop_that_fails_before_answering_falls_back_to_the_secondary() {
     let hop = format!("http://127.0.0.1:{dead_port}/k");
     o.set("/k", Reply::status(302).header("Location", &hop));
     second.set("/k", Reply::ok(b"from the secondary", "text/plain"));
-    let not_a_dir = tempfile::NamedTempFile::new().unwrap();
+    let (_spool, fill) = plain_path_fill(true);
     let extra = format!(", allow_head: true, secondary_url: \"{}\"", second.url());
-    let fill = format!("spool_dir: \"{}/spool\"", not_a_dir.path().display());
-    let p = common::fill::fill_proxy(&b, &o.url(), &extra, &fill);
+    let p = fill_proxy(&b, &o.url(), &extra, &fill);
     let r = client().head(p.url("/k")).send().unwrap();
     assert_eq!(r.status(), 200);
     let r = client().get(p.url("/k")).send().unwrap();

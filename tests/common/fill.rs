@@ -192,3 +192,17 @@ pub fn source(len: usize, seed: u8) -> std::sync::Arc<Vec<u8>> {
     }
     std::sync::Arc::new(v)
 }
+
+/// The `fill:` setting that sends every miss down the plain path (when
+/// `plain`), or none: a spool directory under a regular file can't be
+/// created, even by root, so misses fall back to Pingora's reroute with a
+/// tee. Keep the returned file as long as the proxy.
+pub fn plain_path_fill(plain: bool) -> (tempfile::NamedTempFile, String) {
+    let not_a_dir = tempfile::NamedTempFile::new().expect("temp file");
+    let fill = if plain {
+        format!("spool_dir: \"{}/spool\"", not_a_dir.path().display())
+    } else {
+        String::new()
+    };
+    (not_a_dir, fill)
+}
