@@ -279,13 +279,18 @@ pub fn content_md5(headers: &HeaderMap) -> Option<[u8; 16]> {
     <[u8; 16]>::try_from(bytes.as_slice()).ok()
 }
 
-/// A Pingora peer for `target`. The name is resolved asynchronously (an
+/// The address to connect to for `target`, resolved asynchronously (an
 /// origin may be any host a redirect names).
-pub async fn peer(target: &OriginTarget, timeout: Duration) -> std::io::Result<HttpPeer> {
-    let addr = tokio::net::lookup_host((target.host.as_str(), target.port))
+pub async fn resolve(target: &OriginTarget) -> std::io::Result<std::net::SocketAddr> {
+    tokio::net::lookup_host((target.host.as_str(), target.port))
         .await?
         .next()
-        .ok_or_else(|| std::io::Error::other("no address"))?;
+        .ok_or_else(|| std::io::Error::other("no address"))
+}
+
+/// A Pingora peer for `target` at `addr` (from [`resolve`], and checked
+/// against the hop policy: the address checked is the one connected to).
+pub fn peer_at(target: &OriginTarget, addr: std::net::SocketAddr, timeout: Duration) -> HttpPeer {
     let mut peer = HttpPeer::new(addr, target.tls, target.host.clone());
     peer.options.ca = target.trust.pingora_ca();
     peer.options.connection_timeout = Some(timeout);
@@ -294,7 +299,7 @@ pub async fn peer(target: &OriginTarget, timeout: Duration) -> std::io::Result<H
     // the timeout: the idle timeout on the body.
     peer.options.read_timeout = Some(timeout);
     peer.options.write_timeout = Some(timeout);
-    Ok(peer)
+    peer
 }
 
 #[cfg(test)]

@@ -273,7 +273,20 @@ async fn open(fills: &Fills, job: &FetchJob) -> Result<(reqwest::Response, Strin
             .map_err(|e| Outcome::Failed(e.to_string()))?;
         let count = |r: OriginResult| job.metrics.as_ref().map(|m| m.origin(r));
         let creds = origin_auth::for_target(auth, &configured, &target);
-        let why = match request(&client, &target, headers, creds, job.timeout).await {
+        let sent = match request(&client, &target, headers, creds, job.timeout).await {
+            // The name was checked before the hop (`check_hop`); the
+            // address the client then resolved and connected to is checked
+            // too, before any of the answer is used.
+            Ok(resp) if hops > 0 => {
+                let addr = resp.remote_addr().map(|a| a.ip());
+                match policy::check_hop_addr(&configured, &target, addr).await {
+                    Ok(()) => Ok(resp),
+                    Err(why) => Err((false, why)),
+                }
+            }
+            other => other,
+        };
+        let why = match sent {
             Ok(resp) => match resp.status().as_u16() {
                 200 => return Ok((resp, configured.url.clone())),
                 404 => {

@@ -17,23 +17,36 @@ pub fn same_origin(a: &OriginTarget, b: &OriginTarget) -> bool {
 pub fn internal(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
             v4.is_loopback()
                 || v4.is_private()
                 || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_broadcast()
+                || a == 0 // 0.0.0.0/8, "this network" (0.0.0.0 is local)
+                || a >= 240 // 240.0.0.0/4 reserved, and the broadcast address
                 // 100.64.0.0/10, carrier-grade NAT
-                || (v4.octets()[0] == 100 && (v4.octets()[1] & 0xC0) == 64)
+                || (a == 100 && (b & 0xC0) == 64)
+                // 198.18.0.0/15, benchmarking networks
+                || (a == 198 && (b & 0xFE) == 18)
         }
         IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return internal(IpAddr::V4(v4));
+            let seg = v6.segments();
+            // IPv4-mapped (::ffff:a.b.c.d), IPv4-compatible (::a.b.c.d) and
+            // NAT64 (64:ff9b::a.b.c.d) addresses reach an IPv4 address.
+            if let Some(v4) = v6.to_ipv4() {
+                if !v6.is_loopback() && !v6.is_unspecified() {
+                    return internal(IpAddr::V4(v4));
+                }
             }
-            let s = v6.segments()[0];
+            if seg[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+                let o = v6.octets();
+                return internal(IpAddr::V4([o[12], o[13], o[14], o[15]].into()));
+            }
+            let s = seg[0];
             v6.is_loopback()
                 || v6.is_unspecified()
                 || (s & 0xfe00) == 0xfc00 // unique local
                 || (s & 0xffc0) == 0xfe80 // link-local
+                || (s & 0xffc0) == 0xfec0 // site-local (deprecated, still routed inside)
         }
     }
 }
@@ -70,6 +83,33 @@ pub async fn check_hop(configured: &OriginTarget, next: &OriginTarget) -> Result
     }
 }
 
+/// Ok when the hop from the configured origin to `next` may use `addr`,
+/// the address actually connected to (`None`: unknown). Checking the name
+/// and then letting the connector resolve it again would let a name that
+/// answers a public address to the check and an internal one to the
+/// connect (DNS rebinding) through.
+pub async fn check_hop_addr(
+    configured: &OriginTarget,
+    next: &OriginTarget,
+    addr: Option<IpAddr>,
+) -> Result<(), String> {
+    if same_origin(configured, next) {
+        return Ok(());
+    }
+    let from = resolve(configured).await?;
+    match addr {
+        Some(ip) if hop_allowed(&from, &[ip]) => Ok(()),
+        Some(ip) => Err(format!(
+            "origin redirect to {} refused: an internal address ({ip})",
+            next.authority
+        )),
+        None => Err(format!(
+            "origin redirect to {} refused: the address connected to is unknown",
+            next.authority
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -93,18 +133,25 @@ mod tests {
             "fd00::1",
             "fe80::1",
             "::ffff:127.0.0.1",
+            "0.1.2.3",
+            "198.18.0.1",
+            "240.0.0.1",
+            "255.255.255.255",
+            "fec0::1",
+            "::127.0.0.1",
+            "64:ff9b::a9fe:a9fe", // NAT64 of 169.254.169.254
         ] {
             assert!(!hop_allowed(&public, &ips(&[inside])), "{inside}");
         }
         assert!(hop_allowed(&public, &ips(&["8.8.8.8", "2606:4700::1"])));
+        assert!(hop_allowed(&public, &ips(&["64:ff9b::808:808", "::ffff:8.8.8.8"])));
         // An internal origin may redirect within the internal network.
         assert!(hop_allowed(&ips(&["127.0.0.1"]), &ips(&["127.0.0.2"])));
         assert!(hop_allowed(&ips(&["10.0.0.5"]), &ips(&["169.254.169.254"])));
     }
 
-    #[test]
-    fn origins_differ_by_scheme_host_or_port() {
-        let t = |tls: bool, host: &str, port: u16| OriginTarget {
+    fn t(tls: bool, host: &str, port: u16) -> OriginTarget {
+        OriginTarget {
             tls,
             host: host.into(),
             port,
@@ -112,7 +159,29 @@ mod tests {
             path_and_query: "/".into(),
             url: String::new(),
             trust: Default::default(),
-        };
+        }
+    }
+
+    /// The address connected to decides, whatever the name resolved to
+    /// when it was checked: a rebinding name that now points inside is
+    /// refused, and an unknown address is refused too.
+    #[tokio::test]
+    async fn the_connected_address_decides() {
+        let public = t(false, "93.184.216.34", 80);
+        let hop = t(false, "rebind.example", 80);
+        let meta = Some("169.254.169.254".parse().unwrap());
+        let err = check_hop_addr(&public, &hop, meta).await.unwrap_err();
+        assert!(err.contains("internal address (169.254.169.254)"), "{err}");
+        assert!(check_hop_addr(&public, &hop, None).await.is_err());
+        let outside = Some("8.8.8.8".parse().unwrap());
+        assert!(check_hop_addr(&public, &hop, outside).await.is_ok());
+        // The configured origin itself is never judged.
+        let same = t(false, "93.184.216.34", 80);
+        assert!(check_hop_addr(&public, &same, meta).await.is_ok());
+    }
+
+    #[test]
+    fn origins_differ_by_scheme_host_or_port() {
         assert!(same_origin(&t(false, "o", 80), &t(false, "O", 80)));
         assert!(!same_origin(&t(false, "o", 80), &t(true, "o", 80)));
         assert!(!same_origin(&t(false, "o", 80), &t(false, "p", 80)));

@@ -196,20 +196,24 @@ impl ProxyHttp for OriginPull {
         let timeout = origin::rule(&site, run.rule)
             .map(|m| m.timeout)
             .unwrap_or(Duration::from_secs(10));
+        let addr = match crate::mirror::resolve(&run.target).await {
+            Ok(a) => a,
+            Err(e) => {
+                let why = format!("cannot resolve the origin: {e}");
+                return Err(origin::origin_failed(ctx, why));
+            }
+        };
         // A redirect hop may not lead into the internal network unless the
-        // configured origin is there too (the fill path checks the same).
+        // configured origin is there too (the fill path checks the same),
+        // judged on the address the peer connects to.
         if run.hops > 0 {
-            if let Err(why) = crate::fill::policy::check_hop(&run.configured, &run.target).await {
+            let (configured, target) = (&run.configured, &run.target);
+            let allowed = crate::fill::policy::check_hop_addr(configured, target, Some(addr.ip()));
+            if let Err(why) = allowed.await {
                 return Err(origin::origin_failed(ctx, why));
             }
         }
-        match crate::mirror::peer(&run.target, timeout).await {
-            Ok(p) => Ok(Box::new(p)),
-            Err(e) => Err(origin::origin_failed(
-                ctx,
-                format!("cannot resolve the origin: {e}"),
-            )),
-        }
+        Ok(Box::new(crate::mirror::peer_at(&run.target, addr, timeout)))
     }
 
     async fn upstream_request_filter(
