@@ -11,7 +11,7 @@
 use crate::fill::policy::same_origin;
 use crate::mirror::{origin_target, OriginTarget};
 use crate::rules::OriginUrl;
-use crate::sigv4::{canonical_query, Payload, SignError, Signer};
+use crate::sigv4::{canonical_query_where, Payload, SignError, Signer};
 use futures_util::StreamExt;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use std::sync::Arc;
@@ -103,7 +103,8 @@ pub fn for_target<'a>(
 }
 
 /// The URL of `key` under a configured origin. With SigV4 the passed
-/// query is sent in the form it is signed in (see `canonical_query`).
+/// query is sent in the form it is signed in (see `canonical_query`),
+/// without S3's control parameters ([`s3_control`]).
 pub fn configured_target(
     base: &OriginUrl,
     auth: Option<&OriginAuth>,
@@ -112,10 +113,57 @@ pub fn configured_target(
 ) -> OriginTarget {
     match (auth, query) {
         (Some(OriginAuth::SigV4(_)), Some(q)) => {
-            origin_target(base, key, Some(&canonical_query(q)))
+            let q = canonical_query_where(q, |name| !s3_control(name));
+            origin_target(base, key, Some(&q))
         }
         _ => origin_target(base, key, query),
     }
+}
+
+/// S3 query parameters that change what a GET returns rather than name
+/// the object: response header overrides, another version or part, a
+/// sub-resource (ACL, tags, torrent...), presigning fields. A client's
+/// query never carries them to a SigV4 origin: the proxy's signature would
+/// make S3 honour them (`?response-content-type=text/html`, `?versionId=`
+/// of a deleted version, `?acl`), and the answer is stored under the key
+/// for every later client.
+pub fn s3_control(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    n.starts_with("response-")
+        || n.starts_with("x-amz-")
+        || matches!(
+            n.as_str(),
+            "versionid"
+                | "partnumber"
+                | "uploadid"
+                | "uploads"
+                | "acl"
+                | "tagging"
+                | "torrent"
+                | "attributes"
+                | "legal-hold"
+                | "retention"
+                | "restore"
+                | "select"
+                | "select-type"
+                | "object-lock"
+                | "policy"
+                | "cors"
+                | "website"
+                | "lifecycle"
+                | "versions"
+                | "versioning"
+                | "location"
+                | "logging"
+                | "encryption"
+                | "replication"
+                | "notification"
+                | "requestpayment"
+                | "ownershipcontrols"
+                | "publicaccessblock"
+                | "list-type"
+                | "delete"
+        )
 }
 
 /// The region an S3 origin names when asked in the wrong one: the
@@ -197,6 +245,15 @@ mod tests {
         let auth = OriginAuth::SigV4(Arc::new(Signer::new("AK", "s", None, "garage", "s3")));
         let cfg = configured_target(&base("http://o:9000/b/"), Some(&auth), "k", Some("a=1+2"));
         assert_eq!(cfg.path_and_query, "/b/k?a=1%202");
+        // S3's control parameters stay out; others keep their order.
+        let q = "response-content-type=text%2Fhtml&a=1&versionId=3&X-Amz-Expires=9&acl&b=2";
+        let cfg = configured_target(&base("http://o:9000/b/"), Some(&auth), "k", Some(q));
+        assert_eq!(cfg.path_and_query, "/b/k?a=1&b=2");
+        let cfg = configured_target(&base("http://o:9000/b/"), Some(&auth), "k", Some("acl"));
+        assert_eq!(cfg.path_and_query, "/b/k");
+        // Other origins get the query as the client sent it.
+        let cfg = configured_target(&base("http://o:9000/b/"), None, "k", Some(q));
+        assert!(cfg.path_and_query.ends_with(q));
         let here = crate::mirror::redirect_target(&cfg, "/b/k2").unwrap();
         let away = crate::mirror::redirect_target(&cfg, "http://p:9000/b/k").unwrap();
         assert!(for_target(Some(&auth), &cfg, &here).is_some());

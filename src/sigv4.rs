@@ -138,6 +138,11 @@ pub fn is_secret(name: &str) -> bool {
 /// sent in this form means what it is signed as, whatever the origin makes
 /// of `+` or of characters a client left unencoded.
 pub fn canonical_query(query: &str) -> String {
+    canonical_query_where(query, |_| true)
+}
+
+/// [`canonical_query`] of the pairs whose (decoded) name `keep` accepts.
+pub fn canonical_query_where(query: &str, keep: impl Fn(&str) -> bool) -> String {
     use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
     const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
         .remove(b'-')
@@ -145,7 +150,7 @@ pub fn canonical_query(query: &str) -> String {
         .remove(b'_')
         .remove(b'~');
     let mut out = String::with_capacity(query.len());
-    for (k, v) in form_pairs(query) {
+    for (k, v) in form_pairs(query).filter(|(k, _)| keep(k)) {
         if !out.is_empty() {
             out.push('&');
         }

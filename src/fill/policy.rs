@@ -144,7 +144,10 @@ mod tests {
             assert!(!hop_allowed(&public, &ips(&[inside])), "{inside}");
         }
         assert!(hop_allowed(&public, &ips(&["8.8.8.8", "2606:4700::1"])));
-        assert!(hop_allowed(&public, &ips(&["64:ff9b::808:808", "::ffff:8.8.8.8"])));
+        assert!(hop_allowed(
+            &public,
+            &ips(&["64:ff9b::808:808", "::ffff:8.8.8.8"])
+        ));
         // An internal origin may redirect within the internal network.
         assert!(hop_allowed(&ips(&["127.0.0.1"]), &ips(&["127.0.0.2"])));
         assert!(hop_allowed(&ips(&["10.0.0.5"]), &ips(&["169.254.169.254"])));
