@@ -215,3 +215,43 @@ fn sigterm_waits_for_a_mirror_in_flight_and_its_write_back() {
     );
     bucket.stored_matches("m/slow.bin", &body).unwrap();
 }
+
+/// A reload says what it took but only a restart applies (`fill`, a
+/// longer shutdown timeout), instead of a bare "reloaded"; and keeps
+/// saying so while the file still asks for it.
+#[test]
+fn a_reload_names_what_waits_for_a_restart() {
+    let bucket = garage().bucket("life-kept");
+    let admin = free_port();
+    let base = yaml(&bucket, "http://127.0.0.1:9/", admin, "");
+    let proxy = Proxy::start_env(&base, &bucket.proxy_env());
+    let reload = || {
+        let r = client()
+            .post(format!("http://127.0.0.1:{admin}/-/reload"))
+            .send()
+            .unwrap();
+        (r.status().as_u16(), r.text().unwrap())
+    };
+    wait_until("admin", Duration::from_secs(30), || {
+        admin_text(admin, "/healthz").0 == 200
+    });
+    assert_eq!(reload(), (200, "reloaded\n".to_string()));
+    let changed = base.replace(
+        "sites:",
+        "fill: { max_spool_bytes: 1000 }\nshutdown_timeout_seconds: 900\nsites:",
+    );
+    rewrite(&proxy, &changed);
+    let kept = "reloaded; kept until a restart: `fill`, a longer `shutdown_timeout_seconds`\n";
+    assert_eq!(reload(), (200, kept.to_string()));
+    assert_eq!(
+        reload(),
+        (200, kept.to_string()),
+        "the second reload forgot them"
+    );
+    // A shorter timeout applies at once.
+    rewrite(
+        &proxy,
+        &base.replace("sites:", "shutdown_timeout_seconds: 5\nsites:"),
+    );
+    assert_eq!(reload(), (200, "reloaded\n".to_string()));
+}

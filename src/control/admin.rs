@@ -63,7 +63,12 @@ async fn route(c: &Control, req: Request<hyper::body::Incoming>) -> Answer {
             Err(why) => text(StatusCode::SERVICE_UNAVAILABLE, why, PLAIN),
         },
         (&Method::POST, "/-/reload") => match reload::run(c).await {
-            Ok(()) => text(StatusCode::OK, "reloaded\n", PLAIN),
+            Ok(kept) if kept.is_empty() => text(StatusCode::OK, "reloaded\n", PLAIN),
+            Ok(kept) => text(
+                StatusCode::OK,
+                format!("reloaded; kept until a restart: {}\n", kept.join(", ")),
+                PLAIN,
+            ),
             Err(e @ reload::ReloadError::NeedsRestart(_)) => {
                 text(StatusCode::CONFLICT, format!("{e}\n"), PLAIN)
             }

@@ -19,7 +19,9 @@ pub enum ReloadError {
     Start(String),
 }
 
-pub async fn run(c: &Control) -> Result<(), ReloadError> {
+/// Reloads the file. Ok carries what the file changed that only a restart
+/// applies (empty: all of it is in force).
+pub async fn run(c: &Control) -> Result<Vec<&'static str>, ReloadError> {
     let _one = c.reloading.lock().await;
     let path = c.path.clone();
     // Reading files and starting local buckets is blocking work.
@@ -32,9 +34,17 @@ pub async fn run(c: &Control) -> Result<(), ReloadError> {
         Ok(Ok(new)) => apply(c, new),
     };
     match &result {
-        Ok(()) => {
+        Ok(kept) if kept.is_empty() => {
             METRICS.reload("ok");
             log::info!("reload: {} is in force", c.path.display());
+        }
+        Ok(kept) => {
+            METRICS.reload("ok");
+            log::warn!(
+                "reload: {} is in force, except {} (kept until a restart)",
+                c.path.display(),
+                kept.join(", ")
+            );
         }
         Err(e) => {
             METRICS.reload(match e {
@@ -47,7 +57,8 @@ pub async fn run(c: &Control) -> Result<(), ReloadError> {
     result
 }
 
-fn apply(c: &Control, new: Config) -> Result<(), ReloadError> {
+fn apply(c: &Control, mut new: Config) -> Result<Vec<&'static str>, ReloadError> {
+    let kept;
     {
         let old = c.config();
         // Certificates may change; addresses, TLS on/off and h2 may not.
@@ -60,9 +71,7 @@ fn apply(c: &Control, new: Config) -> Result<(), ReloadError> {
         if old.admin != new.admin {
             return Err(ReloadError::NeedsRestart("`admin`"));
         }
-        if old.fill != new.fill {
-            log::warn!("reload: `fill` changes take effect at the next restart");
-        }
+        kept = restart_only(&old, &mut new);
     }
     c.proxy
         .reload(&new)
@@ -74,5 +83,41 @@ fn apply(c: &Control, new: Config) -> Result<(), ReloadError> {
         .map_err(|e| ReloadError::Start(e.to_string()))?;
     crate::access_log::configure(new.access_log.clone());
     *c.config() = new;
-    Ok(())
+    Ok(kept)
+}
+
+/// What a reload takes but only a restart applies: the fill registry and
+/// its spool settings, the client listeners' buffers, HTTP/2's idle bound
+/// (set on the listeners at start), and a longer shutdown timeout
+/// (Pingora's grace period is fixed at start as the old value + 5 s, so
+/// a longer one would be cut short). `new` keeps the running values of
+/// those, so the configuration in force says what is in force (and the
+/// next reload reports them again); the names are returned.
+fn restart_only(old: &Config, new: &mut Config) -> Vec<&'static str> {
+    let mut kept = Vec::new();
+    if old.fill != new.fill {
+        new.fill = old.fill.clone();
+        kept.push("`fill`");
+    }
+    let (o, n) = (old.limits, &mut new.limits);
+    if (
+        o.downstream_write_buffer_bytes,
+        o.downstream_read_buffer_bytes,
+    ) != (
+        n.downstream_write_buffer_bytes,
+        n.downstream_read_buffer_bytes,
+    ) {
+        n.downstream_write_buffer_bytes = o.downstream_write_buffer_bytes;
+        n.downstream_read_buffer_bytes = o.downstream_read_buffer_bytes;
+        kept.push("`limits.downstream_*_buffer_bytes`");
+    }
+    if o.client_idle_timeout_seconds != n.client_idle_timeout_seconds {
+        // HTTP/1.1 connections take the new bound from the next request.
+        kept.push("`limits.client_idle_timeout_seconds` for HTTP/2");
+    }
+    if new.shutdown_timeout > old.shutdown_timeout {
+        new.shutdown_timeout = old.shutdown_timeout;
+        kept.push("a longer `shutdown_timeout_seconds`");
+    }
+    kept
 }
