@@ -203,13 +203,14 @@ impl Fills {
     }
 
     fn start_fill(self: &Arc<Self>, job: FetchJob, background: bool) -> Option<Arc<Fill>> {
-        let mut inner = lock(&self.inner);
-        if let Some(f) = inner.by_key.get(&job.fill_key) {
+        if let Some(f) = lock(&self.inner).by_key.get(&job.fill_key) {
             return Some(f.clone());
         }
         if !self.budget.has_room() {
             return None;
         }
+        // The spool file is made outside the registry lock: it is file
+        // system work, and every hit takes that lock while fills live.
         let spool = match Spool::create(&self.cfg.spool_dir, self.budget.clone()) {
             Ok(s) => Arc::new(s),
             Err(e) => {
@@ -217,6 +218,12 @@ impl Fills {
                 return None;
             }
         };
+        let mut inner = lock(&self.inner);
+        // Another miss of the same object may have started it meanwhile:
+        // join that one (this spool, still empty, goes away).
+        if let Some(f) = inner.by_key.get(&job.fill_key) {
+            return Some(f.clone());
+        }
         let (tx, rx) = watch::channel(State::Waiting);
         let fill = Arc::new(Fill {
             id: random_id(),
