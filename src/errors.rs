@@ -19,6 +19,8 @@ pub enum S3Error {
     InvalidArgument(String),
     #[error("the specified key does not exist")]
     NoSuchKey,
+    #[error("the requested range is not satisfiable")]
+    InvalidRange,
     #[error("the request header is larger than {0} bytes")]
     RequestHeaderTooLarge(usize),
     #[error("the origin did not provide the object: {0}")]
@@ -37,6 +39,7 @@ impl S3Error {
             S3Error::InvalidUri(_) | S3Error::InvalidArgument(_) => 400,
             S3Error::MirrorFailed(_) => 424,
             S3Error::RequestHeaderTooLarge(_) => 431,
+            S3Error::InvalidRange => 416,
             S3Error::BucketUnreachable(_) => 502,
             S3Error::Internal(_) => 500,
         }
@@ -50,6 +53,7 @@ impl S3Error {
             S3Error::InvalidArgument(_) => "InvalidArgument",
             S3Error::NoSuchKey => "NoSuchKey",
             S3Error::MirrorFailed(_) => "MirrorFailed",
+            S3Error::InvalidRange => "InvalidRange",
             // The code S3 uses for the same refusal.
             S3Error::RequestHeaderTooLarge(_) => "RequestHeaderSectionTooLarge",
             S3Error::BucketUnreachable(_) => "BadGateway",

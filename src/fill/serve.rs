@@ -177,12 +177,19 @@ async fn handle(fills: Weak<Fills>, req: Request<Incoming>) -> Result<Response<B
     }
     let (start, end) = match resolve(range, head.len) {
         RangeAnswer::Unsatisfiable => {
+            // As S3 answers it: `InvalidRange` in XML (not the object's
+            // headers), and the object's length.
             let len = head.len.unwrap_or(0);
-            let r = resp
+            let Ok((h, body)) = S3Error::InvalidRange.response(&id) else {
+                return Ok(internal(&id));
+            };
+            let mut r = Response::builder()
                 .status(416)
-                .header(http::header::CONTENT_RANGE, format!("bytes */{len}"))
-                .header(http::header::CONTENT_LENGTH, "0")
-                .body(Empty::new().map_err(|e| match e {}).boxed());
+                .header(http::header::CONTENT_RANGE, format!("bytes */{len}"));
+            for (name, value) in h.headers.iter() {
+                r = r.header(name, value);
+            }
+            let r = r.body(Full::new(body).map_err(|e| match e {}).boxed());
             return Ok(r.unwrap_or_else(|_| internal(&id)));
         }
         RangeAnswer::Partial { start, end } => {
