@@ -29,7 +29,7 @@ const FRAMING: [&str; 2] = ["content-length", "transfer-encoding"];
 /// `Accept-Encoding` and every `If-*`: the answer is stored for all later
 /// clients, so it must be the plain, whole object, not one client's
 /// encoding choice or a 304/412 to one client's condition.
-fn never_passed(name: &str) -> bool {
+pub(crate) fn never_passed(name: &str) -> bool {
     matches!(
         name,
         "authorization"

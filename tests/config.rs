@@ -151,6 +151,13 @@ fn origin_auth_errors() {
     assert_bad(&site(no_secondary), "10:53", "needs `secondary_url`");
     let asynchronous = "    rules:\n      - mirror: { url: \"http://o/\", mode: async, auth: { type: header, name: x-t, value_env: OP_KEY } }\n";
     assert_bad(&site(asynchronous), "10:43", "cannot pass on `auth`");
+    let cookie =
+        "    rules:\n      - mirror: { url: \"http://o/\", headers: { pass: [x-ok, Cookie] } }\n";
+    assert_bad(
+        &site(cookie),
+        "10:61",
+        "`Cookie` is never passed to the origin",
+    );
 }
 
 #[test]

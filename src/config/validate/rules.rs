@@ -143,14 +143,22 @@ fn mirror(
         list.iter()
             .enumerate()
             .map(|(i, n)| {
-                http::HeaderName::from_bytes(n.as_bytes())
+                let at = hp.key(field).index(i);
+                let name = http::HeaderName::from_bytes(n.as_bytes())
                     .map(|h| h.as_str().to_string())
-                    .map_err(|_| {
-                        cx.err(
-                            &hp.key(field).index(i),
-                            format!("`{n}` is not a header name"),
-                        )
-                    })
+                    .map_err(|_| cx.err(&at, format!("`{n}` is not a header name")))?;
+                // Listing one of these used to be ignored without a word.
+                if field == "pass" && crate::mirror::never_passed(&name) {
+                    return Err(cx.err(
+                        &at,
+                        format!(
+                            "`{n}` is never passed to the origin: the answer is stored for \
+                             every client (credentials, ranges, conditionals, encodings and \
+                             hop-by-hop headers stay with the client)"
+                        ),
+                    ));
+                }
+                Ok(name)
             })
             .collect()
     };
