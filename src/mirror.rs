@@ -222,18 +222,38 @@ pub fn filter_origin_response(resp: &mut ResponseHeader, tag: &str) -> pingora::
 /// S3 takes `Expires` as a timestamp, and a bucket that checks it (the
 /// embedded local bucket does) refused the whole write-back, so the object
 /// was fetched from the origin again on every read.
+///
+/// A list-valued header sent on several lines (`Cache-Control: public`
+/// and `Cache-Control: max-age=60`) is stored as one line joined with
+/// `, `, which means the same (RFC 9110 5.3): a bucket keeps one value per
+/// header, and keeping the first line only dropped the rest.
 pub fn stored_headers(headers: &HeaderMap) -> Vec<(String, String)> {
     STORED_HEADERS
         .iter()
         .filter_map(|n| {
-            let v = headers.get(*n)?.to_str().ok()?;
+            let v = if LIST_VALUED.contains(n) {
+                let lines: Vec<&str> = headers
+                    .get_all(*n)
+                    .iter()
+                    .filter_map(|v| v.to_str().ok())
+                    .collect();
+                if lines.is_empty() {
+                    return None;
+                }
+                lines.join(", ")
+            } else {
+                headers.get(*n)?.to_str().ok()?.to_string()
+            };
             if *n == "expires" && httpdate::parse_http_date(v.trim()).is_err() {
                 return None;
             }
-            Some((n.to_string(), v.to_string()))
+            Some((n.to_string(), v))
         })
         .collect()
 }
+
+/// Stored headers whose value is a comma-separated list.
+const LIST_VALUED: [&str; 3] = ["cache-control", "content-encoding", "content-language"];
 
 /// The body length an origin answer announced (none when it has a
 /// `Transfer-Encoding`: the framing then decides, as HTTP says).

@@ -117,3 +117,28 @@ fn pass_all_keeps_hop_by_hop_encoding_and_conditionals_back() {
         .collect();
     assert_eq!(names, vec!["x-custom"]);
 }
+
+#[test]
+fn stored_headers_join_list_lines_and_drop_bad_dates() {
+    let mut h = HeaderMap::new();
+    for (k, v) in [
+        ("cache-control", "public"),
+        ("cache-control", "max-age=60"),
+        ("content-type", "text/plain"),
+        ("content-type", "text/html"),
+        ("expires", "0"),
+        ("set-cookie", "a=b"),
+    ] {
+        h.append(k, v.parse().unwrap());
+    }
+    assert_eq!(
+        stored_headers(&h),
+        vec![
+            ("content-type".to_string(), "text/plain".to_string()),
+            (
+                "cache-control".to_string(),
+                "public, max-age=60".to_string()
+            ),
+        ]
+    );
+}
