@@ -142,3 +142,35 @@ fn stored_headers_join_list_lines_and_drop_bad_dates() {
         ]
     );
 }
+
+#[test]
+fn a_raw_utf8_disposition_is_stored_in_its_rfc8187_form() {
+    let d = |raw: &str| {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "content-disposition",
+            HeaderValue::from_bytes(raw.as_bytes()).unwrap(),
+        );
+        stored_headers(&h).into_iter().next().map(|(_, v)| v)
+    };
+    assert_eq!(
+        d("attachment; filename=\"报告 1.pdf\"").as_deref(),
+        Some("attachment; filename*=UTF-8''%E6%8A%A5%E5%91%8A%201.pdf")
+    );
+    // ASCII parameters stay as sent; a `;` inside quotes is not a split.
+    assert_eq!(
+        d("inline; name=\"a;b\"; filename=é.txt").as_deref(),
+        Some("inline; name=\"a;b\"; filename*=UTF-8''%C3%A9.txt")
+    );
+    assert_eq!(
+        d("attachment; filename=\"x.pdf\"").as_deref(),
+        Some("attachment; filename=\"x.pdf\"")
+    );
+    // Not UTF-8: left out, as before.
+    let mut h = HeaderMap::new();
+    h.insert(
+        "content-disposition",
+        HeaderValue::from_bytes(b"attachment; filename=\"\xff\"").unwrap(),
+    );
+    assert!(stored_headers(&h).is_empty());
+}
