@@ -272,6 +272,21 @@ fn flush_out(out: &mut Out) {
     }
 }
 
+/// A value as nginx's log escaping writes it: `"`, `\\`, control bytes and
+/// bytes over 0x7e as `\xHH`, so no value can end its quoted field early
+/// or fake the fields after it.
+fn escape(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for &b in v.as_bytes() {
+        if b == b'"' || b == b'\\' || !(0x20..0x7f).contains(&b) {
+            out.push_str(&format!("\\x{b:02X}"));
+        } else {
+            out.push(b as char);
+        }
+    }
+    out
+}
+
 fn format_record(buf: &mut Vec<u8>, r: &Record, format: Option<LogFormat>) {
     match format {
         None => {}
@@ -284,18 +299,16 @@ fn format_record(buf: &mut Vec<u8>, r: &Record, format: Option<LogFormat>) {
             let time = chrono::DateTime::<chrono::Utc>::from(r.at)
                 .format("%d/%b/%Y:%H:%M:%S %z")
                 .to_string();
-            let q = |s: &Option<String>| {
-                s.as_deref()
-                    .map(|v| v.replace('"', "\\\""))
-                    .unwrap_or_else(|| "-".into())
-            };
+            let q = |s: &Option<String>| s.as_deref().map_or_else(|| "-".into(), escape);
             let _ = writeln!(
                 buf,
                 "{} - - [{}] \"{} /{} HTTP/1.1\" {} {} \"{}\" \"{}\" {} {:.3} {}",
                 r.client,
                 time,
                 r.method,
-                r.key,
+                // As a request line carries it: percent-encoded, so a key
+                // with `"` or spaces can't shift the fields after it.
+                crate::key::encode_key(&r.key),
                 r.status,
                 r.bytes_sent,
                 q(&r.referer),
@@ -305,5 +318,48 @@ fn format_record(buf: &mut Vec<u8>, r: &Record, format: Option<LogFormat>) {
                 r.outcome
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A key or user agent with quotes, backslashes or non-ASCII can't
+    /// shift the fields of a combined line (the key is percent-encoded,
+    /// the quoted fields escaped as nginx does).
+    #[test]
+    fn combined_lines_keep_their_fields() {
+        let r = Record {
+            at: std::time::UNIX_EPOCH,
+            time: String::new(),
+            request_id: "rid".into(),
+            client: "10.0.0.1".into(),
+            method: "GET".into(),
+            host: "h".into(),
+            key: "a\" 200 1 \"x/é".into(),
+            status: 404,
+            bytes_sent: 7,
+            duration_ms: 1500.0,
+            ttfb_ms: None,
+            site: None,
+            rule: None,
+            outcome: "hit",
+            bucket_status: None,
+            origin_host: None,
+            origin_status: None,
+            origin_bytes: None,
+            write_back: None,
+            user_agent: Some("ua\" \\ 日".into()),
+            referer: None,
+        };
+        let mut buf = Vec::new();
+        format_record(&mut buf, &r, Some(LogFormat::Combined));
+        let line = String::from_utf8(buf).unwrap();
+        assert_eq!(
+            line,
+            "10.0.0.1 - - [01/Jan/1970:00:00:00 +0000] \"GET /a%22%20200%201%20%22x/%C3%A9 HTTP/1.1\" \
+             404 7 \"-\" \"ua\\x22 \\x5C \\xE6\\x97\\xA5\" rid 1.500 hit\n"
+        );
     }
 }
