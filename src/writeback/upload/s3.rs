@@ -22,6 +22,10 @@ const ABORT_ATTEMPTS: u32 = 3;
 /// Pause before the second attempt; doubled for each later one.
 const ABORT_BACKOFF: Duration = Duration::from_millis(500);
 
+/// S3's bound on an object's user metadata: the bytes of every name
+/// (without `x-amz-meta-`) and value together.
+const USER_METADATA_BYTES: usize = 2048;
+
 fn object_headers(job: &Job) -> Vec<(String, String)> {
     // S3-compatible buckets keep only their standard headers on PUT: the
     // CORS header OSS stores goes in user metadata, restored on hits.
@@ -33,7 +37,23 @@ fn object_headers(job: &Job) -> Vec<(String, String)> {
             _ => (k.clone(), v.clone()),
         })
         .collect();
-    h.push(("x-amz-meta-x-oss-tag".into(), job.tag.clone()));
+    let tag = (crate::proxy::TAG_META.to_string(), job.tag.clone());
+    let meta: usize = h
+        .iter()
+        .chain(std::iter::once(&tag))
+        .filter_map(|(k, v)| Some(k.strip_prefix("x-amz-meta-")?.len() + v.len()))
+        .sum();
+    if meta <= USER_METADATA_BYTES {
+        h.push(tag);
+    } else {
+        // A long non-ASCII key's origin URL, encoded, can pass S3's bound
+        // (AWS refuses the PUT with MetadataTooLarge): the object is worth
+        // more than its `x-oss-tag`.
+        log::info!(
+            "write-back key={:?}: x-oss-tag left out ({meta} bytes of metadata, S3 takes {USER_METADATA_BYTES})",
+            job.key
+        );
+    }
     h
 }
 

@@ -120,3 +120,21 @@ fn error_text_is_clipped_at_a_character_boundary() {
     assert_eq!(clip("short".into(), 500), "short");
     assert_eq!(clip(text, 502).len(), 502);
 }
+
+#[test]
+fn the_tag_is_left_out_rather_than_pass_s3s_metadata_bound() {
+    let mut job = job_for(9);
+    job.headers = vec![("access-control-allow-origin".into(), "*".into())];
+    job.tag = format!("MIRROR {}", "%25E6".repeat(100));
+    let names =
+        |job: &Job| -> Vec<String> { object_headers(job).into_iter().map(|(k, _)| k).collect() };
+    assert!(names(&job).contains(&"x-amz-meta-x-oss-tag".to_string()));
+    // About 400 CJK characters of key: each byte is `%25XX` in the tag.
+    job.tag = format!("MIRROR {}", "%25E6%2597%25A5".repeat(140));
+    let kept = names(&job);
+    assert!(
+        !kept.contains(&"x-amz-meta-x-oss-tag".to_string()),
+        "{kept:?}"
+    );
+    assert!(kept.contains(&"x-amz-meta-access-control-allow-origin".to_string()));
+}
