@@ -164,10 +164,12 @@ async fn buffered(job: &Job, mut reader: Reader) -> Result<u64, WriteBackError> 
         return Ok(len);
     }
     let upload_id = s3::create(job).await?;
+    let mut total = first.len() as u64;
+    // The part being uploaded while the next one is read. Outside the loop
+    // so a failure can stop it before the upload is aborted (below).
+    let mut in_flight = Some(spawn_part(job, &upload_id, 1, first));
     let parts = async {
-        let mut total = first.len() as u64;
         let mut etags = Vec::new();
-        let mut in_flight = Some(spawn_part(job, &upload_id, 1, first));
         loop {
             let next = etags.len() as u64 + 2;
             if next > MAX_PARTS {
@@ -177,8 +179,10 @@ async fn buffered(job: &Job, mut reader: Reader) -> Result<u64, WriteBackError> 
                 ));
             }
             let (buf, ended) = fill(&mut reader, unknown_length_part(next)).await?;
-            if let Some(h) = in_flight.take() {
-                etags.push(h.await.map_err(|e| WriteBackError::Http(e.to_string()))??);
+            if let Some(p) = in_flight.as_mut() {
+                let etag = p.await;
+                in_flight = None;
+                etags.push(etag.map_err(|e| WriteBackError::Http(e.to_string()))??);
             }
             if !buf.is_empty() {
                 total += buf.len() as u64;
@@ -188,12 +192,22 @@ async fn buffered(job: &Job, mut reader: Reader) -> Result<u64, WriteBackError> 
                 break;
             }
         }
-        if let Some(h) = in_flight.take() {
-            etags.push(h.await.map_err(|e| WriteBackError::Http(e.to_string()))??);
+        if let Some(p) = in_flight.as_mut() {
+            let etag = p.await;
+            in_flight = None;
+            etags.push(etag.map_err(|e| WriteBackError::Http(e.to_string()))??);
         }
         s3::complete(job, &upload_id, &etags).await.map(|_| total)
     }
     .await;
+    if let Some(p) = in_flight.take() {
+        // Failed while a part was in flight: dropping its handle would leave
+        // the task running, and a part the bucket completes after the abort
+        // outlives it (billed, until a lifecycle rule removes it). Stop it
+        // and wait until it has stopped.
+        p.abort();
+        let _ = p.await;
+    }
     finish_multipart(job, &upload_id, parts).await
 }
 
