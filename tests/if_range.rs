@@ -80,3 +80,25 @@ fn a_miss_under_if_range_gives_the_whole_object() {
     assert!(outcome.contains("stored"), "{outcome}");
     assert_eq!(o.hits("/m.bin"), 1);
 }
+
+/// The embedded local bucket ignores If-Match: its 206 of another version
+/// is caught on the answer (its ETag), and the whole object is sent.
+#[test]
+fn a_bucket_that_ignores_the_condition_is_caught_on_its_answer() {
+    let data = tempfile::tempdir().unwrap();
+    let folder = data.path().join("assets");
+    std::fs::create_dir_all(&folder).unwrap();
+    let v1 = pattern(10_000, 4);
+    std::fs::write(folder.join("f.bin"), &v1).unwrap();
+    let yaml = format!(
+        "listen: [\"127.0.0.1:{{port}}\"]\nsites:\n  - name: local\n    bucket: {{ local: \"{}\" }}\n",
+        folder.display()
+    );
+    let p = Proxy::start(&yaml);
+    let (head, _) = Conn::open(p.port).get("/f.bin", &[]);
+    let etag = head.header("etag").expect("an ETag").to_string();
+    assert_eq!(ranged(&p, "/f.bin", &etag, &v1[100..200]), (206, true));
+    let v2 = pattern(12_000, 5);
+    std::fs::write(folder.join("f.bin"), &v2).unwrap();
+    assert_eq!(ranged(&p, "/f.bin", &etag, &v2), (200, true));
+}

@@ -37,6 +37,9 @@ pub struct Control {
     edge: EdgeTls,
     /// The configuration in force (the last one that loaded).
     config: Mutex<Config>,
+    /// What the process started with: what only a restart changes is
+    /// judged against it (`reload::restart_only`).
+    started: Config,
     draining: AtomicBool,
     /// Per site: the last probe's verdict (`Err` names why not ready).
     ready: Mutex<BTreeMap<String, Result<(), String>>>,
@@ -77,6 +80,7 @@ pub fn start(
         path: path.to_path_buf(),
         proxy,
         edge,
+        started: config.clone(),
         config: Mutex::new(config),
         draining: AtomicBool::new(false),
         ready: Mutex::new(BTreeMap::new()),

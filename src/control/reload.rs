@@ -71,7 +71,7 @@ fn apply(c: &Control, mut new: Config) -> Result<Vec<&'static str>, ReloadError>
         if old.admin != new.admin {
             return Err(ReloadError::NeedsRestart("`admin`"));
         }
-        kept = restart_only(&old, &mut new);
+        kept = restart_only(&c.started, &mut new);
     }
     c.proxy
         .reload(&new)
@@ -86,13 +86,15 @@ fn apply(c: &Control, mut new: Config) -> Result<Vec<&'static str>, ReloadError>
     Ok(kept)
 }
 
-/// What a reload takes but only a restart applies: the fill registry and
-/// its spool settings, the client listeners' buffers, HTTP/2's idle bound
-/// (set on the listeners at start), and a longer shutdown timeout
-/// (Pingora's grace period is fixed at start as the old value + 5 s, so
-/// a longer one would be cut short). `new` keeps the running values of
-/// those, so the configuration in force says what is in force (and the
-/// next reload reports them again); the names are returned.
+/// What a reload takes but only a restart applies, judged against what
+/// the process `started` with: the fill registry and its spool settings,
+/// the client listeners' buffers, HTTP/2's idle bound (set on the
+/// listeners at start), and a shutdown timeout longer than the start's
+/// (Pingora's grace period is fixed at start as that value + 5 s, so a
+/// longer one would be cut short). `new` keeps the started values of
+/// those it can (HTTP/1.1 takes the new idle bound), so the configuration
+/// in force says what is in force; the names are returned, at every
+/// reload until a restart.
 fn restart_only(old: &Config, new: &mut Config) -> Vec<&'static str> {
     let mut kept = Vec::new();
     if old.fill != new.fill {

@@ -136,21 +136,26 @@ pub fn request(
             None => {
                 req.append_header("range", range.clone())?;
             }
-            Some(v) if *if_range == IfRange::No => {
+            // Again on every attempt (a stale pooled connection's retry,
+            // a recheck) until the validator failed once.
+            Some(v) if *if_range != IfRange::Failed => {
                 // The range only if the object is still the one the client
                 // has, checked by the bucket: If-Range is not in the S3
                 // API, and a bucket that ignored it would send a range of
-                // another version, spliced into the client's file.
-                if let Some((cond, v)) =
-                    if_range_condition(v).filter(|(c, _)| !req.headers.contains_key(c))
-                {
+                // another version, spliced into the client's file. (A
+                // bucket that ignores the condition too is caught on its
+                // answer: `if_range_holds`.)
+                let own = req.headers.contains_key(header::IF_MATCH)
+                    || req.headers.contains_key(header::IF_UNMODIFIED_SINCE);
+                if let Some((cond, v)) = if_range_condition(v).filter(|_| !own) {
                     req.append_header("range", range.clone())?;
                     req.append_header(cond.as_str().to_owned(), v)?;
                     *if_range = IfRange::Asked;
                 }
-                // Otherwise (a weak or unreadable validator, or the client
-                // set that condition itself) the validator can't be checked
-                // for it: the whole object, as If-Range says when it fails.
+                // Otherwise (a weak or unreadable validator, or a client
+                // condition of its own that S3 would rank above ours) the
+                // validator can't be checked for it: the whole object, as
+                // If-Range says when it fails.
             }
             // The validator failed: the whole object.
             Some(_) => {}
@@ -180,8 +185,35 @@ fn if_range_condition(v: &http::HeaderValue) -> Option<(HeaderName, http::Header
     if s.starts_with('"') && s.len() >= 2 && s.ends_with('"') {
         return Some((header::IF_MATCH, v.clone()));
     }
-    httpdate::parse_http_date(s).ok()?;
-    Some((header::IF_UNMODIFIED_SINCE, v.clone()))
+    // Sent as an IMF-fixdate whatever form the client used: some buckets
+    // read no other.
+    let date = httpdate::fmt_http_date(httpdate::parse_http_date(s).ok()?);
+    Some((
+        header::IF_UNMODIFIED_SINCE,
+        http::HeaderValue::from_str(&date).ok()?,
+    ))
+}
+
+/// Whether a 206 the bucket sent under a translated If-Range is of the
+/// version the client's validator names (the tag equal, or the date equal
+/// to `Last-Modified`, as If-Range compares). A bucket that ignores the
+/// condition (the embedded local bucket does) answers 206 of whatever it
+/// holds; this catches it.
+pub fn if_range_holds(req: &RequestHeader, resp: &ResponseHeader) -> bool {
+    let get = |h: &http::HeaderMap, n: HeaderName| {
+        h.get(n)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.trim().to_string())
+    };
+    let Some(v) = get(&req.headers, header::IF_RANGE) else {
+        return true;
+    };
+    if v.starts_with('"') {
+        return get(&resp.headers, header::ETAG).is_some_and(|e| e == v);
+    }
+    let have =
+        get(&resp.headers, header::LAST_MODIFIED).and_then(|l| httpdate::parse_http_date(&l).ok());
+    have.is_some() && have == httpdate::parse_http_date(&v).ok()
 }
 
 /// A hit's stored metadata back as the headers it was.

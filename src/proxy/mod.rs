@@ -180,14 +180,15 @@ impl ProxyHttp for OriginPull {
         // A reroute decided in `fail_to_connect` never reached
         // `error_while_proxy`, which clears the flag: clear it per attempt.
         ctx.rerouting = false;
+        if ctx.peer_answer.is_some() || ctx.fill.is_some() {
+            return fill::peer(&self.fills).map(Box::new);
+        }
         if let Some(run) = ctx.mirror.as_mut() {
             // No origin header yet on this attempt: a failure before it is
             // a failed fetch (secondary, 424), not one mid-body, even after
-            // a redirect hop's 3xx.
+            // a redirect hop's 3xx. (Not on the way to the fill peer: the
+            // origin's last status stays for the logs.)
             run.status = 0;
-        }
-        if ctx.peer_answer.is_some() || ctx.fill.is_some() {
-            return fill::peer(&self.fills).map(Box::new);
         }
         let site = ctx.site.clone().ok_or_else(|| Error::new(InternalError))?;
         let Some(run) = ctx.mirror.as_ref() else {
@@ -280,7 +281,13 @@ impl ProxyHttp for OriginPull {
             };
             site.metrics().bucket_request(op, sent.elapsed());
         }
-        if status == 412 && ctx.if_range == bucket::IfRange::Asked {
+        let validator_failed = ctx.if_range == bucket::IfRange::Asked
+            && match status {
+                412 => true,
+                206 => !bucket::if_range_holds(session.req_header(), resp),
+                _ => false,
+            };
+        if validator_failed {
             // The client's copy is not the bucket's object any more: the
             // whole object instead of the range, as If-Range asks.
             ctx.if_range = bucket::IfRange::Failed;
