@@ -6,8 +6,9 @@ use super::locate::FieldPath;
 use pingora::http::ResponseHeader;
 use serde::Deserialize;
 
-/// A body up to this size leaves without a send timeout (`bound_send`).
-const SMALL_BODY_BYTES: u64 = 64 * 1024;
+/// An HTTP/1.1 body up to this size leaves without a send timeout
+/// (`bound_send`).
+const SMALL_BODY_BYTES: u64 = 16 * 1024;
 
 /// Request headers larger than this are refused by default: what common
 /// front ends accept (nginx 8-32 KiB, Apache 8 KiB per line), far below
@@ -96,19 +97,22 @@ impl Limits {
     /// Bounds the time a client may take to accept each write of this
     /// response: Pingora has no write timeout, so a client that stopped
     /// reading held its response, its bucket connection or its fill's
-    /// spool for ever. Only for a body the socket buffers may not take at
-    /// once (unknown length, or over 64 KiB): a timeout is a timer armed
-    /// per write, and a small response is in the kernel's hands after its
-    /// first write. (The idle bound above is a timer per request header
+    /// spool for ever. On HTTP/2 always (a stream waits for the client's
+    /// flow-control window, which a client can keep shut); on HTTP/1.1
+    /// only for a body the socket buffers may not take at once (unknown
+    /// length, or over 16 KiB, the smallest send buffer Linux starts a
+    /// connection with): a timeout is a timer armed per write, and a small
+    /// response is in the kernel's hands after its first write. (The idle bound above is a timer per request header
     /// read on a kept-alive connection: +1.3 % instructions per 4 KiB hit,
     /// callgrind, 99.3k -> 100.6k; nginx arms one too.)
     pub fn bound_send(&self, session: &mut pingora::proxy::Session, resp: &ResponseHeader) {
-        let small = resp
-            .headers
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok())
-            .is_some_and(|n| n <= SMALL_BODY_BYTES);
+        let small = !session.is_http2()
+            && resp
+                .headers
+                .get(http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok())
+                .is_some_and(|n| n <= SMALL_BODY_BYTES);
         if !small {
             session.set_write_timeout(Some(std::time::Duration::from_secs(
                 self.client_send_timeout_seconds,

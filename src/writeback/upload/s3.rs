@@ -211,8 +211,6 @@ fn enc(s: &str) -> String {
     crate::key::encode_component(s)
 }
 
-/// Whether an error answer means the object is already there: 412 to
-/// `If-None-Match: *`, or 409 when a concurrent write of the same key won.
 /// At most `max` bytes of a bucket's error text, cut at a character
 /// boundary (the text may echo a non-ASCII key: `String::truncate` in the
 /// middle of a character panics).
@@ -227,6 +225,8 @@ fn clip(mut text: String, max: usize) -> String {
     text
 }
 
+/// Whether an error answer means the object is already there: 412 to
+/// `If-None-Match: *`, or 409 when a concurrent write of the same key won.
 pub fn already_exists(status: u16, body: &str) -> bool {
     status == 412 || (status == 409 && body.contains("ConditionalRequestConflict"))
 }
