@@ -19,18 +19,33 @@ pub fn ascii(v: &HeaderValue) -> Option<String> {
     if !out.is_ascii() {
         return None;
     }
-    for p in parts {
-        let p = p.trim();
-        let (name, value) = p.split_once('=')?;
-        let (name, value) = (name.trim(), value.trim());
-        out.push_str("; ");
+    let params: Vec<(&str, &str, &str)> = parts
+        .map(str::trim)
+        .filter(|p| !p.is_empty()) // a trailing `;`
+        .map(|p| {
+            let (name, value) = p.split_once('=')?;
+            Some((p, name.trim(), value.trim()))
+        })
+        .collect::<Option<_>>()?;
+    for &(p, name, value) in &params {
         if value.is_ascii() {
+            out.push_str("; ");
             out.push_str(p);
             continue;
         }
         if !name.is_ascii() || name.ends_with('*') {
             return None;
         }
+        // The sender gave the extended form too (`filename*=`): that one
+        // stands; a second would make the header invalid (RFC 6266).
+        let extended = format!("{name}*");
+        if params
+            .iter()
+            .any(|(_, n, _)| n.eq_ignore_ascii_case(&extended))
+        {
+            continue;
+        }
+        out.push_str("; ");
         let unquoted = value
             .strip_prefix('"')
             .and_then(|v| v.strip_suffix('"'))

@@ -117,10 +117,14 @@ pub fn origin_target(base: &OriginUrl, key: &str, query: Option<&str>) -> Origin
 /// `../x`, `?v=2`, `//cdn.example/x` and absolute URLs alike). Only http
 /// and https, and no user info; anything else is `None`.
 pub fn redirect_target(current: &OriginTarget, location: &str) -> Option<OriginTarget> {
-    let next = url::Url::parse(&current.full_url())
-        .ok()?
-        .join(location.trim())
-        .ok()?;
+    let here = url::Url::parse(&current.full_url()).ok()?;
+    let mut next = here.join(location.trim()).ok()?;
+    next.set_fragment(None);
+    // An empty or fragment-only `Location` names the URL that answered:
+    // following it would ask the same URL until the hops run out.
+    if next == here {
+        return None;
+    }
     let tls = match next.scheme() {
         "http" => false,
         "https" => true,
@@ -217,11 +221,12 @@ pub fn filter_origin_response(resp: &mut ResponseHeader, tag: &str) -> pingora::
 
 /// The stored headers of an origin answer, as (name, value) pairs.
 ///
-/// An `Expires` that is not an HTTP date (`0`, `-1`: common on dynamic
-/// origins, and meaning "already expired", RFC 9111 5.3) is left out:
-/// S3 takes `Expires` as a timestamp, and a bucket that checks it (the
-/// embedded local bucket does) refused the whole write-back, so the object
-/// was fetched from the origin again on every read.
+/// `Expires` is stored as an IMF-fixdate: S3 takes it as a timestamp,
+/// and a bucket that checks it (the embedded local bucket does) refused
+/// the whole write-back for any other form, so the object was fetched
+/// from the origin again on every read. A value that is no date at all
+/// (`0`, `-1`: common on dynamic origins) means "already expired" (RFC
+/// 9111 5.3) and is stored as the epoch, which says the same.
 ///
 /// A list-valued header sent on several lines (`Cache-Control: public`
 /// and `Cache-Control: max-age=60`) is stored as one line joined with
@@ -246,8 +251,9 @@ pub fn stored_headers(headers: &HeaderMap) -> Vec<(String, String)> {
             } else {
                 headers.get(*n)?.to_str().ok()?.to_string()
             };
-            if *n == "expires" && httpdate::parse_http_date(v.trim()).is_err() {
-                return None;
+            if *n == "expires" {
+                let at = httpdate::parse_http_date(v.trim()).unwrap_or(std::time::UNIX_EPOCH);
+                return Some((n.to_string(), httpdate::fmt_http_date(at)));
             }
             Some((n.to_string(), v))
         })

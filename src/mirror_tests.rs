@@ -47,6 +47,9 @@ fn redirects() {
         let r = redirect_target(&cur, location).unwrap();
         assert_eq!(r.full_url(), want, "{location}");
     }
+    for same in ["", " ", "#top"] {
+        assert!(redirect_target(&cur, same).is_none(), "{same:?}");
+    }
     let r = redirect_target(&cur, "//cdn.example/x").unwrap();
     assert_eq!((r.host.as_str(), r.port), ("cdn.example", 80));
     let r = redirect_target(&cur, "https://[::1]:8443/y").unwrap();
@@ -119,7 +122,7 @@ fn pass_all_keeps_hop_by_hop_encoding_and_conditionals_back() {
 }
 
 #[test]
-fn stored_headers_join_list_lines_and_drop_bad_dates() {
+fn stored_headers_join_list_lines_and_normalize_expires() {
     let mut h = HeaderMap::new();
     for (k, v) in [
         ("cache-control", "public"),
@@ -139,7 +142,21 @@ fn stored_headers_join_list_lines_and_drop_bad_dates() {
                 "cache-control".to_string(),
                 "public, max-age=60".to_string()
             ),
+            (
+                "expires".to_string(),
+                "Thu, 01 Jan 1970 00:00:00 GMT".to_string()
+            ),
         ]
+    );
+    // Any HTTP date form is stored as an IMF-fixdate.
+    let mut h = HeaderMap::new();
+    h.insert("expires", "Sunday, 06-Nov-94 08:49:37 GMT".parse().unwrap());
+    assert_eq!(
+        stored_headers(&h),
+        vec![(
+            "expires".to_string(),
+            "Sun, 06 Nov 1994 08:49:37 GMT".to_string()
+        )]
     );
 }
 
@@ -165,6 +182,12 @@ fn a_raw_utf8_disposition_is_stored_in_its_rfc8187_form() {
     assert_eq!(
         d("attachment; filename=\"x.pdf\"").as_deref(),
         Some("attachment; filename=\"x.pdf\"")
+    );
+    // The sender's own extended form stands (no second `filename*`), and a
+    // trailing `;` is no reason to drop the header.
+    assert_eq!(
+        d("attachment; filename=\"报告.pdf\"; filename*=UTF-8''%E6%8A%A5%E5%91%8A.pdf;").as_deref(),
+        Some("attachment; filename*=UTF-8''%E6%8A%A5%E5%91%8A.pdf")
     );
     // Not UTF-8: left out, as before.
     let mut h = HeaderMap::new();

@@ -254,9 +254,10 @@ fn accept_loop_backs_off_when_out_of_file_descriptors() {
     assert_eq!(status, 200, "{text}");
 }
 
-/// An origin's `Expires: 0` ("already expired", not a date) is not stored:
-/// the local bucket, like S3, takes `Expires` as a timestamp and refused
-/// the whole write-back, so every read went back to the origin.
+/// An origin's `Expires: 0` ("already expired", not a date) is stored as
+/// the epoch, which says the same: the local bucket, like S3, takes
+/// `Expires` as a timestamp and refused the whole write-back, so every
+/// read went back to the origin.
 #[test]
 fn an_expires_that_is_not_a_date_does_not_stop_the_write_back() {
     let data = tempfile::tempdir().unwrap();
@@ -286,8 +287,10 @@ fn an_expires_that_is_not_a_date_does_not_stop_the_write_back() {
         assert!(outcome.contains("stored"), "{key}: {outcome}");
         assert_eq!(std::fs::read(folder.join(key)).unwrap(), body.as_bytes());
     }
-    // The hit keeps a real date.
+    // The hits keep a real date, and "already expired".
     let resp = client().get(proxy.url("/dated.txt")).send().unwrap();
     assert_eq!(resp.headers()["expires"], dated);
+    let resp = client().get(proxy.url("/zero.txt")).send().unwrap();
+    assert_eq!(resp.headers()["expires"], "Thu, 01 Jan 1970 00:00:00 GMT");
     assert_eq!(origin.hits("/dated.txt"), 1);
 }
