@@ -268,25 +268,16 @@ async fn open(fills: &Fills, job: &FetchJob) -> Result<(reqwest::Response, Strin
     loop {
         let same = policy::same_origin(&configured, &target);
         let headers: &[_] = if same { &job.headers } else { &[] };
+        // A hop from a public origin to another one connects to public
+        // addresses only: the name was checked before the hop
+        // (`check_hop`), and `PublicOnly` keeps the connect to what passes.
+        let public_only = !same && !policy::is_internal(&configured).await;
         let client = fills
-            .origin_client(&target.trust)
+            .origin_client(&target.trust, public_only)
             .map_err(|e| Outcome::Failed(e.to_string()))?;
         let count = |r: OriginResult| job.metrics.as_ref().map(|m| m.origin(r));
         let creds = origin_auth::for_target(auth, &configured, &target);
-        let sent = match request(&client, &target, headers, creds, job.timeout).await {
-            // The name was checked before the hop (`check_hop`); the
-            // address the client then resolved and connected to is checked
-            // too, before any of the answer is used.
-            Ok(resp) if hops > 0 => {
-                let addr = resp.remote_addr().map(|a| a.ip());
-                match policy::check_hop_addr(&configured, &target, addr).await {
-                    Ok(()) => Ok(resp),
-                    Err(why) => Err((false, why)),
-                }
-            }
-            other => other,
-        };
-        let why = match sent {
+        let why = match request(&client, &target, headers, creds, job.timeout).await {
             Ok(resp) => match resp.status().as_u16() {
                 200 => return Ok((resp, configured.url.clone())),
                 404 => {

@@ -89,7 +89,8 @@ pub struct Fills {
     socket: PathBuf,
     /// One origin client per set of trust roots (a rule's `tls.ca_file`);
     /// Pingora's bucket connector trusts the same roots (`crate::tls`).
-    origin_clients: Mutex<Vec<(crate::tls::TrustRoots, reqwest::Client)>>,
+    /// Per trust roots and "public addresses only" (`policy::PublicOnly`).
+    origin_clients: Mutex<Vec<(crate::tls::TrustRoots, bool, reqwest::Client)>>,
     /// Error answers waiting for the fill peer to write them.
     answers: answers::Answers,
 }
@@ -121,7 +122,7 @@ pub enum FillError {
 impl Fills {
     /// Starts the fill runtime and the fill peer's socket.
     pub fn start(cfg: &FillConfig) -> Result<Arc<Fills>, FillError> {
-        let origin_client = origin_client(&crate::tls::TrustRoots::platform())?;
+        let origin_client = origin_client(&crate::tls::TrustRoots::platform(), false)?;
         let (rt, socket, listener) = serve::bind()?;
         let fills = Arc::new(Fills {
             cfg: cfg.clone(),
@@ -131,7 +132,11 @@ impl Fills {
             unattended: AtomicUsize::new(0),
             rt,
             socket,
-            origin_clients: Mutex::new(vec![(crate::tls::TrustRoots::platform(), origin_client)]),
+            origin_clients: Mutex::new(vec![(
+                crate::tls::TrustRoots::platform(),
+                false,
+                origin_client,
+            )]),
             answers: answers::Answers::default(),
         });
         fills
@@ -140,14 +145,23 @@ impl Fills {
         Ok(fills)
     }
 
-    /// The origin client trusting `roots`.
-    fn origin_client(&self, roots: &crate::tls::TrustRoots) -> Result<reqwest::Client, FillError> {
+    /// The origin client trusting `roots`; with `public_only`, one that
+    /// connects to public addresses only (a redirect hop that must not lead
+    /// inside, see `policy::PublicOnly`).
+    fn origin_client(
+        &self,
+        roots: &crate::tls::TrustRoots,
+        public_only: bool,
+    ) -> Result<reqwest::Client, FillError> {
         let mut clients = lock(&self.origin_clients);
-        if let Some((_, c)) = clients.iter().find(|(r, _)| r == roots) {
+        let found = clients
+            .iter()
+            .find(|(r, p, _)| r == roots && *p == public_only);
+        if let Some((_, _, c)) = found {
             return Ok(c.clone());
         }
-        let c = origin_client(roots)?;
-        clients.push((roots.clone(), c.clone()));
+        let c = origin_client(roots, public_only)?;
+        clients.push((roots.clone(), public_only, c.clone()));
         Ok(c)
     }
 
@@ -338,15 +352,22 @@ impl Fills {
     }
 }
 
-fn origin_client(roots: &crate::tls::TrustRoots) -> Result<reqwest::Client, FillError> {
-    crate::tls::reqwest_client_builder(roots)
+fn origin_client(
+    roots: &crate::tls::TrustRoots,
+    public_only: bool,
+) -> Result<reqwest::Client, FillError> {
+    let mut b = crate::tls::reqwest_client_builder(roots)
         // Hops are followed by the fill itself, under its policy.
         .redirect(reqwest::redirect::Policy::none())
         // Nothing but what the rule's header policy sends.
         .default_headers(http::HeaderMap::new())
-        .pool_idle_timeout(Duration::from_secs(30))
-        .build()
-        .map_err(|e| FillError::Client(e.to_string()))
+        .pool_idle_timeout(Duration::from_secs(30));
+    if public_only {
+        // The addresses connected to are the checked ones; no proxy in
+        // between (its address would be the one connected to).
+        b = b.dns_resolver(Arc::new(policy::PublicOnly)).no_proxy();
+    }
+    b.build().map_err(|e| FillError::Client(e.to_string()))
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

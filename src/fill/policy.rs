@@ -83,6 +83,39 @@ pub async fn check_hop(configured: &OriginTarget, next: &OriginTarget) -> Result
     }
 }
 
+/// Whether the configured origin is itself in the internal network (then
+/// its hops may be too). A name that does not resolve counts as public.
+pub async fn is_internal(t: &OriginTarget) -> bool {
+    resolve(t)
+        .await
+        .is_ok_and(|ips| ips.iter().any(|ip| internal(*ip)))
+}
+
+/// The fill's resolver for a hop from a public origin to another one:
+/// only the name's public addresses are handed to the connector, so the
+/// address connected to is one that passed the policy. Checking a name and
+/// letting the connector resolve it again would let a name that answers a
+/// public address to the check and an internal one to the connect (DNS
+/// rebinding) through, and the request would reach the internal address.
+pub struct PublicOnly;
+
+impl reqwest::dns::Resolve for PublicOnly {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let host = name.as_str().to_string();
+        Box::pin(async move {
+            let public: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
+                .await?
+                .filter(|a| !internal(a.ip()))
+                .collect();
+            if public.is_empty() {
+                let why = format!("origin redirect to {host} refused: an internal address");
+                return Err(why.into());
+            }
+            Ok(Box::new(public.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
 /// Ok when the hop from the configured origin to `next` may use `addr`,
 /// the address actually connected to (`None`: unknown). Checking the name
 /// and then letting the connector resolve it again would let a name that
@@ -181,6 +214,19 @@ mod tests {
         // The configured origin itself is never judged.
         let same = t(false, "93.184.216.34", 80);
         assert!(check_hop_addr(&public, &same, meta).await.is_ok());
+    }
+
+    /// The hop resolver hands the connector no internal address: a name
+    /// with internal addresses only is an error, not a connection.
+    #[tokio::test]
+    async fn the_hop_resolver_keeps_internal_addresses_out() {
+        use reqwest::dns::Resolve;
+        let name: reqwest::dns::Name = "localhost".parse().unwrap();
+        let err = PublicOnly.resolve(name).await.err().expect("refused");
+        assert!(
+            err.to_string().contains("refused: an internal address"),
+            "{err}"
+        );
     }
 
     #[test]
