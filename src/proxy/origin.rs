@@ -24,13 +24,14 @@ use std::time::Instant;
 pub const MAX_HOPS: u8 = 10;
 
 /// Pingora's tries per request (its `max_retries`, 16 by default): every
-/// reroute is one. The longest route: the bucket, the bucket again after
-/// a commit race, the fill peer (a spool fallback), then the plain path's
+/// reroute is one. The longest route: the bucket, the bucket again for
+/// the whole object after an If-Range validator failed, the bucket again
+/// after a commit race, the fill peer (a spool fallback), then the plain path's
 /// primary and secondary origins with `MAX_HOPS` hops each, and the fill
 /// peer again to write an error answer; plus a few for Pingora retrying a
 /// pooled connection the peer had closed. At 16, such a route ended in a
 /// 500 although the contract allows it.
-pub const MAX_TRIES: usize = 3 + 2 * (MAX_HOPS as usize + 1) + 1 + 4;
+pub const MAX_TRIES: usize = 4 + 2 * (MAX_HOPS as usize + 1) + 1 + 4;
 
 /// State of one mirror attempt.
 pub struct MirrorRun {
