@@ -3,10 +3,11 @@
 //! comes back as headers, and what a bucket error or an unreachable
 //! bucket leads to (a rule's mirror or redirect, or 502).
 
-use super::answer::{redirect_answer, Answer};
+use super::answer::{in_place, redirect_answer, Answer};
 use super::{fill, origin, OriginPull, RequestCtx};
 use crate::bucket::Bucket;
 use crate::errors::S3Error;
+use crate::metrics::BucketOp;
 use crate::rules::{first_match, Action, Probe};
 use http::header::{self, HeaderName};
 use pingora::http::{RequestHeader, ResponseHeader};
@@ -29,6 +30,45 @@ pub const TAG_META: &str = "x-amz-meta-x-oss-tag";
 pub const ACAO_META: &str = "x-amz-meta-access-control-allow-origin";
 
 impl OriginPull {
+    /// The bucket's response header: counted, checked against a client's
+    /// If-Range, and a bucket error handed to the rules.
+    pub(super) fn on_bucket_response(
+        &self,
+        session: &Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        ctx.bucket_answered = true;
+        let status = resp.status.as_u16();
+        ctx.bucket_status = Some(status);
+        if let (Some(site), Some(sent)) = (&ctx.site, ctx.bucket_sent) {
+            let op = if session.req_header().method == http::Method::HEAD {
+                BucketOp::Head
+            } else {
+                BucketOp::Get
+            };
+            site.metrics().bucket_request(op, sent.elapsed());
+        }
+        let validator_failed = ctx.if_range == IfRange::Asked
+            && match status {
+                412 => true,
+                206 => !if_range_holds(session.req_header(), resp),
+                _ => false,
+            };
+        if validator_failed {
+            // The client's copy is not the bucket's object any more: the
+            // whole object instead of the range, as If-Range asks.
+            ctx.if_range = IfRange::Failed;
+            return Err(origin::reroute(ctx, "If-Range validator failed"));
+        }
+        if status >= 400 {
+            if let Some(e) = self.on_bucket_error(session, ctx, status) {
+                return in_place(session, resp, ctx, Err(e));
+            }
+        }
+        restore_stored_headers(resp)
+    }
+
     /// The bucket answered `status` (an error): which rule acts on it.
     pub(super) fn on_bucket_error(
         &self,

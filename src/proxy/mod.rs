@@ -35,7 +35,7 @@ pub use state::{OriginPull, Site, StartError, State};
 
 use crate::errors::{new_request_id, RequestId, S3Error};
 use crate::key::key_from_path;
-use crate::metrics::{BucketOp, InFlight, Outcome, METRICS};
+use crate::metrics::{InFlight, Outcome, METRICS};
 use crate::rules::{first_match, Action, Probe};
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -270,35 +270,7 @@ impl ProxyHttp for OriginPull {
             let r = origin::on_response(session, resp, ctx);
             return in_place(session, resp, ctx, r);
         }
-        ctx.bucket_answered = true;
-        let status = resp.status.as_u16();
-        ctx.bucket_status = Some(status);
-        if let (Some(site), Some(sent)) = (&ctx.site, ctx.bucket_sent) {
-            let op = if session.req_header().method == http::Method::HEAD {
-                BucketOp::Head
-            } else {
-                BucketOp::Get
-            };
-            site.metrics().bucket_request(op, sent.elapsed());
-        }
-        let validator_failed = ctx.if_range == bucket::IfRange::Asked
-            && match status {
-                412 => true,
-                206 => !bucket::if_range_holds(session.req_header(), resp),
-                _ => false,
-            };
-        if validator_failed {
-            // The client's copy is not the bucket's object any more: the
-            // whole object instead of the range, as If-Range asks.
-            ctx.if_range = bucket::IfRange::Failed;
-            return Err(origin::reroute(ctx, "If-Range validator failed"));
-        }
-        if status >= 400 {
-            if let Some(e) = self.on_bucket_error(session, ctx, status) {
-                return in_place(session, resp, ctx, Err(e));
-            }
-        }
-        bucket::restore_stored_headers(resp)
+        self.on_bucket_response(session, resp, ctx)
     }
 
     fn response_body_filter(
