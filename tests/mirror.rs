@@ -299,27 +299,31 @@ fn client_disconnect_still_stores() {
     assert_eq!(o.hits("/big"), 1, "the second GET is a hit");
 }
 
+/// On the fill and on the plain path (an unusable spool).
 #[test]
 fn md5_mismatch_is_not_stored() {
     use base64::Engine;
-    let b = garage().bucket("md5");
-    let o = Origin::start();
-    let wrong = base64::engine::general_purpose::STANDARD.encode([0u8; 16]);
-    o.set(
-        "/bad",
-        Reply::ok(b"some bytes", "text/plain").header("Content-MD5", &wrong),
-    );
-    let p = mirror_proxy(&b, &o.url(), ", check_md5: true");
-    let r = client().get(p.url("/bad")).send().unwrap();
-    // The fill is verified before it may end well: a client that got the
-    // header sees a transfer without a valid end; one that arrives after
-    // the check failed gets 424. Never a clean 200.
-    match r.status().as_u16() {
-        200 => assert!(r.bytes().is_err(), "a clean 200 for a failed MD5"),
-        s => assert_eq!(s, 424),
+    for plain in [false, true] {
+        let b = garage().bucket(if plain { "md5-plain" } else { "md5" });
+        let o = Origin::start();
+        let wrong = base64::engine::general_purpose::STANDARD.encode([0u8; 16]);
+        o.set(
+            "/bad",
+            Reply::ok(b"some bytes", "text/plain").header("Content-MD5", &wrong),
+        );
+        let (_spool, fill) = common::fill::plain_path_fill(plain);
+        let p = common::fill::fill_proxy(&b, &o.url(), ", check_md5: true", &fill);
+        let r = client().get(p.url("/bad")).send().unwrap();
+        // The body is verified before it may end well: a client that got
+        // the header sees a transfer without a valid end; one that arrives
+        // after the check failed gets 424. Never a clean 200.
+        match r.status().as_u16() {
+            200 => assert!(r.bytes().is_err(), "{plain}: a clean 200 for a failed MD5"),
+            s => assert_eq!(s, 424),
+        }
+        assert!(p.write_back_outcome("bad").contains("failed"), "{plain}");
+        assert!(!b.exists("bad"));
     }
-    assert!(p.write_back_outcome("bad").contains("failed"));
-    assert!(!b.exists("bad"));
 }
 
 #[test]

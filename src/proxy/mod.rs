@@ -301,17 +301,7 @@ impl ProxyHttp for OriginPull {
             run.bytes += b.len() as u64;
         }
         if let Some(run) = ctx.mirror.as_mut() {
-            if let Some(b) = body {
-                run.bytes += b.len() as u64;
-                if let Some(tee) = run.tee.as_mut() {
-                    tee.push(b);
-                }
-            }
-            if end {
-                if let Some(tee) = run.tee.as_mut() {
-                    tee.finish();
-                }
-            }
+            run.body(body.as_ref(), end)?;
         }
         Ok(None)
     }

@@ -15,6 +15,8 @@ use crate::mirror::{
 use crate::origin_auth::{self, configured_target, OriginAuth};
 use crate::rules::{Action, Mirror};
 use crate::writeback::{self, Job, Tee};
+use bytes::Bytes;
+use md5::{Digest, Md5};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use std::sync::Arc;
@@ -51,6 +53,9 @@ pub struct MirrorRun {
     pub on_secondary: bool,
     pub write_back: bool,
     pub tee: Option<Tee>,
+    /// With `check_md5` and a `Content-MD5` from the origin: the body's
+    /// hash so far and the one it must come to. Boxed: most runs have none.
+    pub md5: Option<Box<(Md5, [u8; 16])>>,
     pub status: u16,
     pub bytes: u64,
     pub started: Instant,
@@ -84,6 +89,7 @@ impl MirrorRun {
             on_secondary: false,
             write_back,
             tee: None,
+            md5: None,
             status: 0,
             bytes: 0,
             started: Instant::now(),
@@ -109,9 +115,7 @@ impl MirrorRun {
             _ => false,
         }
     }
-}
 
-impl MirrorRun {
     /// The credentials for this attempt: the tried origin's, none on a hop
     /// to another origin.
     pub fn auth<'m>(&self, m: &'m Mirror) -> Option<&'m OriginAuth> {
@@ -121,6 +125,41 @@ impl MirrorRun {
             m.auth.as_ref()
         };
         origin_auth::for_target(auth, &self.configured, &self.target)
+    }
+
+    /// A piece of the origin's body on the plain path: counted, teed to
+    /// the write-back and, with `check_md5`, hashed. An end whose MD5 is
+    /// not the origin's `Content-MD5` is an error: the client's response
+    /// ends without a valid end, as on the fill path (nothing is stored).
+    pub fn body(&mut self, body: Option<&Bytes>, end: bool) -> Result<()> {
+        if let Some(b) = body {
+            self.bytes += b.len() as u64;
+            if let Some(tee) = self.tee.as_mut() {
+                tee.push(b);
+            }
+            if let Some(m) = self.md5.as_mut() {
+                m.0.update(b);
+            }
+        }
+        if !end {
+            return Ok(());
+        }
+        if let Some(tee) = self.tee.as_mut() {
+            tee.finish();
+        }
+        let Some(m) = self.md5.take() else {
+            return Ok(());
+        };
+        let (hasher, want) = *m;
+        if hasher.finalize().as_slice() == want {
+            return Ok(());
+        }
+        Err(Error::create(
+            ErrorType::Custom("md5_mismatch"),
+            ErrorSource::Upstream,
+            Some("the origin's body does not match its Content-MD5".into()),
+            None,
+        ))
     }
 }
 
@@ -260,6 +299,9 @@ pub fn on_response(
                     request_id: Some(ctx.request_id),
                 }));
             }
+            run.md5 = content_md5(&resp.headers)
+                .filter(|_| m.check_md5 && is_get)
+                .map(|want| Box::new((Md5::new(), want)));
             filter_origin_response(resp, &tag)?;
             count(&site, run.rule, OriginResult::Ok);
             Ok(())
