@@ -102,17 +102,13 @@ impl Limits {
     /// only for a body the socket buffers may not take at once (unknown
     /// length, or over 16 KiB, the smallest send buffer Linux starts a
     /// connection with): a timeout is a timer armed per write, and a small
-    /// response is in the kernel's hands after its first write. (The idle bound above is a timer per request header
-    /// read on a kept-alive connection: +1.3 % instructions per 4 KiB hit,
-    /// callgrind, 99.3k -> 100.6k; nginx arms one too.)
+    /// response is in the kernel's hands after its first write. (The idle
+    /// bound above is a timer per request header read on a kept-alive
+    /// connection: +1.3 % instructions per 4 KiB hit, callgrind, 99.3k ->
+    /// 100.6k; nginx arms one too.)
     pub fn bound_send(&self, session: &mut pingora::proxy::Session, resp: &ResponseHeader) {
         let small = !session.is_http2()
-            && resp
-                .headers
-                .get(http::header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse::<u64>().ok())
-                .is_some_and(|n| n <= SMALL_BODY_BYTES);
+            && crate::mirror::content_length(&resp.headers).is_some_and(|n| n <= SMALL_BODY_BYTES);
         if !small {
             session.set_write_timeout(Some(std::time::Duration::from_secs(
                 self.client_send_timeout_seconds,

@@ -116,31 +116,23 @@ impl reqwest::dns::Resolve for PublicOnly {
     }
 }
 
-/// Ok when the hop from the configured origin to `next` may use `addr`,
-/// the address actually connected to (`None`: unknown). Checking the name
-/// and then letting the connector resolve it again would let a name that
-/// answers a public address to the check and an internal one to the
-/// connect (DNS rebinding) through.
+/// Ok when the hop from the configured origin to `next` may use `ip`,
+/// the address the plain path connects to. Checking the name and then
+/// letting the connector resolve it again would let a name that answers a
+/// public address to the check and an internal one to the connect (DNS
+/// rebinding) through.
 pub async fn check_hop_addr(
     configured: &OriginTarget,
     next: &OriginTarget,
-    addr: Option<IpAddr>,
+    ip: IpAddr,
 ) -> Result<(), String> {
-    if same_origin(configured, next) {
+    if same_origin(configured, next) || hop_allowed(&resolve(configured).await?, &[ip]) {
         return Ok(());
     }
-    let from = resolve(configured).await?;
-    match addr {
-        Some(ip) if hop_allowed(&from, &[ip]) => Ok(()),
-        Some(ip) => Err(format!(
-            "origin redirect to {} refused: an internal address ({ip})",
-            next.authority
-        )),
-        None => Err(format!(
-            "origin redirect to {} refused: the address connected to is unknown",
-            next.authority
-        )),
-    }
+    Err(format!(
+        "origin redirect to {} refused: an internal address ({ip})",
+        next.authority
+    ))
 }
 
 #[cfg(test)]
@@ -200,16 +192,15 @@ mod tests {
 
     /// The address connected to decides, whatever the name resolved to
     /// when it was checked: a rebinding name that now points inside is
-    /// refused, and an unknown address is refused too.
+    /// refused.
     #[tokio::test]
     async fn the_connected_address_decides() {
         let public = t(false, "93.184.216.34", 80);
         let hop = t(false, "rebind.example", 80);
-        let meta = Some("169.254.169.254".parse().unwrap());
+        let meta = "169.254.169.254".parse().unwrap();
         let err = check_hop_addr(&public, &hop, meta).await.unwrap_err();
         assert!(err.contains("internal address (169.254.169.254)"), "{err}");
-        assert!(check_hop_addr(&public, &hop, None).await.is_err());
-        let outside = Some("8.8.8.8".parse().unwrap());
+        let outside = "8.8.8.8".parse().unwrap();
         assert!(check_hop_addr(&public, &hop, outside).await.is_ok());
         // The configured origin itself is never judged.
         let same = t(false, "93.184.216.34", 80);

@@ -107,12 +107,18 @@ fn bare(status: u16, outcome: &str) -> Response<Body> {
 /// `e` as the client's whole answer: the header and body
 /// `S3Error::response` gives the proxy's own answers, plus the outcome.
 fn s3_error(e: S3Error, outcome: &str, request_id: &str) -> Response<Body> {
+    s3_response(e, request_id, &[(OUTCOME, outcome)])
+}
+
+/// `e`'s status, header and XML body, with the `extra` header fields.
+fn s3_response(e: S3Error, request_id: &str, extra: &[(&str, &str)]) -> Response<Body> {
     let Ok((head, body)) = e.response(request_id) else {
         return bare(500, "failed");
     };
-    let mut resp = Response::builder()
-        .status(head.status)
-        .header(OUTCOME, outcome);
+    let mut resp = Response::builder().status(head.status);
+    for (name, value) in extra {
+        resp = resp.header(*name, *value);
+    }
     for (name, value) in head.headers.iter() {
         resp = resp.header(name, value);
     }
@@ -179,18 +185,9 @@ async fn handle(fills: Weak<Fills>, req: Request<Incoming>) -> Result<Response<B
         RangeAnswer::Unsatisfiable => {
             // As S3 answers it: `InvalidRange` in XML (not the object's
             // headers), and the object's length.
-            let len = head.len.unwrap_or(0);
-            let Ok((h, body)) = S3Error::InvalidRange.response(&id) else {
-                return Ok(internal(&id));
-            };
-            let mut r = Response::builder()
-                .status(416)
-                .header(http::header::CONTENT_RANGE, format!("bytes */{len}"));
-            for (name, value) in h.headers.iter() {
-                r = r.header(name, value);
-            }
-            let r = r.body(Full::new(body).map_err(|e| match e {}).boxed());
-            return Ok(r.unwrap_or_else(|_| internal(&id)));
+            let range = format!("bytes */{}", head.len.unwrap_or(0));
+            let extra = [(http::header::CONTENT_RANGE.as_str(), range.as_str())];
+            return Ok(s3_response(S3Error::InvalidRange, &id, &extra));
         }
         RangeAnswer::Partial { start, end } => {
             let len = head.len.unwrap_or(0);

@@ -240,11 +240,9 @@ fn if_range_condition(v: &http::HeaderValue) -> Option<(HeaderName, http::Header
 /// condition (the embedded local bucket does) answers 206 of whatever it
 /// holds; this catches it.
 pub fn if_range_holds(req: &RequestHeader, resp: &ResponseHeader) -> bool {
-    let get = |h: &http::HeaderMap, n: HeaderName| {
-        h.get(n)
-            .and_then(|v| v.to_str().ok())
-            .map(|v| v.trim().to_string())
-    };
+    fn get(h: &http::HeaderMap, n: HeaderName) -> Option<&str> {
+        h.get(n).and_then(|v| v.to_str().ok()).map(str::trim)
+    }
     let Some(v) = get(&req.headers, header::IF_RANGE) else {
         return true;
     };
@@ -252,8 +250,8 @@ pub fn if_range_holds(req: &RequestHeader, resp: &ResponseHeader) -> bool {
         return get(&resp.headers, header::ETAG).is_some_and(|e| e == v);
     }
     let have =
-        get(&resp.headers, header::LAST_MODIFIED).and_then(|l| httpdate::parse_http_date(&l).ok());
-    have.is_some() && have == httpdate::parse_http_date(&v).ok()
+        get(&resp.headers, header::LAST_MODIFIED).and_then(|l| httpdate::parse_http_date(l).ok());
+    have.is_some() && have == httpdate::parse_http_date(v).ok()
 }
 
 /// A hit's stored metadata back as the headers it was.

@@ -209,7 +209,7 @@ impl ProxyHttp for OriginPull {
         // judged on the address the peer connects to.
         if run.hops > 0 {
             let (configured, target) = (&run.configured, &run.target);
-            let allowed = crate::fill::policy::check_hop_addr(configured, target, Some(addr.ip()));
+            let allowed = crate::fill::policy::check_hop_addr(configured, target, addr.ip());
             if let Err(why) = allowed.await {
                 return Err(origin::origin_failed(ctx, why));
             }

@@ -155,14 +155,7 @@ async fn upload_logged(job: Job, reader: Reader, _counted: InFlight, settled: im
         Ok(n) => (WriteBackResult::Stored, *n),
         Err(e) => (result_of(e), 0),
     };
-    job.bucket.metrics.writeback(result, bytes);
-    crate::access_log::writeback(
-        job.request_id,
-        &job.bucket.metrics.site,
-        &key,
-        result,
-        bytes,
-    );
+    record(&job.bucket, &key, job.request_id, result, bytes);
     match done {
         Ok(n) => log::info!("write-back stored key={key:?} bytes={n}"),
         Err(WriteBackError::Abandoned) => log::warn!("write-back abandoned key={key:?}"),
@@ -177,18 +170,23 @@ async fn upload_logged(job: Job, reader: Reader, _counted: InFlight, settled: im
 /// framing ([`crate::mirror::storable_framing`]): counted and logged like
 /// the others, so "why is this object never stored" has an answer.
 pub fn unframed(bucket: &Bucket, key: &str, request_id: Option<RequestId>) {
-    bucket.metrics.writeback(WriteBackResult::Unframed, 0);
-    crate::access_log::writeback(
-        request_id,
-        &bucket.metrics.site,
-        key,
-        WriteBackResult::Unframed,
-        0,
-    );
+    record(bucket, key, request_id, WriteBackResult::Unframed, 0);
     log::info!(
         "write-back skipped key={key:?}: the origin's body has no length framing \
          (served, not stored)"
     );
+}
+
+/// A write-back's result in the metrics and the access log.
+fn record(
+    bucket: &Bucket,
+    key: &str,
+    request_id: Option<RequestId>,
+    result: WriteBackResult,
+    bytes: u64,
+) {
+    bucket.metrics.writeback(result, bytes);
+    crate::access_log::writeback(request_id, &bucket.metrics.site, key, result, bytes);
 }
 
 /// The metric label of a failed write-back.
