@@ -18,18 +18,19 @@ pub enum KeyError {
     Control,
     #[error("the object key contains a `.` or `..` segment")]
     DotSegment,
-    #[error("the object key contains an empty segment (`//`, or a leading or trailing `/`)")]
+    #[error("the object key starts with `/` (a path starting `//`): buckets disagree on such keys, some read them without the `/`")]
+    LeadingSlash,
+    #[error("the embedded bucket stores objects as files: a key with an empty segment (`//`, or a leading or trailing `/`) names no file")]
     EmptySegment,
 }
 
 /// Decodes and checks the key of a request path (`/a/b%20c` → `a/b c`).
+/// The empty key (`/`) passes here: an immediate redirect rule may answer
+/// it (a site's root); nothing else does ([`check_bucket_key`]).
 pub fn key_from_path(path: &str) -> Result<String, KeyError> {
     let raw = path.strip_prefix('/').unwrap_or(path);
     // Borrowed when the path has no `%` (most keys): no byte-wise copy.
     let bytes: std::borrow::Cow<[u8]> = percent_decode_str(raw).into();
-    if bytes.is_empty() {
-        return Err(KeyError::Empty);
-    }
     if bytes.len() > MAX_KEY_LEN {
         return Err(KeyError::TooLong);
     }
@@ -44,26 +45,47 @@ pub fn key_from_path(path: &str) -> Result<String, KeyError> {
 /// The one check every key passes before it is sent anywhere: a client's
 /// decoded key, and a key rewritten by a rule (`replace_key_with` and
 /// friends can build from captures what the client could not send).
-/// Empty segments are refused because storage that maps keys to paths
-/// (the embedded bucket, many origins) reads `a//b` as `a/b` and `//x` as
-/// the absolute path `/x`.
+///
+/// Empty segments pass: `a//b` and `dir/` are ordinary S3 keys (careless
+/// path joins, folder markers, directory-style URLs), and S3, the origin
+/// URL and the `Location` keep them as they are (the authority is fixed
+/// before the key is appended). What the bucket is asked for is checked
+/// further by [`check_bucket_key`], or [`check_file_key`] for storage
+/// that maps keys to file paths.
 pub fn check_key(key: &str) -> Result<(), KeyError> {
-    if key.is_empty() {
-        return Err(KeyError::Empty);
-    }
     if key.len() > MAX_KEY_LEN {
         return Err(KeyError::TooLong);
     }
     if key.chars().any(|c| c.is_control()) {
         return Err(KeyError::Control);
     }
-    for seg in key.split('/') {
-        if seg.is_empty() {
-            return Err(KeyError::EmptySegment);
-        }
-        if seg == "." || seg == ".." {
-            return Err(KeyError::DotSegment);
-        }
+    if key.split('/').any(|seg| seg == "." || seg == "..") {
+        return Err(KeyError::DotSegment);
+    }
+    Ok(())
+}
+
+/// A key the bucket is asked for: [`check_key`], not empty (`GET /`
+/// would be a listing), and not starting with `/`: AWS keeps such a key,
+/// Garage reads `/x` as `x`, so a miss of `//x` could store one object
+/// under another's key.
+pub fn check_bucket_key(key: &str) -> Result<(), KeyError> {
+    if key.is_empty() {
+        return Err(KeyError::Empty);
+    }
+    if key.starts_with('/') {
+        return Err(KeyError::LeadingSlash);
+    }
+    check_key(key)
+}
+
+/// A key of the embedded bucket, which stores each object as a file: the
+/// bucket checks, and no empty segment, since a file system reads `a//b`
+/// as `a/b`, `//x` as the absolute path `/x` and `dir/` as a folder.
+pub fn check_file_key(key: &str) -> Result<(), KeyError> {
+    check_bucket_key(key)?;
+    if key.split('/').any(str::is_empty) {
+        return Err(KeyError::EmptySegment);
     }
     Ok(())
 }
@@ -112,7 +134,6 @@ mod tests {
     #[test]
     fn rejects_bad_keys() {
         for (p, e) in [
-            ("/", KeyError::Empty),
             ("/../x", KeyError::DotSegment),
             ("/a/./b", KeyError::DotSegment),
             ("/%2e%2e/x", KeyError::DotSegment),
@@ -121,11 +142,6 @@ mod tests {
             ("/a%00b", KeyError::Control),
             ("/a%0d%0ab", KeyError::Control),
             ("/a%ffb", KeyError::NotUtf8),
-            ("//etc/passwd", KeyError::EmptySegment),
-            ("/%2Fetc/passwd", KeyError::EmptySegment),
-            ("/a//b", KeyError::EmptySegment),
-            ("/a%2F%2Fb", KeyError::EmptySegment),
-            ("/dir/", KeyError::EmptySegment),
         ] {
             assert_eq!(key_from_path(p), Err(e), "{p}");
         }
@@ -134,6 +150,30 @@ mod tests {
             Err(KeyError::TooLong)
         );
         assert!(key_from_path(&format!("/{}", "k".repeat(1024))).is_ok());
+    }
+
+    #[test]
+    fn empty_segments_are_keys_of_a_bucket_not_of_files() {
+        for (p, k) in [
+            ("/", ""),
+            ("/dir/", "dir/"),
+            ("/a//b", "a//b"),
+            ("/a%2F%2Fb", "a//b"),
+            ("//etc/passwd", "/etc/passwd"),
+            ("/%2Fetc/passwd", "/etc/passwd"),
+        ] {
+            assert_eq!(key_from_path(p).unwrap(), k, "{p}");
+            assert!(check_file_key(k).is_err(), "{p}");
+        }
+        assert_eq!(check_bucket_key(""), Err(KeyError::Empty));
+        assert_eq!(check_file_key(""), Err(KeyError::Empty));
+        assert!(check_bucket_key("dir/").is_ok());
+        assert!(check_bucket_key("a//b").is_ok());
+        assert_eq!(check_bucket_key("/etc/passwd"), Err(KeyError::LeadingSlash));
+        assert_eq!(check_file_key("/etc/passwd"), Err(KeyError::LeadingSlash));
+        assert_eq!(check_file_key("a//b"), Err(KeyError::EmptySegment));
+        assert!(check_file_key("a/b").is_ok());
+        assert_eq!(encode_key("/a//b/"), "/a//b/");
     }
 
     #[test]

@@ -28,7 +28,7 @@ impl Guarded {
         if bucket != self.bucket {
             return Err(s3_error!(NoSuchBucket));
         }
-        if let Err(e) = crate::key::check_key(key) {
+        if let Err(e) = crate::key::check_file_key(key) {
             return Err(s3_error!(InvalidArgument, "{e}"));
         }
         let (dir, key_owned) = (self.dir.clone(), key.to_string());

@@ -167,6 +167,15 @@ impl ProxyHttp for OriginPull {
                 return respond(session, ctx, answer).await;
             }
         }
+        // Only a redirect answers the empty key (a site's root); the
+        // embedded bucket stores files, so its keys name files.
+        let checked = match site.bucket.keep_alive {
+            Some(_) => crate::key::check_file_key(&ctx.key),
+            None => crate::key::check_bucket_key(&ctx.key),
+        };
+        if let Err(e) = checked {
+            return respond(session, ctx, Answer::Error(S3Error::InvalidUri(e))).await;
+        }
         fill::try_join(&self.fills, &site, ctx, req);
         Ok(false)
     }
