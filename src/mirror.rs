@@ -255,6 +255,14 @@ pub fn stored_headers(headers: &HeaderMap) -> Vec<(String, String)> {
                 let at = httpdate::parse_http_date(v.trim()).unwrap_or(std::time::UNIX_EPOCH);
                 return Some((n.to_string(), httpdate::fmt_http_date(at)));
             }
+            // A tab is whitespace to the bucket when it checks the
+            // signature (Garage, MinIO), not to aws-sigv4, which trims
+            // spaces only: `public,\tmax-age=60` failed every write-back.
+            let v = if v.contains('\t') {
+                v.replace('\t', " ")
+            } else {
+                v
+            };
             Some((n.to_string(), v))
         })
         .collect()

@@ -128,7 +128,7 @@ fn http2_hit_streamed_miss_and_range() {
 /// fill's first publish step, so one always starts), and no file is left.
 fn not_stored(e: &Edge, path: &str) {
     let outcome = e.proxy.write_back_outcome(&path[1..]);
-    assert!(!outcome.contains("stored"), "{path}: {outcome}");
+    assert!(!outcome.contains("write-back stored"), "{path}: {outcome}");
     assert!(!e.bucket().join(&path[1..]).exists(), "{path} stored");
 }
 

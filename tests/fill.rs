@@ -67,7 +67,7 @@ fn range_on_a_miss_is_served_from_the_whole_fill() {
             "{range}: Range reached the origin"
         );
         let outcome = p.write_back_outcome(&key);
-        assert!(outcome.contains("stored"), "{range}: {outcome}");
+        assert!(outcome.contains("write-back stored"), "{range}: {outcome}");
         assert!(b.get(&key).body == body, "{range}: stored object differs");
     }
 }
@@ -168,7 +168,9 @@ fn async_mode_redirects_to_the_origin_and_stores_in_the_background() {
     });
     assert!(b.get("dir/a b.bin").body == body);
     assert_eq!(o.hits("/dir/a%20b.bin"), 1);
-    assert!(p.write_back_outcome("dir/a b.bin").contains("stored"));
+    assert!(p
+        .write_back_outcome("dir/a b.bin")
+        .contains("write-back stored"));
 }
 
 /// The bucket takes 10 MB/s (a throttling relay in front of Garage's S3
@@ -204,7 +206,11 @@ fn slow_bucket_does_not_slow_the_client() {
         "{uploaded} bytes had reached the bucket when the client finished"
     );
     let outcome = p.write_back_outcome("slow.bin");
-    assert!(outcome.contains("stored"), "{outcome}\n{}", p.log());
+    assert!(
+        outcome.contains("write-back stored"),
+        "{outcome}\n{}",
+        p.log()
+    );
     assert_eq!(b.stored_matches("slow.bin", &src), Ok(()));
     assert_eq!(o.hits("/slow.bin"), 1);
 }
@@ -236,7 +242,9 @@ fn bucket_404_that_raced_the_write_back_asks_the_bucket_again() {
     let r = client().get(p.url("/late.bin")).send().unwrap();
     assert_eq!(r.status(), 200);
     assert!(r.bytes().unwrap().as_ref() == body.as_slice());
-    assert!(p.write_back_outcome("late.bin").contains("stored"));
+    assert!(p
+        .write_back_outcome("late.bin")
+        .contains("write-back stored"));
     gate.release();
 
     let (status, etag, got) = late.join().unwrap();

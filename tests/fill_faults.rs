@@ -24,7 +24,11 @@ fn lone_client_leaves_and_the_object_is_still_stored() {
     drop(c); // the only client goes away mid-body
     o.release();
     let outcome = p.write_back_outcome("leave.bin");
-    assert!(outcome.contains("stored"), "{outcome}\n{}", p.log());
+    assert!(
+        outcome.contains("write-back stored"),
+        "{outcome}\n{}",
+        p.log()
+    );
     assert_eq!(b.stored_matches("leave.bin", &src), Ok(()));
     assert_eq!(o.hits("/leave.bin"), 1);
     // The next GET is a bucket hit.
@@ -80,7 +84,7 @@ fn failing_fill_reaches_every_waiter(tag: &str, reply: Reply, chunked: bool) {
     // The write-back started (the gate is past the first publish step)
     // and must end without storing.
     let outcome = p.write_back_outcome(&key);
-    assert!(!outcome.contains("stored"), "{outcome}");
+    assert!(!outcome.contains("write-back stored"), "{outcome}");
     assert!(!b.exists(&key), "a broken body was stored");
 
     // The next GET starts a new fill.
@@ -141,7 +145,7 @@ fn unattended_fill_beyond_the_bound_is_cancelled() {
         spool_fds(p.pid(), spool.path()).is_empty()
     });
     let outcome = p.write_back_outcome("un.bin");
-    assert!(!outcome.contains("stored"), "{outcome}");
+    assert!(!outcome.contains("write-back stored"), "{outcome}");
     assert!(!b.exists("un.bin"), "a cancelled fill was stored");
     assert_eq!(o.hits("/un.bin"), 1);
 }
@@ -164,7 +168,7 @@ fn exhausted_spool_budget_still_serves_and_stores() {
     assert!(got.unwrap() == body, "body differs");
     p.wait_log("fill fallback key=\"fb.bin\"");
     let outcome = p.write_back_outcome("fb.bin");
-    assert!(outcome.contains("stored"), "{outcome}");
+    assert!(outcome.contains("write-back stored"), "{outcome}");
     assert!(b.get("fb.bin").body == body);
     assert!(spool_fds(p.pid(), spool.path()).is_empty());
 }

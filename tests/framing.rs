@@ -75,7 +75,7 @@ fn chunked_body_is_stored_on_either_path() {
         assert_eq!(head.status, 200);
         assert!(got.unwrap() == body, "body differs");
         let outcome = p.write_back_outcome("c.bin");
-        assert!(outcome.contains("stored"), "{plain}: {outcome}");
+        assert!(outcome.contains("write-back stored"), "{plain}: {outcome}");
         assert!(b.get("c.bin").body == body);
     }
 }

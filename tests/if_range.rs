@@ -77,7 +77,7 @@ fn a_miss_under_if_range_gives_the_whole_object() {
         (200, true)
     );
     let outcome = p.write_back_outcome("m.bin");
-    assert!(outcome.contains("stored"), "{outcome}");
+    assert!(outcome.contains("write-back stored"), "{outcome}");
     assert_eq!(o.hits("/m.bin"), 1);
 }
 

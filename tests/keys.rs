@@ -44,7 +44,10 @@ fn empty_segment_keys_are_read_mirrored_and_stored_under_the_same_key() {
             text.ends_with(std::str::from_utf8(body).unwrap()),
             "{path}: {text}"
         );
-        assert!(p.write_back_outcome(key).contains("stored"), "{key}");
+        assert!(
+            p.write_back_outcome(key).contains("write-back stored"),
+            "{key}"
+        );
         assert_eq!(b.get(key).body, body, "{key}");
     }
     let asked: Vec<String> = o.seen().iter().map(|s| s.target.clone()).collect();

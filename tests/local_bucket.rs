@@ -115,7 +115,10 @@ fn keys_cannot_leave_the_bucket_folder() {
     assert_eq!(status, 200, "{text}");
     let (status, _) = raw_get(e.proxy.port, "e", "/stored.txt");
     assert_eq!(status, 200);
-    assert!(e.proxy.write_back_outcome("stored.txt").contains("stored"));
+    assert!(e
+        .proxy
+        .write_back_outcome("stored.txt")
+        .contains("write-back stored"));
     let root = e.data.path();
     assert_eq!(
         std::fs::read(root.join("assets/stored.txt")).unwrap(),
@@ -148,7 +151,7 @@ fn each_local_bucket_has_its_own_root() {
     );
     let p = Proxy::start(&yaml);
     assert_eq!(raw_get(p.port, "one", "/k.txt").0, 200);
-    assert!(p.write_back_outcome("k.txt").contains("stored"));
+    assert!(p.write_back_outcome("k.txt").contains("write-back stored"));
     assert!(data.path().join("one/k.txt").exists());
     // s3s-fs keeps metadata and temporary files in its root: each
     // bucket's own, never the shared parent (where one bucket's endpoint
@@ -284,7 +287,7 @@ fn an_expires_that_is_not_a_date_does_not_stop_the_write_back() {
         assert_eq!(resp.status(), 200);
         assert_eq!(resp.text().unwrap(), body);
         let outcome = proxy.write_back_outcome(key);
-        assert!(outcome.contains("stored"), "{key}: {outcome}");
+        assert!(outcome.contains("write-back stored"), "{key}: {outcome}");
         assert_eq!(std::fs::read(folder.join(key)).unwrap(), body.as_bytes());
     }
     // The hits keep a real date, and "already expired".

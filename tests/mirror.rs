@@ -36,7 +36,7 @@ fn miss_is_fetched_stored_and_then_hit() {
     assert_eq!(o.seen()[0].target, "/dir1/img/a%20b%20%C3%BC.jpg");
 
     let key = "img/a b ü.jpg";
-    assert!(p.write_back_outcome(key).contains("stored"));
+    assert!(p.write_back_outcome(key).contains("write-back stored"));
     let stored = b.get(key);
     assert!(stored.body == body);
     assert_eq!(stored.headers["content-type"], "image/jpeg");
@@ -140,7 +140,9 @@ fn framing_is_kept() {
     let r = client().get(p.url("/sized")).send().unwrap();
     assert_eq!(r.headers()["content-length"], "300000");
     assert!(r.bytes().unwrap().as_ref() == body.as_slice());
-    assert!(p.write_back_outcome("chunked").contains("stored"));
+    assert!(p
+        .write_back_outcome("chunked")
+        .contains("write-back stored"));
     assert!(b.get("chunked").body == body);
 }
 
@@ -200,7 +202,7 @@ fn redirects_and_secondary() {
     let r = client().get(p.url("/r1")).send().unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.text().unwrap(), "at the end");
-    assert!(p.write_back_outcome("r1").contains("stored"));
+    assert!(p.write_back_outcome("r1").contains("write-back stored"));
     assert_eq!(b.get("r1").body, b"at the end");
 
     let down = format!("http://127.0.0.1:{}/", free_port());
@@ -235,7 +237,7 @@ fn ten_hops_on_each_origin_fit_the_try_budget() {
     let r = client().get(p.url("/c0")).send().unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.text().unwrap(), "end of the chain");
-    assert!(p.write_back_outcome("c0").contains("stored"));
+    assert!(p.write_back_outcome("c0").contains("write-back stored"));
 }
 
 #[test]
@@ -265,7 +267,10 @@ fn broken_bodies_store_nothing_and_retry_later() {
             ),
             s => assert_eq!(s, 424, "{key}"),
         }
-        assert!(!p.write_back_outcome(key).contains("stored"), "{key}");
+        assert!(
+            !p.write_back_outcome(key).contains("write-back stored"),
+            "{key}"
+        );
         assert!(!b.exists(key), "{key} stored");
     }
     o.set("/short", Reply::ok(&body, "application/octet-stream"));
@@ -291,7 +296,7 @@ fn client_disconnect_still_stores() {
     drop(r); // the client goes away mid-body
     o.release();
     // The fill is nobody's: it completes and is stored whole.
-    assert!(p.write_back_outcome("big").contains("stored"));
+    assert!(p.write_back_outcome("big").contains("write-back stored"));
     assert!(b.get("big").body == body);
     assert_eq!(o.hits("/big"), 1);
     let again = client().get(p.url("/big")).send().unwrap();

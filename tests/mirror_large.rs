@@ -53,7 +53,11 @@ fn half_gib_miss_has_bounded_memory() {
     let (n, via_proxy) = md5_of(r);
     assert_eq!(n, LEN);
     let outcome = p.write_back_outcome("big.bin");
-    assert!(outcome.contains("stored"), "{outcome}\n{}", p.log());
+    assert!(
+        outcome.contains("write-back stored"),
+        "{outcome}\n{}",
+        p.log()
+    );
     let growth_mib = (peak_rss_kib(p.pid()) - before) / 1024;
     println!(
         "peak RSS growth for a 512 MiB miss: {growth_mib} MiB (baseline {} MiB)",

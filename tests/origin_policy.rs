@@ -51,7 +51,7 @@ fn a_hop_to_another_origin_carries_none_of_the_rule_headers() {
         .unwrap();
     assert_eq!(same.header("authorization"), Some("Bearer secret"));
     assert_eq!(same.header("x-custom"), Some("mine"));
-    assert!(p.write_back_outcome("away").contains("stored"));
+    assert!(p.write_back_outcome("away").contains("write-back stored"));
 }
 
 #[test]
@@ -147,7 +147,9 @@ fn relative_and_scheme_relative_locations_are_followed() {
         let r = client().get(p.url("/dir/a.bin")).send().unwrap();
         assert_eq!(r.status(), 200, "plain: {plain}");
         assert_eq!(r.text().unwrap(), "from the other origin");
-        assert!(p.write_back_outcome("dir/a.bin").contains("stored"));
+        assert!(p
+            .write_back_outcome("dir/a.bin")
+            .contains("write-back stored"));
         assert_eq!(b.get("dir/a.bin").body, b"from the other origin");
         // The scheme-relative URL went to the other origin, not to `o` as
         // a path.
@@ -185,5 +187,5 @@ fn a_hop_that_fails_before_answering_falls_back_to_the_secondary() {
     assert_eq!(r.status(), 200);
     assert_eq!(r.text().unwrap(), "from the secondary");
     assert_eq!(second.hits("/k"), 2);
-    assert!(p.write_back_outcome("k").contains("stored"));
+    assert!(p.write_back_outcome("k").contains("write-back stored"));
 }

@@ -101,7 +101,9 @@ fn signed_miss_is_streamed_stored_and_tagged() {
     assert_eq!(r.headers()["content-type"], "application/x-test");
     assert!(r.bytes().unwrap().as_ref() == body.as_slice());
     p.wait_log("fill key=\"dir/a b ü.bin\"");
-    assert!(p.write_back_outcome("dir/a b ü.bin").contains("stored"));
+    assert!(p
+        .write_back_outcome("dir/a b ü.bin")
+        .contains("write-back stored"));
     b.stored_matches("dir/a b ü.bin", &body).unwrap();
     // A hit from now on, still tagged.
     let r = client().get(p.url(path)).send().unwrap();
@@ -145,7 +147,7 @@ fn plain_path_get_is_signed_and_stored() {
     assert!(r.bytes().unwrap().as_ref() == body.as_slice());
     p.wait_log("exceed the spool budget");
     p.wait_log("mirror key=\"p.bin\"");
-    assert!(p.write_back_outcome("p.bin").contains("stored"));
+    assert!(p.write_back_outcome("p.bin").contains("write-back stored"));
     b.stored_matches("p.bin", &body).unwrap();
     assert_eq!(
         b.get("p.bin").headers["content-type"],
@@ -218,7 +220,10 @@ fn passed_query_is_signed_and_s3_controls_stay_out() {
         assert!(r.headers().get("cache-control").is_none(), "{key}");
         assert!(r.bytes().unwrap().as_ref() == body, "{key}");
         p.wait_log(&format!("{path} key=\"{key}\""));
-        assert!(p.write_back_outcome(key).contains("stored"), "{key}");
+        assert!(
+            p.write_back_outcome(key).contains("write-back stored"),
+            "{key}"
+        );
     }
 }
 
@@ -289,7 +294,7 @@ fn header_auth_is_sent_only_to_its_origin_and_never_printed() {
         assert!(hop.header("authorization").is_none(), "head={head}");
     }
     assert_eq!(client().get(p.url("/s/k")).send().unwrap().status(), 200);
-    assert!(p.write_back_outcome("s/k").contains("stored"));
+    assert!(p.write_back_outcome("s/k").contains("write-back stored"));
 
     // `-t` with the same config: valid, and silent about the values.
     let cfg = p.dir.path().join("origin-pull.yaml");
@@ -352,7 +357,7 @@ fn secondary_uses_its_own_auth() {
     let r = client().get(p.url("/k")).send().unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.text().unwrap(), "from the secondary");
-    assert!(p.write_back_outcome("k").contains("stored"));
+    assert!(p.write_back_outcome("k").contains("write-back stored"));
     assert_eq!(client().head(p.url("/h")).send().unwrap().status(), 200);
     assert_eq!((o.hits("/k"), o.hits("/h")), (1, 1));
     // The primary has no `auth`: it got no credential.
@@ -389,7 +394,7 @@ fn secondary_uses_its_own_auth() {
         assert!(s.header("authorization").is_none());
         assert!(s.header("x-amz-date").is_none());
     }
-    assert!(p.write_back_outcome("k2").contains("stored"));
+    assert!(p.write_back_outcome("k2").contains("write-back stored"));
 }
 
 #[test]

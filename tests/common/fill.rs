@@ -114,7 +114,7 @@ pub fn herd(tag: &str, len: u64, early: usize, late: usize) -> Herd {
     let p = fill_proxy(&b, &o.url(), "", "");
     o.set("/warm", Reply::shared(&source(1 << 20, 1)));
     assert_eq!(download(p.port, "/warm", &[], None).end, Ok(()));
-    assert!(p.write_back_outcome("warm").contains("stored"));
+    assert!(p.write_back_outcome("warm").contains("write-back stored"));
     let rss_before = peak_rss_kib(p.pid());
     let src = source(len as usize, seed);
     let start = Instant::now();
@@ -161,7 +161,7 @@ pub fn herd(tag: &str, len: u64, early: usize, late: usize) -> Herd {
     let elapsed = start.elapsed();
     assert_eq!(o.hits(path), 1, "origin GETs for {} clients", early + late);
     let outcome = p.write_back_outcome(key);
-    assert!(outcome.contains("stored"), "{outcome}");
+    assert!(outcome.contains("write-back stored"), "{outcome}");
     assert_eq!(b.stored_matches(key, &src), Ok(()), "stored object");
     let rss_growth_mib = (peak_rss_kib(p.pid()).saturating_sub(rss_before)) / 1024;
 
