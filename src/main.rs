@@ -22,6 +22,11 @@ struct Cli {
     /// Validate the configuration and exit (like `nginx -t`).
     #[arg(short, long)]
     test: bool,
+    /// Listen beside an origin-pull already running on the same `listen`
+    /// addresses (a binary upgrade: start the new one, wait for it, then
+    /// SIGTERM the old). Without it, a taken address stops the start.
+    #[arg(long)]
+    share_port: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -57,6 +62,10 @@ fn main() -> ExitCode {
             cli.config.display()
         );
         return ExitCode::SUCCESS;
+    }
+    if let Err(e) = origin_pull::server::check_addresses_free(&config, cli.share_port) {
+        eprintln!("origin-pull: {e}");
+        return ExitCode::from(1);
     }
     let (server, proxy, edge) = match origin_pull::server::build(&config) {
         Ok(built) => built,

@@ -99,6 +99,36 @@ pub fn build(config: &Config) -> Result<(Server, OriginPull, EdgeTls), StartErro
     Ok((server, proxy, edge))
 }
 
+/// Refuses to start on an address another process listens on. Every
+/// worker binds with `SO_REUSEPORT`, so a second origin-pull of the same
+/// user (a stale one, or systemd's and a hand-started one) used to join
+/// the port without a word and the kernel split connections between two
+/// configurations; a holder without `SO_REUSEPORT` (nginx) made Pingora
+/// retry for 30 s, then end the worker while the process stayed up and
+/// ready. A socket without `SO_REUSEPORT` binds beside neither, so
+/// binding one for a moment tells (std sets `SO_REUSEADDR`, so closed
+/// connections in TIME_WAIT don't count). `share_port` (the CLI's
+/// `--share-port`, for a binary upgrade) skips the `listen` addresses;
+/// the admin listener is always checked: it can't be shared.
+pub fn check_addresses_free(config: &Config, share_port: bool) -> Result<(), StartError> {
+    let listen = config.listen.iter().filter(|_| !share_port);
+    let admin = config.admin.iter().map(|a| a.listen.to_string());
+    for addr in listen.map(|l| l.addr.clone()).chain(admin) {
+        if let Err(e) = std::net::TcpListener::bind(addr.as_str()) {
+            let why = match e.kind() {
+                std::io::ErrorKind::AddrInUse => {
+                    "another process listens there (is an origin-pull already running? \
+                     `--share-port` starts beside it, for a binary upgrade)"
+                        .into()
+                }
+                _ => e.to_string(),
+            };
+            return Err(StartError::Listen(addr, why));
+        }
+    }
+    Ok(())
+}
+
 /// Worker `n`'s spelling of listen address `addr`: the same socket address
 /// written differently, so Pingora binds a socket of its own for it
 /// (see the module comment). Worker 0 keeps `addr`. IPv4 uses the

@@ -161,6 +161,17 @@ fn origin_auth_errors() {
 }
 
 #[test]
+fn admin_on_a_listen_address_is_refused() {
+    for admin in ["127.0.0.1:{port}", "0.0.0.0:{port}"] {
+        assert_bad(
+            &site(&format!("admin: {{ listen: \"{admin}\" }}\n")),
+            "9:18",
+            "is also a `listen` address",
+        );
+    }
+}
+
+#[test]
 fn limits_errors() {
     let low = site("").replace("sites:", "limits:\n  max_request_header_bytes: 10\nsites:");
     assert_bad(

@@ -69,6 +69,22 @@ pub(super) fn admin(
     Ok(Some(AdminConfig { listen }))
 }
 
+/// The admin listener may not take a proxy listener's port: it binds
+/// first, and the proxy's workers could then never bind theirs.
+pub(super) fn admin_apart(admin: &AdminConfig, listen: &[super::Listener]) -> Result<(), String> {
+    let a = admin.listen;
+    for l in listen {
+        let Ok(p) = l.addr.parse::<SocketAddr>() else {
+            continue;
+        };
+        let overlap = a.ip() == p.ip() || a.ip().is_unspecified() || p.ip().is_unspecified();
+        if a.port() == p.port() && overlap {
+            return Err(format!("`{a}` is also a `listen` address (`{}`)", l.addr));
+        }
+    }
+    Ok(())
+}
+
 /// A relative file path is taken from the config file's folder, like
 /// `local:` buckets.
 pub(super) fn access_log(

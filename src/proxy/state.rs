@@ -14,6 +14,8 @@ use std::sync::Arc;
 pub enum StartError {
     #[error("site `{0}`: {1}")]
     Bucket(String, String),
+    #[error("cannot listen on {0}: {1}")]
+    Listen(String, String),
 }
 
 /// One site, ready to serve.

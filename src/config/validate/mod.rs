@@ -77,6 +77,10 @@ pub(super) fn parse(
         .map_err(|(at, why)| cx.err(&at, why))?;
     let admin = super::ops::admin(raw.admin.as_ref(), &root.key("admin"))
         .map_err(|(at, why)| cx.err(&at, why))?;
+    if let Some(a) = &admin {
+        super::ops::admin_apart(a, &listen)
+            .map_err(|why| cx.err(&root.key("admin").key("listen"), why))?;
+    }
     let access_log = super::ops::access_log(raw.access_log.as_ref(), &root.key("access_log"), base)
         .map_err(|(at, why)| cx.err(&at, why))?;
     let shutdown_timeout = super::ops::shutdown_timeout(
