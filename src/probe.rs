@@ -1,7 +1,10 @@
 //! The bucket probe: one signed GET of a key that cannot exist. Run in
 //! the background by `control` every few seconds (never on the request
 //! path): it feeds `/readyz` and `origin_pull_bucket_up`, and explains a
-//! bucket whose answer would keep mirror rules from acting.
+//! bucket whose answer would keep mirror rules from acting, or that
+//! refuses the proxy altogether (a bucket name that does not exist, a
+//! wrong secret): then the proxy is not ready, since every request would
+//! go to the origin and nothing would ever be stored.
 //!
 //! Mirror rules act on the bucket's 404. AWS S3 answers `403 AccessDenied`
 //! instead when the credentials lack `s3:ListBucket` (so that a caller
@@ -13,28 +16,101 @@
 use crate::bucket::{Bucket, Payload};
 use std::time::Duration;
 
+/// A bucket's answer to the probe: its status and, for an S3 error, the
+/// error's `<Code>` and `<Message>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    pub status: u16,
+    pub code: Option<String>,
+    pub message: Option<String>,
+}
+
 /// What a bucket's answer to a missing key means for the mirror rules.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Verdict {
-    /// 404: rules can act.
+    /// 404 (`NoSuchKey`): rules can act.
     Ok,
-    /// 403: the credentials lack `s3:ListBucket`.
+    /// 403 `AccessDenied`: the credentials lack `s3:ListBucket`, or (some
+    /// buckets use this code for everything) are not accepted at all.
     NoListBucket,
+    /// 404 `NoSuchBucket`: every request would be a miss, every write-back
+    /// would fail, and nothing would ever be stored.
+    NoSuchBucket,
+    /// The bucket refused the credentials or the request's signing
+    /// (unknown key, wrong secret, expired token, clock skew, region).
+    Refused(String),
     Unexpected(u16),
 }
 
-pub fn verdict(status: u16) -> Verdict {
-    match status {
-        404 => Verdict::Ok,
-        403 => Verdict::NoListBucket,
-        s => Verdict::Unexpected(s),
+/// S3 error codes that say the bucket refuses who we are or how we sign:
+/// no request can succeed until the configuration changes.
+const REFUSED: [&str; 9] = [
+    "SignatureDoesNotMatch",
+    "InvalidAccessKeyId",
+    "ExpiredToken",
+    "InvalidToken",
+    "TokenRefreshRequired",
+    "RequestTimeTooSkewed",
+    "AuthorizationHeaderMalformed",
+    "PermanentRedirect",
+    "InvalidBucketName",
+];
+
+pub fn verdict(a: &Answer) -> Verdict {
+    let code = a.code.as_deref();
+    match (a.status, code) {
+        (_, Some(c)) if REFUSED.contains(&c) => Verdict::Refused(c.to_string()),
+        (404, Some("NoSuchBucket")) => Verdict::NoSuchBucket,
+        (404, _) => Verdict::Ok,
+        // Garage answers a wrong secret with `AccessDenied` too; its
+        // message tells.
+        (403, _) if a.message.as_deref().is_some_and(refused_message) => {
+            Verdict::Refused(code.unwrap_or("AccessDenied").to_string())
+        }
+        (403, _) => Verdict::NoListBucket,
+        (s, _) => Verdict::Unexpected(s),
     }
 }
 
-/// Asks `bucket` for a key that cannot exist, within `timeout`: the
-/// status it answered, or why there was no answer. Uses the bucket's own
-/// client (its trust roots and pinned address).
-pub async fn probe(bucket: &Bucket, timeout: Duration) -> Result<u16, String> {
+fn refused_message(m: &str) -> bool {
+    let m = m.to_ascii_lowercase();
+    m.contains("signature") || m.contains("no such key") || m.contains("access key")
+}
+
+/// The `<Code>` and `<Message>` of an S3 error body.
+fn error_doc(body: &[u8]) -> (Option<String>, Option<String>) {
+    #[derive(serde::Deserialize)]
+    struct ErrorDoc {
+        #[serde(rename = "Code")]
+        code: Option<String>,
+        #[serde(rename = "Message")]
+        message: Option<String>,
+    }
+    std::str::from_utf8(body)
+        .ok()
+        .and_then(|t| quick_xml::de::from_str::<ErrorDoc>(t).ok())
+        .map_or((None, None), |d| (d.code, d.message))
+}
+
+/// An error and its causes ("error sending request" alone hides an
+/// unknown CA), without the URL: it holds the probe's random key, and
+/// readiness logs only changes.
+fn describe(e: reqwest::Error) -> String {
+    let e = e.without_url();
+    let mut out = e.to_string();
+    let mut cause = std::error::Error::source(&e);
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
+}
+
+/// Asks `bucket` for a key that cannot exist, within `timeout`: its
+/// answer, or why there was none. Uses the bucket's own client (its trust
+/// roots and pinned address).
+pub async fn probe(bucket: &Bucket, timeout: Duration) -> Result<Answer, String> {
     let mut nonce = [0u8; 16];
     getrandom::fill(&mut nonce).map_err(|e| e.to_string())?;
     // A key nobody has written: the answer can only be "missing".
@@ -52,48 +128,86 @@ pub async fn probe(bucket: &Bucket, timeout: Duration) -> Result<u16, String> {
         req = req.header(k.as_str(), v.as_str());
     }
     let started = std::time::Instant::now();
-    let answer = req.send().await;
+    let answer = async {
+        let resp = req.send().await?;
+        let status = resp.status().as_u16();
+        // An error body is small; a body that isn't one is not read.
+        let body = match status {
+            200..=299 => Default::default(),
+            _ => resp.bytes().await.unwrap_or_default(),
+        };
+        Ok::<_, reqwest::Error>((status, body))
+    }
+    .await;
     bucket
         .metrics
         .bucket_request(crate::metrics::BucketOp::Probe, started.elapsed());
     match answer {
-        Ok(resp) => Ok(resp.status().as_u16()),
+        Ok((status, body)) => {
+            let (code, message) = error_doc(&body);
+            Ok(Answer {
+                status,
+                code,
+                message,
+            })
+        }
         Err(e) if e.is_timeout() => Err(format!("no answer within {timeout:?}")),
-        Err(e) => Err(format!("not reachable: {e}")),
+        Err(e) => Err(format!("not reachable: {}", describe(e))),
     }
 }
 
-/// Whether a probe's result means the bucket serves: it answered, and
-/// not with a server error. A 403 still serves hits (see [`explain`]).
-pub fn serving(result: &Result<u16, String>) -> Result<(), String> {
-    match result {
-        Ok(s) if *s < 500 => Ok(()),
-        Ok(s) => Err(format!("bucket answered {s}")),
-        Err(why) => Err(why.clone()),
+/// Whether a probe's result means the bucket serves: it answered, not
+/// with a server error, and neither refused the credentials nor said the
+/// bucket does not exist. A 403 `AccessDenied` still serves hits (see
+/// [`explain`]).
+pub fn serving(result: &Result<Answer, String>) -> Result<(), String> {
+    let a = result.as_ref().map_err(Clone::clone)?;
+    match verdict(a) {
+        Verdict::NoSuchBucket => Err("bucket answered 404 NoSuchBucket".into()),
+        Verdict::Refused(code) => Err(format!("bucket answered {} {code}", a.status)),
+        _ if a.status >= 500 => Err(format!("bucket answered {}", a.status)),
+        _ => Ok(()),
     }
 }
 
 /// Logs what a probe's answer means for the mirror rules (at start-up and
 /// whenever it changes).
-pub fn explain(site: &str, bucket: &Bucket, result: &Result<u16, String>) {
-    let status = match result {
-        Ok(s) => *s,
+pub fn explain(site: &str, bucket: &Bucket, result: &Result<Answer, String>) {
+    let a = match result {
+        Ok(a) => a,
         Err(why) => return log::warn!("site `{site}`: bucket `{}` {why}", bucket.name),
     };
-    match verdict(status) {
+    let name = &bucket.name;
+    let said = a
+        .message
+        .as_deref()
+        .map(|m| format!(" ({m})"))
+        .unwrap_or_default();
+    match verdict(a) {
         Verdict::Ok => log::info!(
             "site `{site}`: bucket check: a missing key answers 404, mirror rules can act"
         ),
         Verdict::NoListBucket => log::warn!(
-            "site `{site}`: bucket `{name}` answers 403 AccessDenied, not 404, for a missing key, \
-             so no mirror or redirect rule on 404 will ever act. The credentials lack \
-             s3:ListBucket (without it S3 hides missing keys behind 403): grant s3:ListBucket \
-             on arn:aws:s3:::{name}, next to s3:GetObject and s3:PutObject on \
-             arn:aws:s3:::{name}/*",
-            name = bucket.name
+            "site `{site}`: bucket `{name}` answers 403 AccessDenied{said}, not 404, for a \
+             missing key, so no mirror or redirect rule on 404 will ever act. The credentials \
+             lack s3:ListBucket (without it S3 hides missing keys behind 403): grant \
+             s3:ListBucket on arn:aws:s3:::{name}, next to s3:GetObject and s3:PutObject on \
+             arn:aws:s3:::{name}/*"
+        ),
+        Verdict::NoSuchBucket => log::error!(
+            "site `{site}`: bucket `{name}` does not exist (404 NoSuchBucket{said}): every \
+             request would be a miss and no write-back could store it. Check `bucket.name`, \
+             `endpoint` and `addressing`; not ready until it exists"
+        ),
+        Verdict::Refused(code) => log::error!(
+            "site `{site}`: bucket `{name}` refuses the proxy's requests: {} {code}{said}. \
+             Check the credentials (`access_key_id_env`, `secret_access_key_env`), `region` \
+             and the clock; not ready until it accepts them",
+            a.status
         ),
         Verdict::Unexpected(s) => log::warn!(
-            "site `{site}`: bucket check: a missing key answers {s}, not 404; mirror rules act on 404 only"
+            "site `{site}`: bucket check: a missing key answers {s}{said}, not 404; mirror \
+             rules act on 404 only"
         ),
     }
 }
@@ -102,10 +216,57 @@ pub fn explain(site: &str, bucket: &Bucket, result: &Result<u16, String>) {
 mod tests {
     use super::*;
 
+    fn answer(status: u16, body: &str) -> Answer {
+        let (code, message) = error_doc(body.as_bytes());
+        Answer {
+            status,
+            code,
+            message,
+        }
+    }
+
     #[test]
-    fn verdicts() {
-        assert_eq!(verdict(404), Verdict::Ok);
-        assert_eq!(verdict(403), Verdict::NoListBucket);
-        assert_eq!(verdict(500), Verdict::Unexpected(500));
+    fn verdicts_follow_the_error_code() {
+        let doc = |c: &str, m: &str| {
+            format!("<?xml version=\"1.0\"?><Error><Code>{c}</Code><Message>{m}</Message></Error>")
+        };
+        let cases = [
+            (404, doc("NoSuchKey", "gone"), Verdict::Ok),
+            (404, String::new(), Verdict::Ok),
+            (404, doc("NoSuchBucket", "no bucket"), Verdict::NoSuchBucket),
+            (
+                403,
+                doc("AccessDenied", "Access Denied"),
+                Verdict::NoListBucket,
+            ),
+            (
+                403,
+                doc("SignatureDoesNotMatch", "x"),
+                Verdict::Refused("SignatureDoesNotMatch".into()),
+            ),
+            (
+                403,
+                doc("InvalidAccessKeyId", "x"),
+                Verdict::Refused("InvalidAccessKeyId".into()),
+            ),
+            (
+                400,
+                doc("AuthorizationHeaderMalformed", "region"),
+                Verdict::Refused("AuthorizationHeaderMalformed".into()),
+            ),
+            (
+                403,
+                doc("AccessDenied", "Forbidden: Invalid signature"),
+                Verdict::Refused("AccessDenied".into()),
+            ),
+            (500, doc("InternalError", "x"), Verdict::Unexpected(500)),
+        ];
+        for (status, body, want) in cases {
+            assert_eq!(verdict(&answer(status, &body)), want, "{status} {body}");
+        }
+        assert!(serving(&Ok(answer(403, &doc("AccessDenied", "Access Denied")))).is_ok());
+        assert!(serving(&Ok(answer(404, &doc("NoSuchBucket", "x")))).is_err());
+        assert!(serving(&Ok(answer(503, ""))).is_err());
+        assert!(serving(&Err("not reachable".into())).is_err());
     }
 }

@@ -218,7 +218,7 @@ fn access_log_has_one_json_line_per_request_and_no_secrets() {
         ("/hit.txt?token=SECRET-QUERY-VALUE", 200),
         ("/m/a.txt?sig=SECRET-QUERY-VALUE", 200),
         ("/old/x?SECRET-QUERY-VALUE=1", 302),
-        ("/a//b", 400),
+        ("/%2Fb", 400),
     ] {
         let mut req = c.get(proxy.url(path));
         for (k, v) in secret {
@@ -283,4 +283,45 @@ fn access_log_has_one_json_line_per_request_and_no_secrets() {
     assert_eq!(wb["request_id"], requests[1]["request_id"]);
     assert_eq!(wb["write_back"], "stored");
     assert_eq!(wb["bytes"], 15);
+}
+
+/// A bucket that refuses the proxy is not ready, and the log says why:
+/// before, a name that does not exist (`404 NoSuchBucket`) was "a missing
+/// key, mirror rules can act" (every request went to the origin, every
+/// write-back failed, all while ready), and a wrong secret was reported
+/// as missing `s3:ListBucket`.
+#[test]
+fn a_bucket_that_refuses_the_proxy_is_not_ready() {
+    let bucket = garage().bucket("ops-refused");
+    let wrong_secret = [
+        ("OP_KEY", bucket.garage.key_id.as_str()),
+        ("OP_SECRET", "not-the-secret"),
+    ];
+    let no_bucket = bucket.yaml().replace(&bucket.name, "no-such-bucket-here");
+    for (yaml, env, says) in [
+        (
+            bucket.yaml(),
+            &wrong_secret,
+            "refuses the proxy's requests: 403",
+        ),
+        (
+            no_bucket,
+            &bucket.proxy_env(),
+            "does not exist (404 NoSuchBucket",
+        ),
+    ] {
+        let (proxy, admin) = ops_proxy(&yaml, env, "http://127.0.0.1:9/", "");
+        let line = proxy.wait_log(says);
+        assert!(line.contains("ERROR"), "{line}");
+        assert!(!proxy.log().contains("s3:ListBucket"), "{}", proxy.log());
+        wait_until(
+            "not ready, with the reason",
+            Duration::from_secs(30),
+            || {
+                let (status, body) = admin_get(admin, "/readyz");
+                status == 503 && body.contains("site ops: bucket answered")
+            },
+        );
+        assert_eq!(get(&scrape(admin), "origin_pull_bucket_up{site=ops}"), 0.0);
+    }
 }

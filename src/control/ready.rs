@@ -12,7 +12,8 @@ const TIMEOUT: Duration = Duration::from_secs(2);
 
 pub async fn probe_loop(c: Arc<Control>) {
     // What each site's last probe said, to log only changes.
-    let mut last: std::collections::HashMap<String, Result<u16, String>> = Default::default();
+    let mut last: std::collections::HashMap<String, Result<crate::probe::Answer, String>> =
+        Default::default();
     loop {
         let state = c.proxy.state();
         let probes = state.sites.iter().map(|site| async move {
