@@ -53,7 +53,7 @@ pub enum KeyRewrite {
         from: String,
         to: String,
     },
-    /// `${key}` and `$1`..`$9` (from `key_regex`) are substituted.
+    /// `${key}`, `$1`..`$9` and `${N}` (from `key_regex`) are substituted.
     Template(String),
 }
 
@@ -114,17 +114,49 @@ pub struct Redirect {
 pub struct Probe<'a> {
     pub key: &'a str,
     pub headers: &'a HeaderMap,
+    /// The request's host: its `Host` header, or HTTP/2's `:authority`
+    /// (which usually comes without one).
+    pub host: Option<&'a str>,
     /// `None` in the request filter; the bucket's status afterwards.
     pub status: Option<u16>,
 }
 
-/// The first rule whose condition matches, with its index and the regex
-/// captures (if the rule has a `key_regex`) needed to rewrite the key.
-pub fn first_match<'r>(rules: &'r [Rule], probe: &Probe) -> Option<(usize, &'r Rule, Vec<String>)> {
-    rules.iter().enumerate().find_map(|(i, rule)| {
+impl<'a> Probe<'a> {
+    pub fn new(key: &'a str, req: &'a http::request::Parts, status: Option<u16>) -> Probe<'a> {
+        Probe {
+            key,
+            headers: &req.headers,
+            host: request_host(req),
+            status,
+        }
+    }
+}
+
+/// The host a request names: its `Host` header, else the authority of
+/// its target (HTTP/2's `:authority`, or an absolute-form HTTP/1 target).
+pub fn request_host(req: &http::request::Parts) -> Option<&str> {
+    req.headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri.authority().map(|a| a.as_str()))
+}
+
+/// The rules whose condition matches, in order, each with its index and
+/// the regex captures (if the rule has a `key_regex`) needed to rewrite
+/// the key.
+pub fn matching<'r, 'p>(
+    rules: &'r [Rule],
+    probe: &'p Probe,
+) -> impl Iterator<Item = (usize, &'r Rule, Vec<String>)> + use<'r, 'p> {
+    rules.iter().enumerate().filter_map(move |(i, rule)| {
         let caps = rule.condition.matches(probe)?;
         Some((i, rule, caps))
     })
+}
+
+/// The first rule whose condition matches ([`matching`]).
+pub fn first_match<'r>(rules: &'r [Rule], probe: &Probe) -> Option<(usize, &'r Rule, Vec<String>)> {
+    matching(rules, probe).next()
 }
 
 impl Condition {
@@ -143,7 +175,7 @@ impl Condition {
                 return None;
             }
         }
-        if !self.include_headers.iter().all(|h| h.matches(p.headers)) {
+        if !self.include_headers.iter().all(|h| h.matches(p)) {
             return None;
         }
         match &self.key_regex {
@@ -161,16 +193,27 @@ impl Condition {
 }
 
 impl HeaderCondition {
-    fn matches(&self, headers: &HeaderMap) -> bool {
+    fn matches(&self, p: &Probe) -> bool {
+        // `host` is the request's host whichever way it came: HTTP/2
+        // carries it in `:authority`, usually without a Host header.
+        if self.name == "host" {
+            return p.host.is_some_and(|h| self.test.holds(h));
+        }
         // A header sent several times matches when any value does.
-        headers.get_all(self.name.as_str()).iter().any(|v| {
-            let Ok(v) = v.to_str() else { return false };
-            match &self.test {
-                HeaderTest::Equals(s) => v == s,
-                HeaderTest::StartsWith(s) => v.starts_with(s.as_str()),
-                HeaderTest::EndsWith(s) => v.ends_with(s.as_str()),
-            }
-        })
+        p.headers
+            .get_all(self.name.as_str())
+            .iter()
+            .any(|v| v.to_str().is_ok_and(|v| self.test.holds(v)))
+    }
+}
+
+impl HeaderTest {
+    fn holds(&self, v: &str) -> bool {
+        match self {
+            HeaderTest::Equals(s) => v == s,
+            HeaderTest::StartsWith(s) => v.starts_with(s.as_str()),
+            HeaderTest::EndsWith(s) => v.ends_with(s.as_str()),
+        }
     }
 }
 
@@ -194,26 +237,59 @@ impl KeyRewrite {
     }
 }
 
-fn substitute(template: &str, key: &str, captures: &[String]) -> String {
-    let mut out = String::with_capacity(template.len() + key.len());
+/// A piece of a `replace_key_with` template.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Piece<'t> {
+    Text(&'t str),
+    Key,
+    /// `$N` (one digit) or `${N}`.
+    Capture(usize),
+}
+
+/// Splits a template into its pieces: `${key}`, `$1`..`$9`, `${N}`; any
+/// other `$` is text. The config check refuses captures the rule's
+/// `key_regex` does not have.
+pub fn pieces(template: &str) -> Vec<Piece<'_>> {
+    let mut out = Vec::new();
     let mut rest = template;
     while let Some(pos) = rest.find('$') {
-        out.push_str(&rest[..pos]);
+        if pos > 0 {
+            out.push(Piece::Text(&rest[..pos]));
+        }
         let after = &rest[pos + 1..];
-        if let Some(tail) = after.strip_prefix("{key}") {
-            out.push_str(key);
+        let braced = after
+            .strip_prefix('{')
+            .and_then(|a| a.split_once('}'))
+            .filter(|(name, _)| *name == "key" || name.parse::<usize>().is_ok());
+        if let Some((name, tail)) = braced {
+            out.push(match name.parse::<usize>() {
+                Ok(n) => Piece::Capture(n),
+                Err(_) => Piece::Key,
+            });
             rest = tail;
         } else if let Some(d) = after.chars().next().and_then(|c| c.to_digit(10)) {
-            if let Some(c) = captures.get(d as usize) {
-                out.push_str(c);
-            }
+            out.push(Piece::Capture(d as usize));
             rest = &after[1..];
         } else {
-            out.push('$');
+            out.push(Piece::Text("$"));
             rest = after;
         }
     }
-    out.push_str(rest);
+    if !rest.is_empty() {
+        out.push(Piece::Text(rest));
+    }
+    out
+}
+
+fn substitute(template: &str, key: &str, captures: &[String]) -> String {
+    let mut out = String::with_capacity(template.len() + key.len());
+    for piece in pieces(template) {
+        match piece {
+            Piece::Text(t) => out.push_str(t),
+            Piece::Key => out.push_str(key),
+            Piece::Capture(n) => out.push_str(captures.get(n).map_or("", String::as_str)),
+        }
+    }
     out
 }
 
@@ -251,6 +327,7 @@ mod tests {
         let probe = |status| Probe {
             key: "a/x",
             headers: &h,
+            host: None,
             status,
         };
         let (i, r, _) = first_match(&rules, &probe(None)).unwrap();
@@ -276,6 +353,7 @@ mod tests {
             cond.matches(&Probe {
                 key: "k",
                 headers: h,
+                host: None,
                 status: None,
             })
             .is_some()
@@ -297,6 +375,7 @@ mod tests {
             .matches(&Probe {
                 key: "images/a b.jpg",
                 headers: &h,
+                host: None,
                 status: None,
             })
             .unwrap();

@@ -13,17 +13,32 @@ fn run_bad(yaml: &str) -> (i32, String, bool) {
     let port = free_port();
     let path = dir.path().join("bad.yaml");
     std::fs::write(&path, yaml.replace("{port}", &port.to_string())).unwrap();
-    let out = Command::new(binary())
+    let mut child = Command::new(binary())
         .arg("-c")
         .arg(&path)
         .env("OP_KEY", "k")
         .env_remove("OP_MISSING")
         .env("OP_SECRET", "s")
-        .output()
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
+    // A config that is (wrongly) accepted runs for ever: give up on it
+    // as "started" (exit code 0) instead of hanging the test.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let code = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status.code().unwrap_or(-1);
+        }
+        if std::time::Instant::now() > deadline {
+            break 0;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
     let bound = TcpStream::connect(("127.0.0.1", port)).is_ok();
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).replace(&path.display().to_string(), "FILE");
-    (out.status.code().unwrap_or(-1), stderr, bound)
+    (code, stderr, bound)
 }
 
 fn site(rest: &str) -> String {
@@ -119,9 +134,36 @@ fn rule_shape_errors() {
     assert_bad(&site(status), "10:39", "mirror rules only act on 404");
     let many = format!(
         "    rules:\n{}",
-        "      - redirect: { code: 301 }\n".repeat(21)
+        "      - redirect: { code: 301, host: n.example }\n".repeat(21)
     );
     assert_bad(&site(&many), "10:7", "at most 20");
+    let nothing = "    rules:\n      - redirect: { code: 301 }\n";
+    assert_bad(&site(nothing), "10:19", "changes nothing");
+}
+
+#[test]
+fn key_rewrite_errors() {
+    let redirect = |r: &str| site(&format!("    rules:\n      - {r}\n"));
+    assert_bad(
+        &redirect("redirect: { replace_key_with: \"/notice.html\" }"),
+        "10:39",
+        "starts with `/`",
+    );
+    assert_bad(
+        &redirect("condition: { key_prefix: \"a/\" }\n        redirect: { replace_key_prefix_with: \"/docs/\" }"),
+        "11:46",
+        "starts with `/`",
+    );
+    assert_bad(
+        &redirect("redirect: { host: n.example, replace_key_with: \"x/$1\" }"),
+        "10:56",
+        "uses `$1` but the condition has no `key_regex`",
+    );
+    assert_bad(
+        &redirect("condition: { key_regex: \"^(a)/(.*)$\" }\n        mirror: { url: \"http://o/\", replace_key_with: \"${3}-$2\" }"),
+        "11:55",
+        "uses `$3` but `key_regex` has 2 group(s)",
+    );
 }
 
 #[test]

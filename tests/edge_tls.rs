@@ -191,6 +191,22 @@ fn redirect_keeps_the_scheme_of_the_listener() {
 }
 
 #[test]
+fn host_conditions_hold_over_h2() {
+    // HTTP/2 carries the host in `:authority`, without a Host header: a
+    // `host` condition never matched there.
+    let e = Edge::start(1);
+    for h1 in [true, false] {
+        let c = e.client(h1);
+        let r = c.get(e.url("a.test", "/byhost/x")).send().unwrap();
+        assert_eq!(r.status(), 302, "h1 {h1}: {}", e.proxy.log());
+        assert_eq!(r.headers()["location"], "https://a-site.example/byhost/x");
+        // Another host: no redirect (the mirror rule, the origin's 404).
+        let r = c.get(e.url("b.test", "/byhost/x")).send().unwrap();
+        assert_eq!(r.status(), 404, "h1 {h1}");
+    }
+}
+
+#[test]
 fn redirect_on_a_bucket_404_over_h1_and_h2() {
     // Written over the bucket's 404 (its body dropped), on both
     // protocols; the next request works.

@@ -99,7 +99,7 @@ fn header_condition_selects_rule() {
 #[test]
 fn open_redirect_attempts_stay_on_host() {
     let (dead, env) = dead_bucket();
-    let rules = "      - condition: { key_prefix: \"\" }\n        redirect: { code: 301 }\n";
+    let rules = "      - condition: { key_prefix: \"\" }\n        redirect: { code: 301, protocol: https }\n";
     let p = proxy_with_rules(&dead, &env, rules);
     let mut redirected = 0;
     for path in [
@@ -119,7 +119,10 @@ fn open_redirect_attempts_stay_on_host() {
             .lines()
             .find_map(|l| l.strip_prefix("location: "))
             .unwrap_or("");
-        assert!(loc.starts_with("http://edge.example.com/"), "{path}: {loc}");
+        assert!(
+            loc.starts_with("https://edge.example.com/"),
+            "{path}: {loc}"
+        );
         assert!(!loc.contains(['\\', '@']), "{path}: {loc}");
         assert!(
             !text.to_ascii_lowercase().contains("set-cookie"),
@@ -129,7 +132,7 @@ fn open_redirect_attempts_stay_on_host() {
     }
     // Only the CR/LF key is refused (400); `//evil.example/x` and
     // `/%2F%2Fevil.example` are keys with empty segments, redirected on
-    // the configured host (`http://edge.example.com//evil.example/x`).
+    // the configured host (`https://edge.example.com//evil.example/x`).
     assert_eq!(
         redirected, 5,
         "the other attempts must be answered with a safe redirect"
@@ -180,5 +183,46 @@ fn rewritten_keys_are_checked_before_the_location() {
     assert_eq!(
         location(&p, "e", "/rx/y"),
         (302, "http://r.example.com/x/y".into())
+    );
+}
+
+/// A redirect whose `Location` is the request's own URL would loop: the
+/// rule passes and the next one, or the bucket, answers. Another scheme
+/// drops the request's port (nginx's `$host` has none either).
+#[test]
+fn redirects_to_the_request_itself_pass() {
+    let b = garage().bucket("selfredir");
+    b.put("k", b"in the bucket", None);
+    let rules = "      - condition: { key_prefix: \"k\" }\n        redirect: { protocol: http }\n      - condition: { key_prefix: \"s\" }\n        redirect: { code: 301, protocol: https }\n      - condition: { http_error_code: 404 }\n        redirect: { protocol: http, pass_query_string: true }\n";
+    let p = proxy_with_rules(&b.yaml(), &b.proxy_env(), rules);
+    // "Force http" on the plain listener: the bucket serves.
+    let (status, text) = raw_get(p.port, "e", "/k");
+    assert_eq!(status, 200, "{text}");
+    assert!(text.ends_with("in the bucket"));
+    // "Force https": to the https port, not the plain listener's.
+    assert_eq!(
+        location(&p, "edge.example:8080", "/s/x"),
+        (301, "https://edge.example/s/x".into())
+    );
+    // A 404 redirect with nothing to change: the bucket's 404.
+    let (status, text) = raw_get(p.port, "e", "/missing?a=1");
+    assert_eq!(status, 404, "{text}");
+    assert!(text.contains("<Code>NoSuchKey</Code>"), "{text}");
+}
+
+/// `${N}` is a capture like `$N`, and a raw UTF-8 query is encoded.
+#[test]
+fn braced_captures_and_encoded_queries() {
+    let (dead, env) = dead_bucket();
+    let rules = "      - condition: { key_regex: \"^v/(.*)$\" }\n        redirect: { host: cdn.example, replace_key_with: \"${1}-x/k\", pass_query_string: true }\n";
+    let p = proxy_with_rules(&dead, &env, rules);
+    let (status, text) = raw_request(
+        p.port,
+        "GET /v/a?q=\u{fc} HTTP/1.1\r\nHost: e\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(status, 302, "{text}");
+    assert!(
+        text.contains("ocation: http://cdn.example/a-x/k?q=%C3%BC"),
+        "{text}"
     );
 }

@@ -4,7 +4,7 @@
 use super::RequestCtx;
 use crate::errors::{RequestId, S3Error};
 use crate::metrics::Outcome;
-use crate::redirect::{location, LocationError, RequestParts};
+use crate::redirect::{is_own_url, location, LocationError, RequestParts};
 use crate::rules::Redirect;
 use pingora::http::ResponseHeader;
 use pingora::prelude::*;
@@ -78,8 +78,16 @@ impl PeerAnswer {
 }
 
 /// The redirect for this request, or 400 when the `Location` would need
-/// the client's `Host` and that is not a plain host name.
-pub fn redirect_answer(session: &Session, key: &str, r: &Redirect, caps: &[String]) -> Answer {
+/// the client's `Host` and that is not a plain host name. `None` when the
+/// `Location` is the request's own URL: answering it would loop (a
+/// "force https" rule on the https listener), so the rule passes and the
+/// next one, or the bucket, decides.
+pub fn redirect_answer(
+    session: &Session,
+    key: &str,
+    r: &Redirect,
+    caps: &[String],
+) -> Option<Answer> {
     let req = session.req_header();
     let parts = RequestParts {
         // Without a configured `protocol` the redirect keeps the scheme
@@ -87,17 +95,14 @@ pub fn redirect_answer(session: &Session, key: &str, r: &Redirect, caps: &[Strin
         // terminator in front of a plain listener is not seen here; such
         // setups set `protocol: https`.
         scheme: crate::edge_tls::request_scheme(session),
-        host: req
-            .headers
-            .get(http::header::HOST)
-            .and_then(|h| h.to_str().ok())
-            // HTTP/2 carries the host in `:authority` (port included),
-            // usually without a Host header.
-            .or_else(|| req.uri.authority().map(|a| a.as_str())),
+        // HTTP/2 carries the host in `:authority` (port included),
+        // usually without a Host header.
+        host: crate::rules::request_host(req),
         key,
         query: req.uri.query(),
     };
-    match location(r, &parts, caps) {
+    Some(match location(r, &parts, caps) {
+        Ok(location) if is_own_url(&location, &parts) => return None,
         Ok(location) => Answer::Redirect {
             code: r.code,
             location,
@@ -106,7 +111,7 @@ pub fn redirect_answer(session: &Session, key: &str, r: &Redirect, caps: &[Strin
             "the Host header is not a plain host name".into(),
         )),
         Err(LocationError::Key(e)) => Answer::Error(S3Error::InvalidUri(e)),
-    }
+    })
 }
 
 /// Writes `answer` from a filter and ends the request.

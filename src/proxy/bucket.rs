@@ -8,7 +8,7 @@ use super::{fill, origin, OriginPull, RequestCtx};
 use crate::bucket::Bucket;
 use crate::errors::S3Error;
 use crate::metrics::BucketOp;
-use crate::rules::{first_match, Action, Probe};
+use crate::rules::{first_match, matching, Action, Probe};
 use http::header::{self, HeaderName};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
@@ -78,12 +78,18 @@ impl OriginPull {
     ) -> Option<Box<Error>> {
         let site = ctx.site.clone()?;
         let req = session.req_header();
-        let probe = Probe {
-            key: &ctx.key,
-            headers: &req.headers,
-            status: Some(status),
-        };
-        let (idx, rule, caps) = first_match(&site.rules, &probe)?;
+        // The first rule that acts: a redirect to the request's own URL
+        // would loop, so it passes to the next rule (or the bucket's
+        // answer).
+        let mut redirect = None;
+        let probe = Probe::new(&ctx.key, req, Some(status));
+        let (idx, rule, caps) = matching(&site.rules, &probe).find(|(_, rule, caps)| {
+            let Action::Redirect(r) = &rule.action else {
+                return true;
+            };
+            redirect = redirect_answer(session, &ctx.key, r, caps);
+            redirect.is_some()
+        })?;
         match &rule.action {
             Action::Mirror(m) => {
                 let head = req.method == http::Method::HEAD;
@@ -98,11 +104,8 @@ impl OriginPull {
                 }
                 Some(origin::reroute(ctx, "bucket 404: mirroring"))
             }
-            Action::Redirect(r) => {
-                // The bucket's body is never read, so it cannot leak.
-                let answer = redirect_answer(session, &ctx.key, r, &caps);
-                Some(origin::answer(ctx, answer))
-            }
+            // The bucket's body is never read, so it cannot leak.
+            Action::Redirect(_) => Some(origin::answer(ctx, redirect?)),
         }
     }
 
@@ -116,11 +119,7 @@ impl OriginPull {
     ) -> Box<Error> {
         let req = session.req_header();
         if let Some(site) = ctx.site.clone() {
-            let probe = Probe {
-                key: &ctx.key,
-                headers: &req.headers,
-                status: Some(404),
-            };
+            let probe = Probe::new(&ctx.key, req, Some(404));
             if let Some((idx, rule, caps)) = first_match(&site.rules, &probe) {
                 if let Action::Mirror(m) = &rule.action {
                     let head = req.method == http::Method::HEAD;

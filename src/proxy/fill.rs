@@ -72,11 +72,7 @@ pub fn try_join(fills: &Fills, site: &Site, ctx: &mut RequestCtx, req: &RequestH
     if !fills.any_live() || req.method != http::Method::GET || !fills.has_key(&ctx.key) {
         return;
     }
-    let probe = Probe {
-        key: &ctx.key,
-        headers: &req.headers,
-        status: Some(404),
-    };
+    let probe = Probe::new(&ctx.key, req, Some(404));
     let Some((idx, rule, caps)) = first_match(&site.rules, &probe) else {
         return;
     };

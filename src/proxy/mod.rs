@@ -36,7 +36,7 @@ pub use state::{OriginPull, Site, StartError, State};
 use crate::errors::{new_request_id, RequestId, S3Error};
 use crate::key::key_from_path;
 use crate::metrics::{InFlight, Outcome, METRICS};
-use crate::rules::{first_match, Action, Probe};
+use crate::rules::{matching, Action, Probe};
 use async_trait::async_trait;
 use bytes::Bytes;
 use origin::MirrorRun;
@@ -156,16 +156,15 @@ impl ProxyHttp for OriginPull {
         }
         // Rules without `http_error_code` are answered here; the bucket
         // is not contacted.
-        let probe = Probe {
-            key: &ctx.key,
-            headers: &req.headers,
-            status: None,
-        };
-        if let Some((_, rule, caps)) = first_match(&site.rules, &probe) {
-            if let Action::Redirect(r) = &rule.action {
-                let answer = redirect_answer(session, &ctx.key, r, &caps);
-                return respond(session, ctx, answer).await;
-            }
+        // A redirect to the request's own URL passes to the next rule.
+        let probe = Probe::new(&ctx.key, req, None);
+        let redirect =
+            matching(&site.rules, &probe).find_map(|(_, rule, caps)| match &rule.action {
+                Action::Redirect(r) => redirect_answer(session, &ctx.key, r, &caps),
+                Action::Mirror(_) => None,
+            });
+        if let Some(answer) = redirect {
+            return respond(session, ctx, answer).await;
         }
         // Only a redirect answers the empty key (a site's root); the
         // embedded bucket stores files, so its keys name files.

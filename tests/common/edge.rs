@@ -88,7 +88,7 @@ pub fn edge_yaml(certs: &Path, data: &Path, origin: &str, plain: u16, threads: u
         )
     };
     format!(
-        "listen:\n  - \"127.0.0.1:{plain}\"\n  - addr: \"127.0.0.1:{{port}}\"\n    tls:\n      h2: true\n      certificates:\n        - {}\n        - {}\n        - {}\nthreads: {threads}\nsites:\n  - name: s\n    bucket: {{ local: \"{}/edge\" }}\n    rules:\n      - condition: {{ key_prefix: \"old/\" }}\n        redirect: {{ replace_key_prefix_with: \"new/\" }}\n      - condition: {{ key_prefix: \"moved/\", http_error_code: 404 }}\n        redirect: {{ host: elsewhere.example }}\n      - condition: {{ key_prefix: \"\" }}\n        mirror: {{ url: \"{origin}\", timeout_seconds: 30 }}\n",
+        "listen:\n  - \"127.0.0.1:{plain}\"\n  - addr: \"127.0.0.1:{{port}}\"\n    tls:\n      h2: true\n      certificates:\n        - {}\n        - {}\n        - {}\nthreads: {threads}\nsites:\n  - name: s\n    bucket: {{ local: \"{}/edge\" }}\n    rules:\n      - condition: {{ key_prefix: \"byhost/\", include_headers: [{{ key: host, starts_with: a.test }}] }}\n        redirect: {{ host: a-site.example }}\n      - condition: {{ key_prefix: \"old/\" }}\n        redirect: {{ replace_key_prefix_with: \"new/\" }}\n      - condition: {{ key_prefix: \"moved/\", http_error_code: 404 }}\n        redirect: {{ host: elsewhere.example }}\n      - condition: {{ key_prefix: \"\" }}\n        mirror: {{ url: \"{origin}\", timeout_seconds: 30 }}\n",
         c("default"),
         c("a"),
         c("b"),

@@ -87,6 +87,22 @@ fn rewrite(
     key_with: &Option<String>,
     cond: &Condition,
 ) -> Result<KeyRewrite, ConfigError> {
+    // The key has no leading `/` (AWS's examples write
+    // `ReplaceKeyPrefixWith: /documents`): `http://h//documents/x`.
+    for (field, v) in [
+        ("replace_key_prefix_with", prefix_with),
+        ("replace_key_with", key_with),
+    ] {
+        if v.as_deref().is_some_and(|v| v.starts_with('/')) {
+            return Err(cx.err(
+                &path.key(field),
+                "starts with `/`; a key has none (the URL adds it): drop it",
+            ));
+        }
+    }
+    if let Some(t) = key_with {
+        captures_exist(t, cond).map_err(|why| cx.err(&path.key("replace_key_with"), why))?;
+    }
     match (prefix_with, key_with) {
         (Some(_), Some(_)) => Err(cx.err(
             &path.key("replace_key_with"),
@@ -229,6 +245,15 @@ fn redirect(
             return Err(cx.err(&path.key("host"), format!("`{h}` is not a host name")));
         }
     }
+    // Nothing to change: the `Location` would be the request's own URL.
+    let changes_key = r.replace_key_prefix_with.is_some() || r.replace_key_with.is_some();
+    if r.host.is_none() && r.protocol.is_none() && !changes_key {
+        return Err(cx.err(
+            path,
+            "changes nothing (it would point at the request's own URL): set `host`, `protocol`, \
+             `replace_key_prefix_with` or `replace_key_with`",
+        ));
+    }
     Ok(Redirect {
         code,
         protocol: r.protocol.clone(),
@@ -242,6 +267,28 @@ fn redirect(
         )?,
         pass_query_string: r.pass_query_string,
     })
+}
+
+/// Every `$N` / `${N}` of a template names a group of the rule's
+/// `key_regex` (`$0` is the whole match): a missing one would be an empty
+/// string on every request.
+fn captures_exist(template: &str, cond: &Condition) -> Result<(), String> {
+    for piece in crate::rules::pieces(template) {
+        let crate::rules::Piece::Capture(n) = piece else {
+            continue;
+        };
+        match &cond.key_regex {
+            None => return Err(format!("uses `${n}` but the condition has no `key_regex`")),
+            Some(re) if n >= re.captures_len() => {
+                return Err(format!(
+                    "uses `${n}` but `key_regex` has {} group(s)",
+                    re.captures_len() - 1
+                ))
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
 }
 
 /// An absolute `http://` or `https://` URL without query or fragment.
