@@ -16,8 +16,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Parser)]
 #[command(version, about = "Back-to-origin edge proxy for S3-compatible buckets")]
 struct Cli {
-    /// The YAML configuration file.
-    #[arg(short, long, default_value = "conf/origin-pull.yaml")]
+    /// The YAML configuration file (the container image's path by default).
+    #[arg(short, long, default_value = "/etc/origin-pull/origin-pull.yaml")]
     config: PathBuf,
     /// Validate the configuration and exit (like `nginx -t`).
     #[arg(short, long)]

@@ -39,6 +39,17 @@ fn compose_file_and_dockerfiles_hold_together() {
         &test[..3],
         ["CMD", "/usr/local/bin/origin-pull", "healthcheck"]
     );
+    // Liveness on the image config's admin port; readiness (503 while the
+    // bucket is away or the process drains) is for load balancers.
+    let image_conf: serde_yaml::Value =
+        serde_yaml::from_str(&read("docker/origin-pull.yaml")).unwrap();
+    let admin = image_conf["admin"]["listen"].as_str().unwrap();
+    let port = admin.rsplit(':').next().unwrap();
+    let health = format!("http://127.0.0.1:{port}/healthz");
+    assert_eq!(test[3], health);
+    assert!(read("docker/Dockerfile").contains(&format!("\"healthcheck\", \"{health}\"")));
+    // Time to drain (shutdown_timeout_seconds, 300 by default), not 10 s.
+    assert_eq!(op["stop_grace_period"].as_str(), Some("330s"));
     for dep in ["garage", "origin"] {
         assert_eq!(
             op["depends_on"][dep]["condition"].as_str(),
