@@ -54,6 +54,28 @@ pub(crate) fn never_passed(name: &str) -> bool {
         || name.starts_with("x-oss-")
 }
 
+/// Headers a rule may not `set` for the origin: a range or condition
+/// makes every answer a 206, 304 or 412 that can't be stored (so every
+/// miss would end in 424), and framing or hop-by-hop headers are the
+/// connection's. (Credentials, `Host`, `Accept-Encoding` stay settable:
+/// the operator's value is the same for every client.)
+pub(crate) fn never_set(name: &str) -> bool {
+    matches!(
+        name,
+        "range"
+            | "content-length"
+            | "transfer-encoding"
+            | "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "te"
+            | "trailer"
+            | "upgrade"
+            | "expect"
+            | "http2-settings"
+    ) || name.starts_with("if-")
+}
+
 /// Names the client's `Connection` header lists: hop-by-hop for this one
 /// connection (RFC 9110 7.6.1), so never forwarded either.
 fn connection_listed(client: &HeaderMap) -> Vec<String> {
@@ -216,6 +238,9 @@ pub fn filter_origin_response(resp: &mut ResponseHeader, tag: &str) -> pingora::
         resp.remove_header(&n);
     }
     resp.insert_header("x-oss-tag", tag)?;
+    // The client talks to us: an HTTP/1.0 origin's status line is not
+    // ours to repeat (`HTTP/1.0 200` beside `Connection: keep-alive`).
+    resp.set_version(http::Version::HTTP_11);
     Ok(())
 }
 

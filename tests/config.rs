@@ -142,6 +142,32 @@ fn rule_shape_errors() {
 }
 
 #[test]
+fn settings_that_would_fail_at_run_time() {
+    let bucket = |endpoint: &str, name: &str| {
+        format!(
+            "listen: [\"127.0.0.1:{{port}}\"]\nsites:\n  - name: a\n    bucket:\n      endpoint: \"{endpoint}\"\n      name: {name}\n      addressing: virtual\n      access_key_id_env: OP_KEY\n      secret_access_key_env: OP_SECRET\n"
+        )
+    };
+    // `<bucket>.<ip>` is no host name.
+    assert_bad(
+        &bucket("http://127.0.0.1:9", "b"),
+        "7:19",
+        "an IP endpoint takes `path`",
+    );
+    // `*.s3.example` does not cover `my.bucket.s3.example`.
+    assert_bad(
+        &bucket("https://s3.example", "my.bucket"),
+        "7:19",
+        "wildcard certificate does not cover it",
+    );
+    // `tls:` with no value read as plain HTTP on the port meant for HTTPS.
+    let empty_tls = "listen:\n  - { addr: \"127.0.0.1:{port}\", tls: }\nsites:\n  - name: a\n    bucket: { local: /tmp }\n";
+    assert_bad(empty_tls, "2:37", "is empty");
+    // An access log path that is a folder dropped every line.
+    assert_bad(&site("access_log: { path: /tmp }\n"), "9:21", "is a folder");
+}
+
+#[test]
 fn key_rewrite_errors() {
     let redirect = |r: &str| site(&format!("    rules:\n      - {r}\n"));
     assert_bad(
@@ -200,6 +226,8 @@ fn origin_auth_errors() {
         "10:61",
         "`Cookie` is never passed to the origin",
     );
+    let range = "    rules:\n      - mirror: { url: \"http://o/\", headers: { set: { Range: \"bytes=0-1\" } } }\n";
+    assert_bad(&site(range), "10:62", "`Range` can't be set");
 }
 
 #[test]

@@ -387,4 +387,12 @@ fn head_and_uncovered_keys() {
     let line = p.wait_log("mirror key=\"h\"");
     assert!(line.contains("write_back=none"), "{line}");
     assert!(!b.exists("h"));
+    // An HTTP/1.0 origin: the client still gets our HTTP/1.1 status line.
+    o.set("/h10", Reply::ok(b"old", "text/plain").http10());
+    let (status, text) = raw_request(
+        p.port,
+        "HEAD /h10 HTTP/1.1\r\nHost: e\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(status, 200, "{text}");
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
 }

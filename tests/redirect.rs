@@ -226,3 +226,24 @@ fn braced_captures_and_encoded_queries() {
         "{text}"
     );
 }
+
+/// Clients send an internationalised host in its ASCII form: a site's
+/// `hosts` written in Unicode never matched.
+#[test]
+fn unicode_host_names_match_their_ascii_form() {
+    let (dead, env) = dead_bucket();
+    let yaml = format!(
+        "listen: [\"127.0.0.1:{{port}}\"]\nsites:\n  - name: idn\n    hosts: [\"bücher.example\", \"*.bücher.test\"]\n    bucket: {dead}\n    rules:\n      - condition: {{ key_prefix: \"\" }}\n        redirect: {{ host: found.example }}\n"
+    );
+    let p = Proxy::start_env(&yaml, &env);
+    for host in ["xn--bcher-kva.example", "a.xn--bcher-kva.test"] {
+        assert_eq!(
+            location(&p, host, "/k"),
+            (302, "http://found.example/k".into()),
+            "{host}"
+        );
+    }
+    let (status, text) = raw_get(p.port, "other.example", "/k");
+    assert_eq!(status, 404, "{text}");
+    assert!(text.contains("NoSuchWebsiteConfiguration"), "{text}");
+}

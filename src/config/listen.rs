@@ -23,7 +23,17 @@ pub enum RawListen {
 #[serde(deny_unknown_fields)]
 pub struct RawListenFull {
     pub addr: String,
-    pub tls: Option<RawListenTls>,
+    /// `Some(None)`: `tls:` written with no value, which would otherwise
+    /// read as absent and give a plain listener where HTTPS was meant.
+    #[serde(default, deserialize_with = "present")]
+    pub tls: Option<Option<RawListenTls>>,
+}
+
+/// A field that is there, even as `null`.
+fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
 }
 
 #[derive(Debug, Deserialize)]
@@ -116,7 +126,19 @@ pub(super) fn validate(
         let at = path.index(i);
         let (addr, addr_at, tls) = match entry {
             RawListen::Plain(a) => (a, at.clone(), None),
-            RawListen::Full(f) => (&f.addr, at.key("addr"), f.tls.as_ref()),
+            RawListen::Full(f) => match &f.tls {
+                Some(None) => {
+                    return Err((
+                        at.key("tls"),
+                        "is empty: give `certificates`, or remove `tls` for plain HTTP".into(),
+                    ))
+                }
+                tls => (
+                    &f.addr,
+                    at.key("addr"),
+                    tls.as_ref().and_then(Option::as_ref),
+                ),
+            },
         };
         if addr.parse::<std::net::SocketAddr>().is_err() {
             return Err((addr_at, format!("`{addr}` is not an ip:port address")));

@@ -98,6 +98,9 @@ pub(super) fn access_log(
         "" => return Err((path.key("path"), "must be `stdout` or a file path".into())),
         p => {
             let p = base.join(p);
+            if p.is_dir() {
+                return Err((path.key("path"), format!("{} is a folder", p.display())));
+            }
             match p.parent() {
                 Some(dir) if !dir.as_os_str().is_empty() && !dir.is_dir() => {
                     return Err((

@@ -41,6 +41,8 @@ pub struct Plan {
     pub unframed: bool,
     /// Send nothing (not even the status line) until `release_header`.
     pub hold_header: bool,
+    /// Answer as `HTTP/1.0` (an old origin, python's http.server).
+    pub http10: bool,
     /// After this many body bytes, wait for `release`.
     pub gate_at: Option<u64>,
     /// Send only this many body bytes, then end the connection (FIN, or RST
@@ -150,6 +152,10 @@ impl Reply {
     /// The body ends with the connection: no `Content-Length`, no chunks.
     pub fn unframed(self) -> Reply {
         self.edit_plan(|p| p.unframed = true)
+    }
+    /// The status line says `HTTP/1.0`.
+    pub fn http10(self) -> Reply {
+        self.edit_plan(|p| p.http10 = true)
     }
     /// Chunk-framed, announced as `Transfer-Encoding: <te>`.
     pub fn transfer_encoding(self, te: &str) -> Reply {
@@ -356,7 +362,8 @@ fn write_reply(
     if plan.hold_header {
         wait_for(|s| s.header_open);
     }
-    let mut head = format!("HTTP/1.1 {} X\r\nConnection: close\r\n", r.status);
+    let version = if plan.http10 { "1.0" } else { "1.1" };
+    let mut head = format!("HTTP/{version} {} X\r\nConnection: close\r\n", r.status);
     for (k, v) in &r.headers {
         head.push_str(&format!("{k}: {v}\r\n"));
     }

@@ -186,6 +186,20 @@ fn site(cx: &Ctx, path: &FieldPath, rs: &RawSite, base: &Path) -> Result<SiteCon
                 "expected a host name (`example.com`) or `*.suffix` wildcard",
             ));
         }
+        // Clients send an internationalised name in its ASCII form
+        // (`xn--bcher-kva.example`): written as Unicode it never matched.
+        let pattern = if name.is_ascii() {
+            pattern
+        } else {
+            let ascii = match url::Host::parse(name) {
+                Ok(url::Host::Domain(d)) => d,
+                _ => return Err(bad("is not a valid internationalised host name")),
+            };
+            match pattern {
+                HostPattern::Exact(_) => HostPattern::Exact(ascii),
+                HostPattern::Suffix(_) => HostPattern::Suffix(format!(".{ascii}")),
+            }
+        };
         hosts.push(pattern);
     }
     if rs.hosts.as_ref().is_some_and(|h| h.is_empty()) {
@@ -294,6 +308,28 @@ fn bucket(
         &rb.secret_access_key_env,
         "AWS_SECRET_ACCESS_KEY",
     )?;
+    let addressing = rb.addressing.unwrap_or(Addressing::Path);
+    if addressing == Addressing::Virtual {
+        let at = path.key("addressing");
+        // `<bucket>.<endpoint host>` must be a DNS name.
+        if url.host.parse::<std::net::IpAddr>().is_ok() || url.host.starts_with('[') {
+            return Err(cx.err(
+                &at,
+                "`virtual` needs an endpoint host name (the bucket becomes its first label); \
+                 an IP endpoint takes `path`",
+            ));
+        }
+        // A certificate's `*.` covers one label: `my.bucket.s3…` fails TLS.
+        if url.tls && name.contains('.') {
+            return Err(cx.err(
+                &at,
+                format!(
+                    "`virtual` over https with a bucket name containing dots (`{name}`): the \
+                     endpoint's wildcard certificate does not cover it; use `path`"
+                ),
+            ));
+        }
+    }
     Ok(BucketSource::Remote(RemoteBucket {
         endpoint: Endpoint {
             tls: url.tls,
@@ -302,7 +338,7 @@ fn bucket(
         },
         name: name.clone(),
         region: rb.region.clone().unwrap_or_else(|| "us-east-1".to_string()),
-        addressing: rb.addressing.unwrap_or(Addressing::Path),
+        addressing,
         credentials: Credentials {
             access_key_id,
             secret_access_key,

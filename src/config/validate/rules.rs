@@ -188,7 +188,17 @@ fn mirror(
                 "is not a valid header name and value",
             ));
         }
-        set.push((k.to_ascii_lowercase(), v.clone()));
+        let name = k.to_ascii_lowercase();
+        if crate::mirror::never_set(&name) {
+            return Err(cx.err(
+                &hp.key("set").key(k),
+                format!(
+                    "`{k}` can't be set: a range or condition makes every answer one that can't \
+                     be stored, and framing and hop-by-hop headers belong to the connection"
+                ),
+            ));
+        }
+        set.push((name, v.clone()));
     }
     Ok(Mirror {
         url,
