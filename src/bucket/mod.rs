@@ -4,9 +4,11 @@
 //! Every request names the bucket by its host name (URL, `Host`, TLS SNI
 //! and certificate check), never by the resolved IP: a certificate is
 //! issued for the name, so an IP URL fails TLS against any real https
-//! endpoint. The address resolved at start-up is pinned instead (Pingora
-//! peer; reqwest `resolve`), so no request waits on DNS.
+//! endpoint. The addresses are resolved at start-up and refreshed every
+//! minute in the background ([`dns`]; Pingora peer and reqwest resolver
+//! read the same set), so no request waits on DNS.
 
+mod dns;
 mod reads;
 
 use crate::config::{Addressing, Endpoint, RemoteBucket};
@@ -20,7 +22,7 @@ use pingora::http::RequestHeader;
 use pingora::upstreams::peer::HttpPeer;
 pub use reads::ReadHeaders;
 use reads::ReadSignatures;
-use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -39,9 +41,10 @@ pub enum BucketError {
 pub struct Bucket {
     pub name: String,
     tls: bool,
-    /// Resolved once at start-up (DNS lookups are blocking in Pingora's
-    /// peer constructor, so they stay off the request path).
-    addr: SocketAddr,
+    /// Resolved at start-up and refreshed in the background (DNS lookups
+    /// are blocking in Pingora's peer constructor, so they stay off the
+    /// request path).
+    addrs: Arc<dns::Addresses>,
     /// `Host` header value (also the URL's authority).
     host: String,
     /// Host name for TLS SNI and the certificate check.
@@ -111,8 +114,13 @@ impl Bucket {
             .pool_idle_timeout(Duration::from_secs(30))
             // A bucket never redirects a signed request anywhere useful.
             .redirect(reqwest::redirect::Policy::none());
-        if host_name.parse::<IpAddr>().is_err() {
-            client = client.resolve(&host_name, addr);
+        let by_name = host_name.parse::<IpAddr>().is_err();
+        let addrs = Arc::new(dns::Addresses::new(
+            addr,
+            by_name.then(|| (host_name.clone(), *port)),
+        ));
+        if by_name {
+            client = client.dns_resolver(Arc::new(dns::Resolver(addrs.clone())));
         }
         let client = client
             .build()
@@ -123,7 +131,7 @@ impl Bucket {
             client,
             name: cfg.name.clone(),
             tls: *tls,
-            addr,
+            addrs,
             host: host_header,
             sni: host_name,
             path_prefix,
@@ -150,15 +158,31 @@ impl Bucket {
         &self.base_url
     }
 
-    /// The write-back client for this bucket: same trust roots as
-    /// [`Bucket::peer`], the host name pinned to the resolved address.
+    /// The write-back client for this bucket: same trust roots and
+    /// addresses as [`Bucket::peer`].
     pub fn client(&self) -> &reqwest::Client {
         &self.client
     }
 
+    /// Resolves the endpoint's name again (the control plane calls this
+    /// every minute); logs a change. An IP endpoint does nothing.
+    pub async fn refresh_addresses(&self, site: &str) {
+        match self.addrs.refresh().await {
+            Ok(None) => {}
+            Ok(Some(now)) => log::info!(
+                "site `{site}`: bucket endpoint {} now resolves to {now:?}",
+                self.sni
+            ),
+            Err(why) => log::warn!(
+                "site `{site}`: bucket endpoint: {why}; keeping {:?}",
+                self.addrs.all()
+            ),
+        }
+    }
+
     /// The peer for Pingora. Timeouts: the bucket is expected to be near.
     pub fn peer(&self) -> HttpPeer {
-        let mut peer = HttpPeer::new(self.addr, self.tls, self.sni.clone());
+        let mut peer = HttpPeer::new(self.addrs.first(), self.tls, self.sni.clone());
         peer.options.ca = self.trust.pingora_ca();
         peer.options.connection_timeout = Some(CONNECT_TIMEOUT);
         peer.options.total_connection_timeout = Some(Duration::from_secs(10));

@@ -10,12 +10,24 @@ use std::time::Duration;
 const EVERY: Duration = Duration::from_secs(2);
 const TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Bucket endpoints are resolved again every this many probes (a minute).
+const RESOLVE_EVERY: u32 = 30;
+
 pub async fn probe_loop(c: Arc<Control>) {
+    let mut round = 0u32;
     // What each site's last probe said, to log only changes.
     let mut last: std::collections::HashMap<String, Result<crate::probe::Answer, String>> =
         Default::default();
     loop {
         let state = c.proxy.state();
+        round = round.wrapping_add(1);
+        if round.is_multiple_of(RESOLVE_EVERY) {
+            let refreshes = state
+                .sites
+                .iter()
+                .map(|s| s.bucket.refresh_addresses(&s.name));
+            futures_util::future::join_all(refreshes).await;
+        }
         let probes = state.sites.iter().map(|site| async move {
             let r = crate::probe::probe(&site.bucket, TIMEOUT).await;
             (site.clone(), r)
