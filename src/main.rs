@@ -43,8 +43,69 @@ enum Command {
     },
 }
 
+/// The process's logger: env_logger (`RUST_LOG`, default `info`), except
+/// that what a client does to its own connection is logged at debug, not
+/// ERROR ([`client_noise`]), as nginx logs it at info. At ERROR, a load
+/// balancer's TCP health check on a TLS port, a scanner, or a client that
+/// refuses the certificate or hangs up mid-request made an ERROR line
+/// each, which buried real errors and tripped error-rate alerts.
+struct Logger(env_logger::Logger);
+
+/// Pingora's ERROR lines about a client's own connection: a failed TLS
+/// handshake, a request header the client never finished.
+fn client_noise(r: &log::Record) -> bool {
+    if r.level() != log::Level::Error {
+        return false;
+    }
+    let msg = || r.args().to_string();
+    match r.target() {
+        "pingora_core::services::listening" => msg().starts_with("Downstream handshake"),
+        "pingora_proxy" => {
+            let m = msg();
+            m.starts_with("Fail to proxy:") && m.contains("downstream session type")
+        }
+        _ => false,
+    }
+}
+
+impl log::Log for Logger {
+    fn enabled(&self, m: &log::Metadata) -> bool {
+        self.0.enabled(m)
+    }
+
+    fn log(&self, r: &log::Record) {
+        if !client_noise(r) {
+            return self.0.log(r);
+        }
+        let demoted = log::Metadata::builder()
+            .level(log::Level::Debug)
+            .target(r.target())
+            .build();
+        if self.0.enabled(&demoted) {
+            self.0.log(
+                &log::Record::builder()
+                    .metadata(demoted)
+                    .args(*r.args())
+                    .module_path(r.module_path())
+                    .file(r.file())
+                    .line(r.line())
+                    .build(),
+            );
+        }
+    }
+
+    fn flush(&self) {
+        self.0.flush()
+    }
+}
+
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let logger =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).build();
+    let max = logger.filter();
+    if log::set_boxed_logger(Box::new(Logger(logger))).is_ok() {
+        log::set_max_level(max);
+    }
     let cli = Cli::parse();
     if let Some(Command::Healthcheck { url, timeout }) = &cli.command {
         return healthcheck(url, std::time::Duration::from_secs(*timeout));

@@ -269,3 +269,37 @@ fn a_bucket_outage_costs_https_clients_no_new_handshakes() {
         assert_eq!(n, 1, "h1={h1}: {n} connections (handshakes) for 3 requests");
     }
 }
+
+/// What a client does to its own connection is not an ERROR: a TCP
+/// connect and close on the TLS port (a load balancer's health check), a
+/// request header never finished. Pingora logs both at ERROR; the
+/// binary's logger shows them at debug (here enabled to see them at all).
+#[test]
+fn clients_that_hang_up_are_logged_at_debug() {
+    let log =
+        "info,pingora_core::services::listening=debug,pingora_proxy=debug,origin_pull::proxy=debug";
+    let e = Edge::start_env(1, &[("RUST_LOG", log)]);
+    drop(std::net::TcpStream::connect(("127.0.0.1", e.proxy.port)).unwrap());
+    let line = e.proxy.wait_log("Downstream handshake");
+    assert!(line.contains("DEBUG") && !line.contains("ERROR"), "{line}");
+    let mut half = std::net::TcpStream::connect(("127.0.0.1", e.plain)).unwrap();
+    std::io::Write::write_all(&mut half, b"GET /x HT").unwrap();
+    drop(half);
+    let line = e.proxy.wait_log("downstream session type");
+    assert!(line.contains("DEBUG") && !line.contains("ERROR"), "{line}");
+    // A client that hangs up mid-body (more than the socket buffers hold).
+    std::fs::write(e.bucket().join("big.bin"), vec![7u8; 32 << 20]).unwrap();
+    let mut c = common::http::Conn::open(e.plain);
+    c.send("/big.bin", &[]);
+    assert_eq!(c.head().unwrap().status, 200);
+    drop(c);
+    e.proxy.wait_log("client connection ended");
+    // A request still works, and nothing above was an ERROR.
+    let r = e
+        .client(true)
+        .get(e.url("a.test", "/old/x"))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 302);
+    assert!(!e.proxy.log().contains("ERROR"), "{}", e.proxy.log());
+}

@@ -72,7 +72,20 @@ impl LoadedCert {
             std::fs::read(key).map_err(|e| CertError::ReadKey(kname.clone(), e.to_string()))?;
         let der: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut pem.as_slice())
             .map_err(|e| CertError::BadKey(kname.clone(), e.to_string()))?
-            .ok_or_else(|| CertError::NoKey(kname.clone()))?;
+            .ok_or_else(|| {
+                // An encrypted key is a PEM block rustls does not read:
+                // "holds no private key" sent people looking elsewhere.
+                if pem.windows(23).any(|w| w == b"ENCRYPTED PRIVATE KEY--") {
+                    CertError::BadKey(
+                        kname.clone(),
+                        "it is encrypted; store it decrypted (`openssl pkey -in KEY -out PLAIN`) \
+                         with permissions only the proxy's user can read"
+                            .into(),
+                    )
+                } else {
+                    CertError::NoKey(kname.clone())
+                }
+            })?;
         // The same provider Pingora installs for its listeners.
         let signing = rustls::crypto::ring::default_provider()
             .key_provider
@@ -283,6 +296,17 @@ mod tests {
         let e = LoadedCert::load(&c, &k2).err().unwrap();
         assert!(matches!(e, CertError::Mismatch { .. }), "{e}");
         assert_eq!(e.field(), "key");
+        // An encrypted key says so (the body needs no real encryption:
+        // rustls does not read the block at all).
+        let enc = d.path().join("enc.key");
+        std::fs::write(
+            &enc,
+            "-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIIB\n-----END ENCRYPTED PRIVATE KEY-----\n",
+        )
+        .unwrap();
+        let e = LoadedCert::load(&c, &enc).err().unwrap();
+        assert_eq!(e.field(), "key");
+        assert!(e.to_string().contains("it is encrypted"), "{e}");
     }
 
     #[test]

@@ -347,8 +347,15 @@ impl ProxyHttp for OriginPull {
         ctx.mirror.is_some() || ctx.fill.is_some() || ctx.rechecked || ctx.peer_answer.is_some()
     }
 
-    fn suppress_error_log(&self, _session: &Session, ctx: &RequestCtx, _error: &Error) -> bool {
-        // A 404, 424 or 400 we decided on is an answer, not an error.
+    fn suppress_error_log(&self, _session: &Session, ctx: &RequestCtx, error: &Error) -> bool {
+        // A 404, 424 or 400 we decided on is an answer, not an error. A
+        // client that closed or broke its own connection is the client's
+        // doing (nginx logs it at info): at ERROR it buried real errors
+        // and tripped error-rate alerts. The access log still has it.
+        if error.esource() == &pingora::ErrorSource::Downstream {
+            log::debug!("client connection ended: {error}");
+            return true;
+        }
         ctx.answered || ctx.answer.is_some()
     }
 

@@ -30,6 +30,11 @@ impl Edge {
     /// Certificates: `default` (default.test, the first, so the default),
     /// `a` (a.test), `b` (b.test and *.b.test). `threads` workers.
     pub fn start(threads: usize) -> Edge {
+        Edge::start_env(threads, &[])
+    }
+
+    /// [`Edge::start`] with extra environment (e.g. `RUST_LOG`).
+    pub fn start_env(threads: usize, env: &[(&str, &str)]) -> Edge {
         let ca = TestCa::new();
         let certs = tempfile::tempdir().expect("cert dir");
         ca.issue(certs.path(), "default", &["default.test"]);
@@ -40,7 +45,7 @@ impl Edge {
         let origin = Origin::start();
         let plain = free_port();
         let yaml = edge_yaml(certs.path(), data.path(), &origin.url(), plain, threads);
-        let proxy = Proxy::start(&yaml);
+        let proxy = Proxy::start_env(&yaml, env);
         Edge {
             ca,
             certs,
