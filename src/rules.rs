@@ -114,9 +114,10 @@ pub struct Redirect {
 pub struct Probe<'a> {
     pub key: &'a str,
     pub headers: &'a HeaderMap,
-    /// The request's host: its `Host` header, or HTTP/2's `:authority`
-    /// (which usually comes without one).
-    pub host: Option<&'a str>,
+    /// The authority of the request's target: HTTP/2's `:authority`,
+    /// which usually comes without a Host header (or an absolute-form
+    /// HTTP/1 target).
+    pub authority: Option<&'a str>,
     /// `None` in the request filter; the bucket's status afterwards.
     pub status: Option<u16>,
 }
@@ -126,7 +127,9 @@ impl<'a> Probe<'a> {
         Probe {
             key,
             headers: &req.headers,
-            host: request_host(req),
+            // Not the Host header: it is looked up only by a rule that
+            // asks (a hit pays no header lookup for it).
+            authority: req.uri.authority().map(|a| a.as_str()),
             status,
         }
     }
@@ -197,7 +200,11 @@ impl HeaderCondition {
         // `host` is the request's host whichever way it came: HTTP/2
         // carries it in `:authority`, usually without a Host header.
         if self.name == "host" {
-            return p.host.is_some_and(|h| self.test.holds(h));
+            let host = p
+                .headers
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok());
+            return host.or(p.authority).is_some_and(|h| self.test.holds(h));
         }
         // A header sent several times matches when any value does.
         p.headers
@@ -327,7 +334,7 @@ mod tests {
         let probe = |status| Probe {
             key: "a/x",
             headers: &h,
-            host: None,
+            authority: None,
             status,
         };
         let (i, r, _) = first_match(&rules, &probe(None)).unwrap();
@@ -353,7 +360,7 @@ mod tests {
             cond.matches(&Probe {
                 key: "k",
                 headers: h,
-                host: None,
+                authority: None,
                 status: None,
             })
             .is_some()
@@ -375,7 +382,7 @@ mod tests {
             .matches(&Probe {
                 key: "images/a b.jpg",
                 headers: &h,
-                host: None,
+                authority: None,
                 status: None,
             })
             .unwrap();
