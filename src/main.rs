@@ -77,6 +77,11 @@ impl log::Log for Logger {
         if !client_noise(r) {
             return self.0.log(r);
         }
+        // Counted, so a listener whose every handshake fails (a bad
+        // certificate, a cipher mismatch) still shows without the line.
+        if r.target() == "pingora_core::services::listening" {
+            origin_pull::metrics::METRICS.tls_handshake_failures.inc();
+        }
         let demoted = log::Metadata::builder()
             .level(log::Level::Debug)
             .target(r.target())

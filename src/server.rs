@@ -106,15 +106,17 @@ pub fn build(config: &Config) -> Result<(Server, OriginPull, EdgeTls), StartErro
 /// configurations; a holder without `SO_REUSEPORT` (nginx) made Pingora
 /// retry for 30 s, then end the worker while the process stayed up and
 /// ready. A socket without `SO_REUSEPORT` binds beside neither, so
-/// binding one for a moment tells (std sets `SO_REUSEADDR`, so closed
-/// connections in TIME_WAIT don't count). `share_port` (the CLI's
+/// binding one for a moment tells (with `SO_REUSEADDR`, so closed
+/// connections in TIME_WAIT don't count). It is bound, never listening:
+/// a client that connects in that moment (a readiness poll) must not land
+/// in a backlog that is about to be closed, which resets it. `share_port` (the CLI's
 /// `--share-port`, for a binary upgrade) skips the `listen` addresses;
 /// the admin listener is always checked: it can't be shared.
 pub fn check_addresses_free(config: &Config, share_port: bool) -> Result<(), StartError> {
     let listen = config.listen.iter().filter(|_| !share_port);
     let admin = config.admin.iter().map(|a| a.listen.to_string());
     for addr in listen.map(|l| l.addr.clone()).chain(admin) {
-        if let Err(e) = std::net::TcpListener::bind(addr.as_str()) {
+        if let Err(e) = bind_only(&addr) {
             let why = match e.kind() {
                 std::io::ErrorKind::AddrInUse => {
                     "another process listens there (is an origin-pull already running? \
@@ -127,6 +129,19 @@ pub fn check_addresses_free(config: &Config, share_port: bool) -> Result<(), Sta
         }
     }
     Ok(())
+}
+
+/// Binds a socket to `addr` (no `listen`) and closes it.
+fn bind_only(addr: &str) -> std::io::Result<()> {
+    let sa: std::net::SocketAddr = addr
+        .parse()
+        .map_err(|_| std::io::Error::other("not an ip:port address"))?;
+    let socket = match sa {
+        std::net::SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        std::net::SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(sa)
 }
 
 /// Worker `n`'s spelling of listen address `addr`: the same socket address

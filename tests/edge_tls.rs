@@ -282,6 +282,20 @@ fn clients_that_hang_up_are_logged_at_debug() {
     drop(std::net::TcpStream::connect(("127.0.0.1", e.proxy.port)).unwrap());
     let line = e.proxy.wait_log("Downstream handshake");
     assert!(line.contains("DEBUG") && !line.contains("ERROR"), "{line}");
+    // Counted all the same.
+    let metrics = client()
+        .get(format!("http://127.0.0.1:{}/metrics", e.admin))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    // (The start-up readiness wait connects and closes too.)
+    let failures: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("origin_pull_tls_handshake_failures_total "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    assert!(failures >= 1, "{metrics}");
     let mut half = std::net::TcpStream::connect(("127.0.0.1", e.plain)).unwrap();
     std::io::Write::write_all(&mut half, b"GET /x HT").unwrap();
     drop(half);

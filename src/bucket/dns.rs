@@ -7,7 +7,16 @@
 
 use arc_swap::ArcSwap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
+
+/// Lookups in a row that must lack the address in use before requests
+/// move off it. S3 answers each query with a rotating subset of its
+/// addresses, so "not in this answer" says little; an address that is
+/// really retired stays out of every answer (and keeps working for a long
+/// while after it left DNS). Moving on every rotation would drop every
+/// worker's warm connections (the pool is keyed by address) each minute.
+const MISSES_BEFORE_MOVE: u32 = 5;
 
 #[derive(Debug)]
 pub struct Addresses {
@@ -15,6 +24,8 @@ pub struct Addresses {
     current: ArcSwap<Vec<SocketAddr>>,
     /// The endpoint's host name and port; `None` for an IP endpoint.
     name: Option<(String, u16)>,
+    /// Lookups in a row whose answer lacked the address in use.
+    misses: AtomicU32,
 }
 
 impl Addresses {
@@ -22,6 +33,7 @@ impl Addresses {
         Addresses {
             current: ArcSwap::from_pointee(vec![first]),
             name,
+            misses: AtomicU32::new(0),
         }
     }
 
@@ -34,30 +46,52 @@ impl Addresses {
         self.current.load_full()
     }
 
-    /// Resolves the name again. `Ok(Some(new set))` when it changed; the
-    /// address in use stays first while the name still resolves to it, so
-    /// pooled connections stay useful.
-    pub async fn refresh(&self) -> Result<Option<Arc<Vec<SocketAddr>>>, String> {
+    /// The endpoint's host name (`None` for an IP endpoint).
+    pub fn name(&self) -> Option<&str> {
+        self.name.as_ref().map(|(h, _)| h.as_str())
+    }
+
+    /// Resolves the name again. `Ok(Some(address))` when requests move to
+    /// another address: the one in use stays first while the name still
+    /// has it, and until [`MISSES_BEFORE_MOVE`] answers in a row lacked it.
+    pub async fn refresh(&self) -> Result<Option<SocketAddr>, String> {
         let Some((host, port)) = &self.name else {
             return Ok(None);
         };
-        let mut found: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), *port))
+        let found: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), *port))
             .await
             .map_err(|e| format!("cannot resolve {host}: {e}"))?
             .collect();
+        Ok(self.update(found))
+    }
+
+    /// [`Addresses::refresh`] with the answer in hand.
+    fn update(&self, mut found: Vec<SocketAddr>) -> Option<SocketAddr> {
         if found.is_empty() {
-            return Err(format!("{host} resolves to no address"));
+            return None;
         }
-        let current = self.current.load();
-        if found.len() == current.len() && found.iter().all(|a| current.contains(a)) {
-            return Ok(None);
+        let in_use = self.first();
+        match found.iter().position(|a| *a == in_use) {
+            Some(i) => {
+                self.misses.store(0, Ordering::Relaxed);
+                found.swap(0, i);
+                self.current.store(Arc::new(found));
+                None
+            }
+            None if self.misses.fetch_add(1, Ordering::Relaxed) + 1 < MISSES_BEFORE_MOVE => {
+                // Kept first; the rest of the answer is there for the
+                // write-back client to try.
+                found.insert(0, in_use);
+                self.current.store(Arc::new(found));
+                None
+            }
+            None => {
+                self.misses.store(0, Ordering::Relaxed);
+                let moved = found[0];
+                self.current.store(Arc::new(found));
+                Some(moved)
+            }
         }
-        if let Some(i) = found.iter().position(|a| *a == current[0]) {
-            found.swap(0, i);
-        }
-        let found = Arc::new(found);
-        self.current.store(found.clone());
-        Ok(Some(found))
     }
 
     #[cfg(test)]
@@ -66,15 +100,29 @@ impl Addresses {
     }
 }
 
-/// The write-back client's resolver: the bucket's current addresses
-/// (the connector puts the URL's port on them).
+/// The write-back client's resolver: the bucket's current addresses for
+/// the bucket's own name (the connector puts the URL's port on them);
+/// any other name (an HTTP proxy's, from `HTTPS_PROXY`) is looked up as
+/// usual.
 pub struct Resolver(pub Arc<Addresses>);
 
 impl reqwest::dns::Resolve for Resolver {
-    fn resolve(&self, _name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let ours = self
+            .0
+            .name()
+            .is_some_and(|n| n.eq_ignore_ascii_case(name.as_str()));
         let addrs = self.0.all();
+        let other = name.as_str().to_string();
         Box::pin(async move {
-            let it: reqwest::dns::Addrs = Box::new(addrs.as_ref().clone().into_iter());
+            let it: reqwest::dns::Addrs = if ours {
+                Box::new(addrs.as_ref().clone().into_iter())
+            } else {
+                let found: Vec<SocketAddr> = tokio::net::lookup_host((other.as_str(), 0))
+                    .await?
+                    .collect();
+                Box::new(found.into_iter())
+            };
             Ok(it)
         })
     }
@@ -84,25 +132,50 @@ impl reqwest::dns::Resolve for Resolver {
 mod tests {
     use super::*;
 
+    fn at(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn the_address_in_use_stays_until_answers_lack_it_for_a_while() {
+        let (a, b, c) = (
+            at("192.0.2.1:443"),
+            at("192.0.2.2:443"),
+            at("192.0.2.3:443"),
+        );
+        let d = Addresses::new(a, Some(("s3.example".into(), 443)));
+        // Still in the answer (rotated to the back): kept first.
+        assert_eq!(d.update(vec![b, a]), None);
+        assert_eq!(d.all().as_slice(), [a, b]);
+        // Out of the answers: kept for MISSES_BEFORE_MOVE - 1 lookups...
+        for _ in 1..MISSES_BEFORE_MOVE {
+            assert_eq!(d.update(vec![b, c]), None);
+            assert_eq!(d.first(), a);
+        }
+        // ...then requests move; the others stay for the write-back.
+        assert_eq!(d.update(vec![c, b]), Some(c));
+        assert_eq!(d.all().as_slice(), [c, b]);
+        // Back in an answer resets the count.
+        assert_eq!(d.update(vec![a]), None);
+        assert_eq!(d.first(), c);
+        assert_eq!(d.update(vec![b, c]), None);
+        assert_eq!(d.update(vec![a]), None);
+        assert_eq!(d.first(), c);
+        assert_eq!(d.update(Vec::new()), None);
+    }
+
     #[tokio::test]
-    async fn a_new_answer_replaces_the_addresses_and_keeps_the_one_in_use_first() {
-        let stale: SocketAddr = "192.0.2.7:9000".parse().unwrap();
-        let a = Addresses::new(stale, Some(("localhost".into(), 9000)));
-        // The endpoint moved: the next refresh follows it.
-        let new = a.refresh().await.unwrap().expect("changed");
-        assert!(!new.contains(&stale));
-        assert!(new.iter().all(|s| s.ip().is_loopback() && s.port() == 9000));
-        assert_eq!(a.first(), new[0]);
-        // The same answer again: no change.
-        assert!(a.refresh().await.unwrap().is_none());
-        // A set that lost an address: the one in use stays first.
-        a.set(vec![new[0], stale]);
-        let again = a.refresh().await.unwrap().expect("changed");
-        assert_eq!(again.as_slice(), new.as_slice());
-        assert_eq!(a.first(), new[0]);
-        // An IP endpoint is never resolved.
+    async fn refresh_resolves_the_name_and_ip_endpoints_never() {
+        let stale = at("192.0.2.7:9000");
+        let d = Addresses::new(stale, Some(("localhost".into(), 9000)));
+        d.set(vec![stale]);
+        for _ in 1..MISSES_BEFORE_MOVE {
+            assert_eq!(d.refresh().await.unwrap(), None);
+        }
+        let moved = d.refresh().await.unwrap().expect("moved");
+        assert!(moved.ip().is_loopback() && moved.port() == 9000, "{moved}");
         let ip = Addresses::new(stale, None);
-        assert!(ip.refresh().await.unwrap().is_none());
+        assert_eq!(ip.refresh().await.unwrap(), None);
         assert_eq!(ip.first(), stale);
     }
 }

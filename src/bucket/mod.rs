@@ -167,10 +167,13 @@ impl Bucket {
     /// Resolves the endpoint's name again (the control plane calls this
     /// every minute); logs a change. An IP endpoint does nothing.
     pub async fn refresh_addresses(&self, site: &str) {
-        match self.addrs.refresh().await {
+        let before = self.addrs.first();
+        // Bounded: the probes that feed `/readyz` wait for it.
+        let lookup = tokio::time::timeout(Duration::from_secs(5), self.addrs.refresh());
+        match lookup.await.unwrap_or_else(|_| Err("DNS lookup timed out".into())) {
             Ok(None) => {}
             Ok(Some(now)) => log::info!(
-                "site `{site}`: bucket endpoint {} now resolves to {now:?}",
+                "site `{site}`: bucket endpoint {}: {before} left its DNS answers, requests now go to {now}",
                 self.sni
             ),
             Err(why) => log::warn!(

@@ -77,7 +77,11 @@ pub(super) fn admin_apart(admin: &AdminConfig, listen: &[super::Listener]) -> Re
         let Ok(p) = l.addr.parse::<SocketAddr>() else {
             continue;
         };
-        let overlap = a.ip() == p.ip() || a.ip().is_unspecified() || p.ip().is_unspecified();
+        // An unspecified address covers its own family only (`0.0.0.0`
+        // and `[::1]` don't clash).
+        let same_family = a.is_ipv4() == p.is_ipv4();
+        let overlap = a.ip() == p.ip()
+            || (same_family && (a.ip().is_unspecified() || p.ip().is_unspecified()));
         if a.port() == p.port() && overlap {
             return Err(format!("`{a}` is also a `listen` address (`{}`)", l.addr));
         }

@@ -36,6 +36,9 @@ pub struct Metrics {
     pub writebacks_in_flight: IntGauge,
     pub fills_in_flight: IntGauge,
     pub access_log_dropped: IntCounter,
+    /// Failed TLS handshakes on the edge listeners (counted by the
+    /// binary's logger, which shows them at debug only).
+    pub tls_handshake_failures: IntCounter,
 }
 
 /// Request and first-byte times: a hit on loopback takes ~0.2 ms, a large
@@ -151,7 +154,16 @@ impl Metrics {
             requests_in_flight: gauge(&r, "requests_in_flight", "Client requests being answered."),
             writebacks_in_flight: gauge(&r, "writebacks_in_flight", "Write-backs not finished."),
             fills_in_flight: gauge(&r, "fills_in_flight", "Shared origin fetches not finished."),
-            access_log_dropped: gauge_counter(&r),
+            access_log_dropped: plain_counter(
+                &r,
+                "access_log_dropped_total",
+                "Access log lines dropped because the writer fell behind.",
+            ),
+            tls_handshake_failures: plain_counter(
+                &r,
+                "tls_handshake_failures_total",
+                "Failed or timed-out TLS handshakes on the edge listeners.",
+            ),
             registry: r,
         }
     }
@@ -173,12 +185,8 @@ impl Metrics {
     }
 }
 
-fn gauge_counter(r: &Registry) -> IntCounter {
-    let c = IntCounter::new(
-        "access_log_dropped_total",
-        "Access log lines dropped because the writer fell behind.",
-    )
-    .expect("valid metric");
+fn plain_counter(r: &Registry, name: &str, help: &str) -> IntCounter {
+    let c = IntCounter::new(name, help).expect("valid metric");
     r.register(Box::new(c.clone())).expect("unique metric");
     c
 }

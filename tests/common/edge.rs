@@ -23,6 +23,8 @@ pub struct Edge {
     pub data: tempfile::TempDir,
     pub origin: Origin,
     pub plain: u16,
+    /// The admin listener (`/metrics`).
+    pub admin: u16,
     pub proxy: Proxy,
 }
 
@@ -43,8 +45,9 @@ impl Edge {
         let data = tempfile::tempdir().expect("data dir");
         std::fs::create_dir_all(data.path().join("edge")).expect("bucket dir");
         let origin = Origin::start();
-        let plain = free_port();
+        let (plain, admin) = (free_port(), free_port());
         let yaml = edge_yaml(certs.path(), data.path(), &origin.url(), plain, threads);
+        let yaml = format!("admin: {{ listen: \"127.0.0.1:{admin}\" }}\n{yaml}");
         let proxy = Proxy::start_env(&yaml, env);
         Edge {
             ca,
@@ -52,6 +55,7 @@ impl Edge {
             data,
             origin,
             plain,
+            admin,
             proxy,
         }
     }

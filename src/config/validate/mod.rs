@@ -319,8 +319,11 @@ fn bucket(
                  an IP endpoint takes `path`",
             ));
         }
-        // A certificate's `*.` covers one label: `my.bucket.s3…` fails TLS.
-        if url.tls && name.contains('.') {
+        // A certificate's `*.` covers one label: `my.bucket.s3…` fails TLS
+        // against a public endpoint's wildcard. A private CA (`ca_file`)
+        // may have issued the exact name: then it is the operator's call.
+        let private_ca = rb.tls.as_ref().is_some_and(|t| t.ca_file.is_some());
+        if url.tls && name.contains('.') && !private_ca {
             return Err(cx.err(
                 &at,
                 format!(
