@@ -109,7 +109,7 @@ fn describe(e: reqwest::Error) -> String {
 
 /// Asks `bucket` for a key that cannot exist, within `timeout`: its
 /// answer, or why there was none. Uses the bucket's own client (its trust
-/// roots and pinned address).
+/// roots and addresses).
 pub async fn probe(bucket: &Bucket, timeout: Duration) -> Result<Answer, String> {
     let mut nonce = [0u8; 16];
     getrandom::fill(&mut nonce).map_err(|e| e.to_string())?;
