@@ -71,6 +71,7 @@ fn random_credentials() -> Result<Credentials, getrandom::Error> {
     Ok(Credentials {
         access_key_id: format!("OPLOCAL{}", hex[..13].to_ascii_uppercase()),
         secret_access_key: hex[20..60].to_string(),
+        session_token: None,
     })
 }
 

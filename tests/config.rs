@@ -118,6 +118,15 @@ fn missing_credentials_variable() {
         "7:26",
         "environment variable `OP_MISSING` is not set",
     );
+    let token = site("").replace(
+        "      secret_access_key_env: OP_SECRET\n",
+        "      secret_access_key_env: OP_SECRET\n      session_token_env: OP_MISSING\n",
+    );
+    assert_bad(
+        &token,
+        "9:26",
+        "environment variable `OP_MISSING` is not set",
+    );
 }
 
 #[test]

@@ -325,3 +325,36 @@ fn bucket_signatures_never_reach_the_debug_log() {
         "the secret key reached the log"
     );
 }
+
+/// Temporary credentials (STS, SSO) carry a session token: it is signed
+/// and sent as `x-amz-security-token` (without it every request was
+/// refused). Named by `session_token_env`, or `AWS_SESSION_TOKEN` beside
+/// the default key names, as the AWS SDKs read it.
+#[test]
+fn temporary_credentials_send_their_session_token() {
+    // A stand-in bucket that records what it is sent.
+    let fake = Origin::start();
+    fake.set("/b/k", Reply::ok(b"object", "text/plain"));
+    for (bucket, env) in [
+        (
+            format!("{{ endpoint: \"http://127.0.0.1:{}\", name: b, access_key_id_env: OP_KEY, secret_access_key_env: OP_SECRET, session_token_env: OP_TOKEN }}", fake.port),
+            vec![("OP_KEY", "k"), ("OP_SECRET", "s"), ("OP_TOKEN", "TOKEN-1")],
+        ),
+        (
+            format!("{{ endpoint: \"http://127.0.0.1:{}\", name: b }}", fake.port),
+            vec![("AWS_ACCESS_KEY_ID", "k"), ("AWS_SECRET_ACCESS_KEY", "s"), ("AWS_SESSION_TOKEN", "TOKEN-1")],
+        ),
+    ] {
+        let yaml = format!(
+            "listen: [\"127.0.0.1:{{port}}\"]\nsites:\n  - name: s\n    bucket: {bucket}\n"
+        );
+        let p = Proxy::start_env(&yaml, &env);
+        let (status, text) = raw_get(p.port, "e", "/k");
+        assert_eq!(status, 200, "{text}");
+        let seen = fake.seen();
+        let req = seen.iter().rev().find(|s| s.target == "/b/k").expect("bucket asked");
+        assert_eq!(req.header("x-amz-security-token"), Some("TOKEN-1"));
+        let auth = req.header("authorization").unwrap_or("");
+        assert!(auth.contains("x-amz-security-token"), "token not signed: {auth}");
+    }
+}

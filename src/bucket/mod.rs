@@ -138,7 +138,7 @@ impl Bucket {
             signer: Signer::new(
                 &cfg.credentials.access_key_id,
                 &cfg.credentials.secret_access_key,
-                None,
+                cfg.credentials.session_token.as_deref(),
                 &cfg.region,
                 "s3",
             ),

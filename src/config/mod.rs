@@ -106,6 +106,9 @@ pub struct Endpoint {
 pub struct Credentials {
     pub access_key_id: String,
     pub secret_access_key: String,
+    /// Temporary credentials' token (STS, SSO), sent as
+    /// `x-amz-security-token`.
+    pub session_token: Option<String>,
 }
 
 impl std::fmt::Debug for Credentials {

@@ -72,6 +72,7 @@ pub struct RawBucket {
     pub addressing: Option<Addressing>,
     pub access_key_id_env: Option<String>,
     pub secret_access_key_env: Option<String>,
+    pub session_token_env: Option<String>,
     pub local: Option<String>,
     pub tls: Option<super::tls::RawTls>,
 }

@@ -244,6 +244,7 @@ fn bucket(
             ("addressing", rb.addressing.is_some()),
             ("access_key_id_env", rb.access_key_id_env.is_some()),
             ("secret_access_key_env", rb.secret_access_key_env.is_some()),
+            ("session_token_env", rb.session_token_env.is_some()),
             ("tls", rb.tls.is_some()),
         ];
         if let Some((f, _)) = remote_fields.iter().find(|(_, set)| *set) {
@@ -308,6 +309,14 @@ fn bucket(
         &rb.secret_access_key_env,
         "AWS_SECRET_ACCESS_KEY",
     )?;
+    // Temporary credentials (STS, `aws configure export-credentials`)
+    // come with a token; without it every request is refused. As the AWS
+    // SDKs do, the default key names bring the default token name along.
+    let session_token = match (&rb.session_token_env, &rb.access_key_id_env) {
+        (Some(_), _) => Some(cred("session_token_env", &rb.session_token_env, "")?),
+        (None, None) => (cx.env)("AWS_SESSION_TOKEN").filter(|v| !v.is_empty()),
+        (None, Some(_)) => None,
+    };
     let addressing = rb.addressing.unwrap_or(Addressing::Path);
     if addressing == Addressing::Virtual {
         let at = path.key("addressing");
@@ -345,6 +354,7 @@ fn bucket(
         credentials: Credentials {
             access_key_id,
             secret_access_key,
+            session_token,
         },
         tls,
     }))

@@ -21,6 +21,7 @@ fn job_for(port: u16) -> Job {
         credentials: Credentials {
             access_key_id: "k".into(),
             secret_access_key: "s".into(),
+            session_token: None,
         },
         tls: crate::tls::TrustRoots::platform(),
     };
