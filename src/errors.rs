@@ -7,6 +7,19 @@ use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// An error and its causes, `: `-joined ("error sending request" alone
+/// hides "unknown CA" or "connection refused").
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum S3Error {
     #[error("no site is configured for this host")]

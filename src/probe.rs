@@ -92,21 +92,6 @@ fn error_doc(body: &[u8]) -> (Option<String>, Option<String>) {
         .map_or((None, None), |d| (d.code, d.message))
 }
 
-/// An error and its causes ("error sending request" alone hides an
-/// unknown CA), without the URL: it holds the probe's random key, and
-/// readiness logs only changes.
-fn describe(e: reqwest::Error) -> String {
-    let e = e.without_url();
-    let mut out = e.to_string();
-    let mut cause = std::error::Error::source(&e);
-    while let Some(c) = cause {
-        out.push_str(": ");
-        out.push_str(&c.to_string());
-        cause = c.source();
-    }
-    out
-}
-
 /// Asks `bucket` for a key that cannot exist, within `timeout`: its
 /// answer, or why there was none. Uses the bucket's own client (its trust
 /// roots and addresses).
@@ -152,7 +137,12 @@ pub async fn probe(bucket: &Bucket, timeout: Duration) -> Result<Answer, String>
             })
         }
         Err(e) if e.is_timeout() => Err(format!("no answer within {timeout:?}")),
-        Err(e) => Err(format!("not reachable: {}", describe(e))),
+        // Without the URL: it holds the random key, and readiness logs
+        // only changes.
+        Err(e) => Err(format!(
+            "not reachable: {}",
+            crate::errors::chain(&e.without_url())
+        )),
     }
 }
 

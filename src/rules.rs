@@ -140,10 +140,14 @@ impl<'a> Probe<'a> {
 /// The host a request names: its `Host` header, else the authority of
 /// its target (HTTP/2's `:authority`, or an absolute-form HTTP/1 target).
 pub fn request_host(req: &http::request::Parts) -> Option<&str> {
-    req.headers
+    host_of(&req.headers, req.uri.authority().map(|a| a.as_str()))
+}
+
+fn host_of<'a>(headers: &'a HeaderMap, authority: Option<&'a str>) -> Option<&'a str> {
+    headers
         .get(http::header::HOST)
         .and_then(|h| h.to_str().ok())
-        .or_else(|| req.uri.authority().map(|a| a.as_str()))
+        .or(authority)
 }
 
 /// The rules whose condition matches, in order, each with its index and
@@ -202,11 +206,7 @@ impl HeaderCondition {
         // `host` is the request's host whichever way it came: HTTP/2
         // carries it in `:authority`, usually without a Host header.
         if self.name == "host" {
-            let host = p
-                .headers
-                .get(http::header::HOST)
-                .and_then(|h| h.to_str().ok());
-            return host.or(p.authority).is_some_and(|h| self.test.holds(h));
+            return host_of(p.headers, p.authority).is_some_and(|h| self.test.holds(h));
         }
         // A header sent several times matches when any value does.
         p.headers

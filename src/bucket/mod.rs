@@ -164,6 +164,11 @@ impl Bucket {
         &self.client
     }
 
+    /// The embedded local-disk bucket (its objects are files).
+    pub fn is_local(&self) -> bool {
+        self.keep_alive.is_some()
+    }
+
     /// Resolves the endpoint's name again (the control plane calls this
     /// every minute); logs a change. An IP endpoint does nothing.
     pub async fn refresh_addresses(&self, site: &str) {

@@ -194,7 +194,7 @@ async fn fetch(hold: &Hold, job: &FetchJob, publisher: &Publisher) -> Result<boo
         let chunk = match next {
             None => break,
             Some(Ok(c)) => c,
-            Some(Err(e)) => return Err(format!("origin body: {}", error_chain(&e))),
+            Some(Err(e)) => return Err(format!("origin body: {}", crate::errors::chain(&e))),
         };
         if len.is_some_and(|l| written + chunk.len() as u64 > l) {
             return Err("origin sent more than its Content-Length".into());
@@ -380,21 +380,8 @@ async fn request(
         Err(_) => Err((true, format!("no answer within {timeout:?}"))),
         Ok(Err(e)) => Err((
             e.is_timeout(),
-            format!("cannot reach the origin: {}", error_chain(&e)),
+            format!("cannot reach the origin: {}", crate::errors::chain(&e)),
         )),
         Ok(Ok(r)) => Ok(r),
     }
-}
-
-/// An error with its causes (reqwest's own message is often just
-/// "error sending request").
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }

@@ -168,9 +168,10 @@ impl ProxyHttp for OriginPull {
         }
         // Only a redirect answers the empty key (a site's root); the
         // embedded bucket stores files, so its keys name files.
-        let checked = match site.bucket.keep_alive {
-            Some(_) => crate::key::check_file_key(&ctx.key),
-            None => crate::key::check_bucket_key(&ctx.key),
+        let checked = if site.bucket.is_local() {
+            crate::key::check_file_key(&ctx.key)
+        } else {
+            crate::key::check_bucket_key(&ctx.key)
         };
         if let Err(e) = checked {
             return respond(session, ctx, Answer::Error(S3Error::InvalidUri(e))).await;

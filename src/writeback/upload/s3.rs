@@ -311,7 +311,7 @@ pub async fn send(
                 limit.as_secs_f32()
             ))
         })?
-        .map_err(|e| WriteBackError::Http(error_chain(&e)))?;
+        .map_err(|e| WriteBackError::Http(crate::errors::chain(&e)))?;
     job.bucket.metrics.bucket_request(op, started.elapsed());
     let status = resp.status().as_u16();
     if !(200..300).contains(&status) {
@@ -322,19 +322,6 @@ pub async fn send(
         return Err(WriteBackError::Bucket(status, clip(text, 500)));
     }
     Ok(resp)
-}
-
-/// reqwest's error with its causes (the TLS or connect reason is in
-/// them, not in the top-level message).
-fn error_chain(e: &reqwest::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur: Option<&dyn std::error::Error> = std::error::Error::source(e);
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 /// A bucket answer's body (XML documents are small).
