@@ -50,6 +50,12 @@ impl Cursor {
         Cursor { fill, rx, pos }
     }
 
+    /// Another cursor on the same fill at `pos`: the spool keeps every
+    /// byte, so a failed write-back request can read its bytes again.
+    pub fn at(&self, pos: u64) -> Cursor {
+        Cursor::new(self.fill.clone(), pos)
+    }
+
     /// Until the fill's state changes; an error when its writer is gone
     /// without a final state.
     async fn wait(&mut self) -> Result<(), String> {

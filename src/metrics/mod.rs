@@ -36,6 +36,9 @@ pub struct Metrics {
     pub writebacks_in_flight: IntGauge,
     pub fills_in_flight: IntGauge,
     pub access_log_dropped: IntCounter,
+    /// Write-back requests sent again after the bucket failed them in
+    /// passing (`crate::writeback` retries).
+    pub writeback_retries: IntCounter,
     /// Failed TLS handshakes on the edge listeners (counted by the
     /// binary's logger, which shows them at debug only).
     pub tls_handshake_failures: IntCounter,
@@ -158,6 +161,11 @@ impl Metrics {
                 &r,
                 "access_log_dropped_total",
                 "Access log lines dropped because the writer fell behind.",
+            ),
+            writeback_retries: plain_counter(
+                &r,
+                "writeback_retries_total",
+                "Write-back requests sent again after a 5xx, SlowDown or a failed connection.",
             ),
             tls_handshake_failures: plain_counter(
                 &r,

@@ -42,6 +42,18 @@ impl Reader {
         Reader::with(Source::Fill(cursor), expected, None)
     }
 
+    /// A reader of the same bytes from `offset`, for another attempt at a
+    /// bucket request: a fill's spool still holds them; the tee's channel
+    /// does not (`None`).
+    pub fn rewound(&self, offset: u64) -> Option<Reader> {
+        let Source::Fill(cursor) = &self.source else {
+            return None;
+        };
+        let mut r = Reader::with(Source::Fill(cursor.at(offset)), self.expected, None);
+        r.received = offset;
+        Some(r)
+    }
+
     fn with(source: Source, expected: Option<u64>, want_md5: Option<[u8; 16]>) -> Reader {
         Reader {
             source,

@@ -7,16 +7,20 @@
 //! (more wait for a slot: while they wait their tee fills, and one that
 //! waits too long is abandoned by the tee, never stored half); every
 //! bucket request fails once the bucket makes no progress for
-//! [`idle::BUCKET_IDLE`]; a failed multipart upload is aborted, with
-//! retries (see [`s3::abort`]).
+//! [`idle::BUCKET_IDLE`]; a request the bucket failed in passing (5xx,
+//! `SlowDown`, a reset) is sent again when its body can be (see
+//! [`retry`]); a failed multipart upload is aborted, with retries (see
+//! [`s3::abort`]).
 
 mod idle;
+mod retry;
 mod s3;
 
 use super::reader::Reader;
 use super::{Job, WriteBackError};
 use bytes::{Bytes, BytesMut};
 use idle::Progress;
+use std::future::Future;
 use std::sync::Arc;
 use tokio::sync::{Mutex, Semaphore};
 
@@ -52,11 +56,13 @@ pub(super) async fn run(job: &Job, reader: Reader) -> Result<u64, WriteBackError
     };
     match job.expected_len {
         Some(len) if len <= SINGLE_PUT_MAX => {
-            let shared: Shared = Arc::new(Mutex::new((reader, None)));
-            let progress = Progress::bucket();
-            let body = part_body(shared.clone(), len, true, &progress);
-            let result = s3::put_object(job, body, len, &progress).await;
-            cause(&shared, result).await.map(|_| len)
+            let mut shared: Shared = Arc::new(Mutex::new((reader, None)));
+            let put = |body, progress: Progress| async move {
+                s3::put_object(job, body, len, &progress).await
+            };
+            send_streamed(job, &mut shared, 0, len, true, "PUT", put)
+                .await
+                .map(|_| len)
         }
         Some(len) => multipart_streamed(job, reader, len).await,
         None => buffered(job, reader).await,
@@ -69,6 +75,46 @@ async fn cause<T>(shared: &Shared, r: Result<T, WriteBackError>) -> Result<T, Wr
     match r {
         Ok(v) => Ok(v),
         Err(e) => Err(shared.lock().await.1.take().unwrap_or(e)),
+    }
+}
+
+/// Sends `len` bytes of the reader from `offset` as the body of `send`'s
+/// request, again while the failure is worth it ([`retry::retryable`])
+/// and the reader can start over at `offset` (a fill's spool can; the
+/// tee cannot). A retry replaces `shared` with the rewound reader, which
+/// the later parts go on from.
+async fn send_streamed<T, F, Fut>(
+    job: &Job,
+    shared: &mut Shared,
+    offset: u64,
+    len: u64,
+    is_last: bool,
+    what: &str,
+    send: F,
+) -> Result<T, WriteBackError>
+where
+    F: Fn(reqwest::Body, Progress) -> Fut,
+    Fut: Future<Output = Result<T, WriteBackError>>,
+{
+    let mut attempt = 1;
+    loop {
+        // Taken before the request: after a failure the HTTP client may
+        // still hold the body, and with it the lock, waiting on the origin.
+        let spare = shared.lock().await.0.rewound(offset);
+        let progress = Progress::bucket();
+        let body = part_body(shared.clone(), len, is_last, &progress);
+        let e = match cause(shared, send(body, progress).await).await {
+            Ok(v) => return Ok(v),
+            Err(e) => e,
+        };
+        let Some(rewound) = spare else {
+            return Err(e);
+        };
+        if !retry::again(job, what, attempt, &e).await {
+            return Err(e);
+        }
+        *shared = Arc::new(Mutex::new((rewound, None)));
+        attempt += 1;
     }
 }
 
@@ -126,21 +172,25 @@ fn part_body(shared: Shared, len: u64, is_last: bool, progress: &Progress) -> re
 
 async fn multipart_streamed(job: &Job, reader: Reader, len: u64) -> Result<u64, WriteBackError> {
     let part = PART.max(len.div_ceil(MAX_PARTS));
-    let upload_id = s3::create(job).await?;
-    let shared: Shared = Arc::new(Mutex::new((reader, None)));
+    let upload_id = create(job).await?;
+    let mut shared: Shared = Arc::new(Mutex::new((reader, None)));
     let parts = async {
         let mut etags = Vec::new();
         let mut offset = 0;
         while offset < len {
             let this = part.min(len - offset);
             let n = etags.len() + 1;
-            let progress = Progress::bucket();
-            let body = part_body(shared.clone(), this, offset + this == len, &progress);
-            let etag = s3::upload_part(job, &upload_id, n, body, this, &progress).await;
-            etags.push(cause(&shared, etag).await?);
+            let id = upload_id.as_str();
+            let send = |body, progress: Progress| async move {
+                s3::upload_part(job, id, n, body, this, &progress).await
+            };
+            let what = format!("UploadPart {n}");
+            let is_last = offset + this == len;
+            let etag = send_streamed(job, &mut shared, offset, this, is_last, &what, send).await;
+            etags.push(etag?);
             offset += this;
         }
-        s3::complete(job, &upload_id, &etags).await
+        complete(job, &upload_id, &etags).await
     }
     .await;
     finish_multipart(job, &upload_id, parts).await.map(|_| len)
@@ -159,11 +209,15 @@ async fn buffered(job: &Job, mut reader: Reader) -> Result<u64, WriteBackError> 
     let (first, ended) = fill(&mut reader, unknown_length_part(1)).await?;
     if ended {
         let len = first.len() as u64;
-        let progress = Progress::bucket();
-        s3::put_object(job, s3::body_of(first, &progress), len, &progress).await?;
+        retry::retried(job, "PUT", || {
+            let progress = Progress::bucket();
+            let body = s3::body_of(first.clone(), &progress);
+            async move { s3::put_object(job, body, len, &progress).await }
+        })
+        .await?;
         return Ok(len);
     }
-    let upload_id = s3::create(job).await?;
+    let upload_id = create(job).await?;
     let mut total = first.len() as u64;
     // The part being uploaded while the next one is read. Outside the loop
     // so a failure can stop it before the upload is aborted (below).
@@ -197,7 +251,7 @@ async fn buffered(job: &Job, mut reader: Reader) -> Result<u64, WriteBackError> 
             in_flight = None;
             etags.push(etag.map_err(|e| WriteBackError::Http(e.to_string()))??);
         }
-        s3::complete(job, &upload_id, &etags).await.map(|_| total)
+        complete(job, &upload_id, &etags).await.map(|_| total)
     }
     .await;
     if let Some(p) = in_flight.take() {
@@ -241,10 +295,32 @@ fn spawn_part(
     let upload_id = upload_id.to_string();
     tokio::spawn(async move {
         let len = data.len() as u64;
-        let progress = Progress::bucket();
-        let body = s3::body_of(data, &progress);
-        s3::upload_part(&job, &upload_id, n, body, len, &progress).await
+        let (job, id) = (&job, upload_id.as_str());
+        retry::retried(job, &format!("UploadPart {n}"), || {
+            let progress = Progress::bucket();
+            let body = s3::body_of(data.clone(), &progress);
+            async move { s3::upload_part(job, id, n, body, len, &progress).await }
+        })
+        .await
     })
+}
+
+/// CreateMultipartUpload, retried. An attempt whose answer was lost
+/// leaves an upload nobody completes: the bucket's
+/// `AbortIncompleteMultipartUpload` lifecycle rule removes it.
+async fn create(job: &Job) -> Result<String, WriteBackError> {
+    retry::retried(job, "CreateMultipartUpload", || s3::create(job)).await
+}
+
+/// CompleteMultipartUpload, retried. When an attempt's answer was lost
+/// after the bucket completed the upload, the next one gets `NoSuchUpload`
+/// and the write-back counts as failed although the object is stored:
+/// the next request reads it from the bucket.
+async fn complete(job: &Job, upload_id: &str, etags: &[String]) -> Result<(), WriteBackError> {
+    retry::retried(job, "CompleteMultipartUpload", || {
+        s3::complete(job, upload_id, etags)
+    })
+    .await
 }
 
 /// Aborts the upload when anything failed, so no parts linger.

@@ -9,6 +9,7 @@ pub mod garage;
 pub mod http;
 pub mod net;
 pub mod origin;
+pub mod s3fault;
 pub mod tls;
 
 pub use garage::{garage, TestBucket};
