@@ -9,6 +9,7 @@ pub mod access_log;
 pub mod bucket;
 pub mod config;
 pub mod control;
+pub mod credentials;
 pub mod disposition;
 pub mod edge_tls;
 pub mod errors;

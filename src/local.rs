@@ -13,7 +13,7 @@
 
 mod guard;
 
-use crate::config::{Addressing, Credentials, Endpoint, RemoteBucket};
+use crate::config::{Addressing, CredentialSource, Credentials, Endpoint, RemoteBucket};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder as ConnBuilder;
 use s3s::auth::SimpleAuth;
@@ -196,7 +196,7 @@ fn start(dir: &Path) -> Result<LocalRun, LocalError> {
         name,
         region: "us-east-1".into(),
         addressing: Addressing::Path,
-        credentials,
+        credentials: CredentialSource::Env(credentials),
         tls: crate::tls::TrustRoots::platform(),
     };
     Ok(LocalRun {

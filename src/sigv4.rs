@@ -31,10 +31,21 @@ pub enum Payload<'a> {
     Bytes(&'a [u8]),
 }
 
+/// Where a signer's keys come from.
+enum Keys {
+    /// Fixed at start and reload (environment variables).
+    Fixed {
+        identity: Identity,
+        access_key_id: String,
+    },
+    /// The AWS default chain's, renewed in the background
+    /// (`crate::credentials`).
+    Chain,
+}
+
 /// Keys, region and service of one signing identity.
 pub struct Signer {
-    identity: Identity,
-    access_key_id: String,
+    keys: Keys,
     region: String,
     service: String,
     /// S3's rules: the path signed as sent (encoded once, never
@@ -46,11 +57,11 @@ pub struct Signer {
 impl std::fmt::Debug for Signer {
     // Never print the secret or the session token, even in debug logs.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "Signer({}, ***, {}, {})",
-            self.access_key_id, self.region, self.service
-        )
+        let key = match &self.keys {
+            Keys::Fixed { access_key_id, .. } => access_key_id.as_str(),
+            Keys::Chain => "aws_chain",
+        };
+        write!(f, "Signer({key}, ***, {}, {})", self.region, self.service)
     }
 }
 
@@ -70,9 +81,26 @@ impl Signer {
             "origin-pull",
         )
         .into();
+        Signer::with(
+            Keys::Fixed {
+                identity,
+                access_key_id: access_key_id.to_string(),
+            },
+            region,
+            service,
+        )
+    }
+
+    /// A signer with the AWS default chain's current keys (see
+    /// `crate::credentials`); until the chain has answered, signing fails.
+    pub fn aws_chain(region: &str, service: &str) -> Signer {
+        crate::credentials::wanted(region);
+        Signer::with(Keys::Chain, region, service)
+    }
+
+    fn with(keys: Keys, region: &str, service: &str) -> Signer {
         Signer {
-            identity,
-            access_key_id: access_key_id.to_string(),
+            keys,
             region: region.to_string(),
             service: service.to_string(),
             s3: service == "s3",
@@ -98,8 +126,18 @@ impl Signer {
             settings.uri_path_normalization_mode = UriPathNormalizationMode::Disabled;
             settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
         }
+        let chain;
+        let identity = match &self.keys {
+            Keys::Fixed { identity, .. } => identity,
+            Keys::Chain => {
+                chain = crate::credentials::current().ok_or_else(|| {
+                    SignError::new("no credentials yet: the AWS default chain has not answered")
+                })?;
+                &chain.identity
+            }
+        };
         let params = v4::SigningParams::builder()
-            .identity(&self.identity)
+            .identity(identity)
             .region(&self.region)
             .name(&self.service)
             .time(SystemTime::now())

@@ -130,6 +130,22 @@ fn missing_credentials_variable() {
 }
 
 #[test]
+fn aws_chain_takes_no_key_variables() {
+    // `credentials: aws_chain` reads the environment itself: naming
+    // variables beside it would say two things.
+    let yaml = site("").replace(
+        "      secret_access_key_env: OP_SECRET\n",
+        "      secret_access_key_env: OP_SECRET\n      credentials: aws_chain\n",
+    );
+    assert_bad(&yaml, "7:26", "does not go with `credentials: aws_chain`");
+    let unknown = site("").replace(
+        "      secret_access_key_env: OP_SECRET\n",
+        "      secret_access_key_env: OP_SECRET\n      credentials: instance\n",
+    );
+    assert_bad(&unknown, "9:20", "unknown variant `instance`");
+}
+
+#[test]
 fn rule_shape_errors() {
     let both =
         "    rules:\n      - mirror: { url: \"http://o/\" }\n        redirect: { code: 301 }\n";

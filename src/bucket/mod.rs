@@ -11,7 +11,7 @@
 mod dns;
 mod reads;
 
-use crate::config::{Addressing, Endpoint, RemoteBucket};
+use crate::config::{Addressing, CredentialSource, Endpoint, RemoteBucket};
 use crate::key::encode_key_into;
 use crate::sigv4::Signer;
 pub use crate::sigv4::{Payload, SignedHeaders};
@@ -135,13 +135,16 @@ impl Bucket {
             host: host_header,
             sni: host_name,
             path_prefix,
-            signer: Signer::new(
-                &cfg.credentials.access_key_id,
-                &cfg.credentials.secret_access_key,
-                cfg.credentials.session_token.as_deref(),
-                &cfg.region,
-                "s3",
-            ),
+            signer: match &cfg.credentials {
+                CredentialSource::Env(c) => Signer::new(
+                    &c.access_key_id,
+                    &c.secret_access_key,
+                    c.session_token.as_deref(),
+                    &cfg.region,
+                    "s3",
+                ),
+                CredentialSource::AwsChain => Signer::aws_chain(&cfg.region, "s3"),
+            },
             reads: ReadSignatures::default(),
             keep_alive: None,
             metrics,

@@ -90,7 +90,7 @@ pub struct RemoteBucket {
     pub name: String,
     pub region: String,
     pub addressing: Addressing,
-    pub credentials: Credentials,
+    pub credentials: CredentialSource,
     /// Roots trusted for an https endpoint (`tls.ca_file`).
     pub tls: crate::tls::TrustRoots,
 }
@@ -100,6 +100,17 @@ pub struct Endpoint {
     pub tls: bool,
     pub host: String,
     pub port: u16,
+}
+
+/// Where a bucket's keys come from (`credentials:`).
+#[derive(Debug, Clone)]
+pub enum CredentialSource {
+    /// From the environment variables the bucket names, read at start and
+    /// reload (`credentials: env`, the default).
+    Env(Credentials),
+    /// The AWS SDKs' default chain, renewed before expiry
+    /// (`credentials: aws_chain`, see `crate::credentials`).
+    AwsChain,
 }
 
 #[derive(Clone)]

@@ -63,6 +63,16 @@ pub enum Addressing {
     Virtual,
 }
 
+/// `bucket.credentials`: where the keys come from.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RawCredentials {
+    /// The `*_env` variables (the default).
+    Env,
+    /// The AWS SDKs' default provider chain, renewed before expiry.
+    AwsChain,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawBucket {
@@ -73,6 +83,7 @@ pub struct RawBucket {
     pub access_key_id_env: Option<String>,
     pub secret_access_key_env: Option<String>,
     pub session_token_env: Option<String>,
+    pub credentials: Option<RawCredentials>,
     pub local: Option<String>,
     pub tls: Option<super::tls::RawTls>,
 }

@@ -90,6 +90,10 @@ pub fn start(
         .enable_all()
         .build()
         .map_err(ControlError::Thread)?;
+    // Credentials from the AWS chain before the listeners open, so the
+    // first requests are signed (bounded: a chain that does not answer is
+    // logged, `/readyz` stays 503, and the probe rounds try again).
+    rt.block_on(crate::credentials::refresh_if_due());
     let c = control.clone();
     std::thread::Builder::new()
         .name("control".into())

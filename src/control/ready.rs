@@ -19,6 +19,9 @@ pub async fn probe_loop(c: Arc<Control>) {
     let mut last: std::collections::HashMap<String, Result<crate::probe::Answer, String>> =
         Default::default();
     loop {
+        // Renews the AWS chain's credentials ahead of expiry (a no-op
+        // without `credentials: aws_chain`).
+        crate::credentials::refresh_if_due().await;
         let state = c.proxy.state();
         round = round.wrapping_add(1);
         if round.is_multiple_of(RESOLVE_EVERY) {

@@ -245,6 +245,7 @@ fn bucket(
             ("access_key_id_env", rb.access_key_id_env.is_some()),
             ("secret_access_key_env", rb.secret_access_key_env.is_some()),
             ("session_token_env", rb.session_token_env.is_some()),
+            ("credentials", rb.credentials.is_some()),
             ("tls", rb.tls.is_some()),
         ];
         if let Some((f, _)) = remote_fields.iter().find(|(_, set)| *set) {
@@ -290,33 +291,7 @@ fn bucket(
     if name.is_empty() || name.contains(['/', ' ']) {
         return Err(cx.err(&path.key("name"), "is not a bucket name"));
     }
-    let cred = |field: &str, given: &Option<String>, default: &str| {
-        let var = given.as_deref().unwrap_or(default);
-        (cx.env)(var).filter(|v| !v.is_empty()).ok_or_else(|| {
-            cx.err(
-                &path.key(field),
-                format!("environment variable `{var}` is not set"),
-            )
-        })
-    };
-    let access_key_id = cred(
-        "access_key_id_env",
-        &rb.access_key_id_env,
-        "AWS_ACCESS_KEY_ID",
-    )?;
-    let secret_access_key = cred(
-        "secret_access_key_env",
-        &rb.secret_access_key_env,
-        "AWS_SECRET_ACCESS_KEY",
-    )?;
-    // Temporary credentials (STS, `aws configure export-credentials`)
-    // come with a token; without it every request is refused. As the AWS
-    // SDKs do, the default key names bring the default token name along.
-    let session_token = match (&rb.session_token_env, &rb.access_key_id_env) {
-        (Some(_), _) => Some(cred("session_token_env", &rb.session_token_env, "")?),
-        (None, None) => (cx.env)("AWS_SESSION_TOKEN").filter(|v| !v.is_empty()),
-        (None, Some(_)) => None,
-    };
+    let credentials = credential_source(cx, path, rb)?;
     let addressing = rb.addressing.unwrap_or(Addressing::Path);
     if addressing == Addressing::Virtual {
         let at = path.key("addressing");
@@ -351,11 +326,66 @@ fn bucket(
         name: name.clone(),
         region: rb.region.clone().unwrap_or_else(|| "us-east-1".to_string()),
         addressing,
-        credentials: Credentials {
-            access_key_id,
-            secret_access_key,
-            session_token,
-        },
+        credentials,
         tls,
+    }))
+}
+
+/// The bucket's keys: from the environment variables it names (read now,
+/// and at each reload), or the AWS default chain.
+fn credential_source(
+    cx: &Ctx,
+    path: &FieldPath,
+    rb: &RawBucket,
+) -> Result<CredentialSource, ConfigError> {
+    let env_fields = [
+        ("access_key_id_env", rb.access_key_id_env.is_some()),
+        ("secret_access_key_env", rb.secret_access_key_env.is_some()),
+        ("session_token_env", rb.session_token_env.is_some()),
+    ];
+    if rb.credentials == Some(RawCredentials::AwsChain) {
+        if let Some((f, _)) = env_fields.iter().find(|(_, set)| *set) {
+            return Err(cx.err(
+                &path.key(f),
+                "does not go with `credentials: aws_chain` (the chain reads AWS_ACCESS_KEY_ID \
+                 and the other sources itself)",
+            ));
+        }
+        return Ok(CredentialSource::AwsChain);
+    }
+    let cred = |field: &str, given: &Option<String>, default: &str| {
+        let var = given.as_deref().unwrap_or(default);
+        (cx.env)(var).filter(|v| !v.is_empty()).ok_or_else(|| {
+            cx.err(
+                &path.key(field),
+                format!(
+                    "environment variable `{var}` is not set (for an instance profile, IRSA \
+                     or another renewing source: `credentials: aws_chain`)"
+                ),
+            )
+        })
+    };
+    let access_key_id = cred(
+        "access_key_id_env",
+        &rb.access_key_id_env,
+        "AWS_ACCESS_KEY_ID",
+    )?;
+    let secret_access_key = cred(
+        "secret_access_key_env",
+        &rb.secret_access_key_env,
+        "AWS_SECRET_ACCESS_KEY",
+    )?;
+    // Temporary credentials (STS, `aws configure export-credentials`)
+    // come with a token; without it every request is refused. As the AWS
+    // SDKs do, the default key names bring the default token name along.
+    let session_token = match (&rb.session_token_env, &rb.access_key_id_env) {
+        (Some(_), _) => Some(cred("session_token_env", &rb.session_token_env, "")?),
+        (None, None) => (cx.env)("AWS_SESSION_TOKEN").filter(|v| !v.is_empty()),
+        (None, Some(_)) => None,
+    };
+    Ok(CredentialSource::Env(Credentials {
+        access_key_id,
+        secret_access_key,
+        session_token,
     }))
 }

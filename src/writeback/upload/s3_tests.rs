@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::bucket::Bucket;
-use crate::config::{Addressing, Credentials, Endpoint, RemoteBucket};
+use crate::config::{Addressing, CredentialSource, Credentials, Endpoint, RemoteBucket};
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -18,11 +18,11 @@ fn job_for(port: u16) -> Job {
         name: "b".into(),
         region: "us-east-1".into(),
         addressing: Addressing::Path,
-        credentials: Credentials {
+        credentials: CredentialSource::Env(Credentials {
             access_key_id: "k".into(),
             secret_access_key: "s".into(),
             session_token: None,
-        },
+        }),
         tls: crate::tls::TrustRoots::platform(),
     };
     let metrics = Arc::new(crate::metrics::SiteMetrics::new("test", 0));

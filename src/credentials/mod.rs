@@ -1,0 +1,204 @@
+//! `credentials: aws_chain`: the bucket's keys from the AWS SDKs' default
+//! provider chain (aws-config), renewed before they expire.
+//!
+//! Keys in environment variables are read at start and reload and never
+//! change; temporary credentials from an instance profile (EC2), a web
+//! identity (EKS IRSA), the container endpoint (ECS, EKS Pod Identity) or
+//! a profile expire within hours, and a proxy that keeps the first ones
+//! is refused by the bucket from then on. The chain is the process's, not
+//! a bucket's (one role, one instance profile), so there is one current
+//! set of credentials, read by every signer of an `aws_chain` bucket
+//! ([`current`]) and renewed by the control thread ([`refresh_if_due`],
+//! once before the listeners open and then at each readiness round): a
+//! reload builds new buckets but keeps the credentials in hand.
+//!
+//! A renewal that fails keeps the credentials in hand (they may still be
+//! valid: the chain's sources renew well before expiry) and is tried
+//! again after [`RETRY_AFTER`].
+
+mod http;
+
+use arc_swap::ArcSwapOption;
+use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
+use aws_smithy_runtime_api::client::identity::Identity;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime};
+
+/// Renew when the credentials in hand expire within this (the AWS SDKs
+/// refresh 5 minutes ahead too; every source hands out new ones by then).
+const REFRESH_BEFORE: Duration = Duration::from_secs(5 * 60);
+/// Credentials without an expiry (a profile's static keys) are read again
+/// this often, so a rotated file is picked up.
+const REREAD_EVERY: Duration = Duration::from_secs(5 * 60);
+/// After a failed attempt, the next one waits this long.
+const RETRY_AFTER: Duration = Duration::from_secs(10);
+/// Bound on one attempt (IMDS, STS): the readiness round waits for it.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The credentials in hand.
+pub struct Current {
+    pub identity: Identity,
+    pub access_key_id: String,
+    expires: Option<SystemTime>,
+    fetched: Instant,
+}
+
+static CURRENT: ArcSwapOption<Current> = ArcSwapOption::const_empty();
+/// Set once a bucket with `credentials: aws_chain` was built.
+static IN_USE: AtomicBool = AtomicBool::new(false);
+/// The region of the first such bucket: the chain's STS calls use it when
+/// neither `AWS_REGION` nor the profile names one.
+static REGION: Mutex<Option<String>> = Mutex::new(None);
+static PROVIDER: tokio::sync::OnceCell<Result<SharedCredentialsProvider, String>> =
+    tokio::sync::OnceCell::const_new();
+static LAST_FAILURE: Mutex<Option<Instant>> = Mutex::new(None);
+
+/// The credentials in hand, if the chain has answered yet.
+pub fn current() -> Option<Arc<Current>> {
+    CURRENT.load_full()
+}
+
+/// A bucket in `region` signs with the chain's credentials.
+pub fn wanted(region: &str) {
+    IN_USE.store(true, Ordering::Release);
+    REGION
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get_or_insert_with(|| region.to_string());
+}
+
+/// Whether any bucket of this process uses the chain.
+pub fn in_use() -> bool {
+    IN_USE.load(Ordering::Acquire)
+}
+
+/// Asks the chain for credentials when none are in hand or they are due
+/// for renewal; a no-op when no bucket uses it.
+pub async fn refresh_if_due() {
+    if !in_use() || !due(current().as_deref(), SystemTime::now()) {
+        return;
+    }
+    let recent_failure = LAST_FAILURE
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .is_some_and(|t| t.elapsed() < RETRY_AFTER);
+    if recent_failure {
+        return;
+    }
+    let outcome = tokio::time::timeout(ATTEMPT_TIMEOUT, fetch())
+        .await
+        .unwrap_or_else(|_| Err(format!("no answer within {} s", ATTEMPT_TIMEOUT.as_secs())));
+    let mut last_failure = LAST_FAILURE.lock().unwrap_or_else(PoisonError::into_inner);
+    let Err(why) = outcome else {
+        *last_failure = None;
+        return;
+    };
+    *last_failure = Some(Instant::now());
+    let again = RETRY_AFTER.as_secs();
+    match current() {
+        None => log::error!(
+            "bucket credentials (aws_chain): none yet: {why}; requests to the bucket fail \
+             until the chain answers (tried again in {again} s)"
+        ),
+        Some(_) => log::warn!(
+            "bucket credentials (aws_chain): renewal failed: {why}; keeping the ones in hand \
+             (tried again in {again} s)"
+        ),
+    }
+}
+
+async fn fetch() -> Result<(), String> {
+    let provider = PROVIDER.get_or_init(provider).await.clone()?;
+    let c = provider
+        .provide_credentials()
+        .await
+        .map_err(|e| crate::errors::chain(&e))?;
+    let fresh = Current {
+        access_key_id: c.access_key_id().to_string(),
+        expires: c.expiry(),
+        fetched: Instant::now(),
+        identity: c.into(),
+    };
+    let expires = fresh.expires.map_or("never".to_string(), |t| {
+        chrono::DateTime::<chrono::Utc>::from(t)
+            .format("%Y-%m-%dT%H:%M:%SZ")
+            .to_string()
+    });
+    let before = CURRENT.swap(Some(Arc::new(fresh)));
+    let key = current()
+        .map(|c| c.access_key_id.clone())
+        .unwrap_or_default();
+    if before.is_none() {
+        log::info!("bucket credentials (aws_chain): access key {key}, expire {expires}");
+    } else {
+        log::info!("bucket credentials (aws_chain): renewed, access key {key}, expire {expires}");
+    }
+    Ok(())
+}
+
+/// The chain, with reqwest as its HTTP client. Its region (web identity
+/// calls STS there) is the environment's or the profile's, else the
+/// bucket's. (aws-config's `RegionProviderChain::default_provider()`
+/// would look it up with a client of its own, which this build has not.)
+async fn provider() -> Result<SharedCredentialsProvider, String> {
+    let http = http::Reqwest::new()?;
+    let load = |region: Option<aws_config::Region>| {
+        let mut loader =
+            aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(http.clone());
+        if let Some(r) = region {
+            loader = loader.region(r);
+        }
+        loader.load()
+    };
+    let mut config = load(None).await;
+    if config.region().is_none() {
+        let fallback = REGION
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let region = fallback.unwrap_or_else(|| "us-east-1".into());
+        config = load(Some(aws_config::Region::new(region))).await;
+    }
+    config
+        .credentials_provider()
+        .ok_or_else(|| "the AWS default chain has no provider".to_string())
+}
+
+/// Whether `c` should be renewed at `now`.
+fn due(c: Option<&Current>, now: SystemTime) -> bool {
+    let Some(c) = c else { return true };
+    match c.expires {
+        Some(at) => at
+            .duration_since(now)
+            .map_or(true, |left| left < REFRESH_BEFORE),
+        None => c.fetched.elapsed() >= REREAD_EVERY,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn creds(expires: Option<SystemTime>) -> Current {
+        let c = aws_credential_types::Credentials::new("AK", "SK", None, expires, "test");
+        Current {
+            identity: c.into(),
+            access_key_id: "AK".into(),
+            expires,
+            fetched: Instant::now(),
+        }
+    }
+
+    #[test]
+    fn renewed_ahead_of_expiry() {
+        let now = SystemTime::now();
+        assert!(due(None, now));
+        let hour = Duration::from_secs(3600);
+        assert!(!due(Some(&creds(Some(now + hour))), now));
+        assert!(due(Some(&creds(Some(now + Duration::from_secs(240)))), now));
+        assert!(due(Some(&creds(Some(now - hour))), now));
+        // No expiry: read again only after a while.
+        assert!(!due(Some(&creds(None)), now));
+    }
+}
