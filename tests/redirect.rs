@@ -210,6 +210,26 @@ fn redirects_to_the_request_itself_pass() {
     assert!(text.contains("<Code>NoSuchKey</Code>"), "{text}");
 }
 
+/// A redirect that would answer with the request's own URL passes on
+/// every path that picks a rule, not only after a bucket 404: with the
+/// bucket unreachable, the mirror rule behind it serves from the origin
+/// (`mirror_on_bucket_error`) instead of the redirect rule making it a 502.
+#[test]
+fn a_self_redirect_passes_when_the_bucket_is_unreachable() {
+    let (dead, env) = dead_bucket();
+    let o = Origin::start();
+    o.set("/f/x", Reply::ok(b"from the origin", "text/plain"));
+    let rules = format!(
+        "      - condition: {{ http_error_code: 404 }}\n        redirect: {{ protocol: http }}\n      - condition: {{ http_error_code: 404 }}\n        mirror: {{ url: \"{}f/\", mirror_on_bucket_error: true }}\n",
+        o.url()
+    );
+    let p = proxy_with_rules(&dead, &env, &rules);
+    let (status, text) = raw_get(p.port, "e", "/x");
+    assert_eq!(status, 200, "{text}");
+    assert!(text.ends_with("from the origin"), "{text}");
+    assert_eq!(o.hits("/f/x"), 1);
+}
+
 /// `${N}` is a capture like `$N`, and a raw UTF-8 query is encoded.
 #[test]
 fn braced_captures_and_encoded_queries() {

@@ -2,10 +2,11 @@
 //! written from a filter or from `fail_to_proxy`.
 
 use super::RequestCtx;
+use super::Site;
 use crate::errors::{RequestId, S3Error};
 use crate::metrics::Outcome;
 use crate::redirect::{is_own_url, location, LocationError, RequestParts};
-use crate::rules::Redirect;
+use crate::rules::{matching, Action, Probe, Redirect, Rule};
 use pingora::http::ResponseHeader;
 use pingora::prelude::*;
 use pingora::proxy::Session;
@@ -112,6 +113,27 @@ pub fn redirect_answer(
         )),
         Err(LocationError::Key(e)) => Answer::Error(S3Error::InvalidUri(e)),
     })
+}
+
+/// The first rule that acts on `probe`: a mirror rule, or a redirect whose
+/// `Location` is not the request's own URL (that one would loop: it passes
+/// to the next rule). With the redirect's answer when it is one. Every
+/// place that asks "which rule handles this miss" asks this, so they agree.
+pub fn acting_rule<'s>(
+    session: &Session,
+    site: &'s Site,
+    key: &str,
+    probe: &Probe,
+) -> Option<(usize, &'s Rule, Vec<String>, Option<Answer>)> {
+    let mut redirect = None;
+    let (idx, rule, caps) = matching(&site.rules, probe).find(|(_, rule, caps)| {
+        let Action::Redirect(r) = &rule.action else {
+            return true;
+        };
+        redirect = redirect_answer(session, key, r, caps);
+        redirect.is_some()
+    })?;
+    Some((idx, rule, caps, redirect))
 }
 
 /// Writes `answer` from a filter and ends the request.

@@ -3,12 +3,12 @@
 //! comes back as headers, and what a bucket error or an unreachable
 //! bucket leads to (a rule's mirror or redirect, or 502).
 
-use super::answer::{in_place, redirect_answer, Answer};
+use super::answer::{acting_rule, in_place, Answer};
 use super::{fill, origin, OriginPull, RequestCtx};
 use crate::bucket::Bucket;
 use crate::errors::S3Error;
 use crate::metrics::BucketOp;
-use crate::rules::{first_match, matching, Action, Probe};
+use crate::rules::{Action, Probe};
 use http::header::{self, HeaderName};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
@@ -78,18 +78,8 @@ impl OriginPull {
     ) -> Option<Box<Error>> {
         let site = ctx.site.clone()?;
         let req = session.req_header();
-        // The first rule that acts: a redirect to the request's own URL
-        // would loop, so it passes to the next rule (or the bucket's
-        // answer).
-        let mut redirect = None;
         let probe = Probe::new(&ctx.key, req, Some(status));
-        let (idx, rule, caps) = matching(&site.rules, &probe).find(|(_, rule, caps)| {
-            let Action::Redirect(r) = &rule.action else {
-                return true;
-            };
-            redirect = redirect_answer(session, &ctx.key, r, caps);
-            redirect.is_some()
-        })?;
+        let (idx, rule, caps, redirect) = acting_rule(session, &site, &ctx.key, &probe)?;
         match &rule.action {
             Action::Mirror(m) => {
                 let head = req.method == http::Method::HEAD;
@@ -120,7 +110,7 @@ impl OriginPull {
         let req = session.req_header();
         if let Some(site) = ctx.site.clone() {
             let probe = Probe::new(&ctx.key, req, Some(404));
-            if let Some((idx, rule, caps)) = first_match(&site.rules, &probe) {
+            if let Some((idx, rule, caps, _)) = acting_rule(session, &site, &ctx.key, &probe) {
                 if let Action::Mirror(m) = &rule.action {
                     let head = req.method == http::Method::HEAD;
                     if m.mirror_on_bucket_error && (!head || m.allow_head) {

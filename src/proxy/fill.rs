@@ -4,13 +4,13 @@
 //! socket) instead of the origin. Everything else about the response
 //! (status, headers, keep-alive, a broken body) is Pingora's normal path.
 
-use super::answer::PeerAnswer;
+use super::answer::{acting_rule, PeerAnswer};
 use super::{origin, Answer, RequestCtx, Site};
 use crate::errors::S3Error;
 use crate::fill::{Attached, FetchJob, FillKey, Fills};
 use crate::mirror::origin_request_headers;
 use crate::origin_auth::configured_target;
-use crate::rules::{first_match, Action, Probe};
+use crate::rules::{Action, Probe};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use std::sync::Arc;
@@ -68,12 +68,14 @@ pub fn job(
 
 /// Request filter: a GET whose object has a live fill joins it without
 /// asking the bucket. Hits pay one atomic load while no fill is live.
-pub fn try_join(fills: &Fills, site: &Site, ctx: &mut RequestCtx, req: &RequestHeader) {
+pub fn try_join(fills: &Fills, site: &Site, ctx: &mut RequestCtx, session: &Session) {
+    let req = session.req_header();
     if !fills.any_live() || req.method != http::Method::GET || !fills.has_key(&ctx.key) {
         return;
     }
+    // The rule the bucket's 404 would meet (`on_bucket_error`).
     let probe = Probe::new(&ctx.key, req, Some(404));
-    let Some((idx, rule, caps)) = first_match(&site.rules, &probe) else {
+    let Some((idx, rule, caps, _)) = acting_rule(session, site, &ctx.key, &probe) else {
         return;
     };
     if !matches!(rule.action, Action::Mirror(_)) {

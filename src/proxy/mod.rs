@@ -176,7 +176,7 @@ impl ProxyHttp for OriginPull {
         if let Err(e) = checked {
             return respond(session, ctx, Answer::Error(S3Error::InvalidUri(e))).await;
         }
-        fill::try_join(&self.fills, &site, ctx, req);
+        fill::try_join(&self.fills, &site, ctx, session);
         Ok(false)
     }
 
