@@ -94,7 +94,6 @@ impl Signer {
     /// A signer with the AWS default chain's current keys (see
     /// `crate::credentials`); until the chain has answered, signing fails.
     pub fn aws_chain(region: &str, service: &str) -> Signer {
-        crate::credentials::wanted(region);
         Signer::with(Keys::Chain, region, service)
     }
 

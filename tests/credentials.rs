@@ -164,6 +164,8 @@ fn chain_credentials_sign_and_are_renewed_before_expiry() {
     let b = g.bucket("chain");
     let first = bucket_key(&b, "chain-first");
     let second = bucket_key(&b, "chain-second");
+    // 4 s more than the renewal margin (5 min): renewed from 4 s on, at
+    // every readiness round until the endpoint hands out longer ones.
     let endpoint = CredsEndpoint::start(Some(first.clone()), Duration::from_secs(304));
     let o = Origin::start();
     let (p, _admin) = chain_proxy(&b, &endpoint, &o.url());
@@ -225,6 +227,8 @@ fn a_chain_that_does_not_answer_yet() {
         .send()
         .unwrap();
     assert_eq!(readyz.status(), 503);
+    let why = readyz.text().unwrap();
+    assert!(why.contains("no credentials yet"), "{why}");
 
     endpoint.hand_out(Some(key.clone()), Duration::from_secs(3600));
     p.wait_log(&format!("access key {}", key.0));

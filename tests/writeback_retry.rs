@@ -49,12 +49,15 @@ fn counter(admin: u16, name: &str) -> String {
 fn slow_down_on_a_put_is_retried_from_the_spool() {
     let g = garage();
     let b = g.bucket("retryput");
-    // A single PUT's target has no query; the relay's probe reads are GETs.
-    let put = Fault {
-        times: 2,
-        ..fault("PUT", "/small.bin", 503, "SlowDown")
-    };
-    let faults = FaultyBucket::start(g.s3_port, vec![put]);
+    // A SlowDown, then a connection closed without an answer. (A single
+    // PUT's target has no query; the relay's probe reads are GETs.)
+    let faults = FaultyBucket::start(
+        g.s3_port,
+        vec![
+            fault("PUT", "/small.bin", 503, "SlowDown"),
+            fault("PUT", "/small.bin", 0, ""),
+        ],
+    );
     let o = Origin::start();
     let body = pattern(300 << 10, 7);
     o.set("/small.bin", Reply::ok(&body, "application/octet-stream"));
@@ -81,9 +84,10 @@ fn slow_down_on_a_put_is_retried_from_the_spool() {
     assert_eq!(counter(admin, "origin_pull_writeback_retries_total"), "2");
 }
 
-/// A 20 MiB object goes up in three parts. Part 2 fails once, and so does
-/// the completion: both are sent again, part 2 re-read from the spool at
-/// its offset, and the stored object is the origin's byte for byte.
+/// A 20 MiB object goes up in three parts. Parts 2 and 3 (the last, whose
+/// end is checked again) fail once, and so does the completion: each is
+/// sent again, the parts re-read from the spool at their offsets, and the
+/// stored object is the origin's byte for byte.
 #[test]
 fn a_failed_part_and_completion_are_sent_again() {
     const LEN: usize = 20 << 20;
@@ -93,6 +97,7 @@ fn a_failed_part_and_completion_are_sent_again() {
         g.s3_port,
         vec![
             fault("PUT", "partNumber=2&", 500, "InternalError"),
+            fault("PUT", "partNumber=3&", 503, "SlowDown"),
             fault("POST", "uploadId=", 503, "SlowDown"),
         ],
     );
@@ -113,14 +118,14 @@ fn a_failed_part_and_completion_are_sent_again() {
     assert_eq!(b.stored_matches("parts.bin", &src), Ok(()));
     let part2 = faults.seen("PUT", "partNumber=2&");
     assert_eq!(part2.len(), 2, "{part2:?}");
-    assert_eq!(faults.seen("PUT", "partNumber=3&").len(), 1);
+    assert_eq!(faults.seen("PUT", "partNumber=3&").len(), 2);
     let completes: Vec<_> = faults
         .seen("POST", "uploadId=")
         .into_iter()
         .map(|s| s.failed)
         .collect();
     assert_eq!(completes, [true, false]);
-    assert_eq!(counter(admin, "origin_pull_writeback_retries_total"), "2");
+    assert_eq!(counter(admin, "origin_pull_writeback_retries_total"), "3");
     assert_eq!(o.hits("/parts.bin"), 1);
 }
 

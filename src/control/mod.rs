@@ -76,6 +76,7 @@ pub fn start(
         None => None,
     };
     crate::access_log::configure(config.access_log.clone());
+    crate::credentials::configure(&config);
     let control = Arc::new(Control {
         path: path.to_path_buf(),
         proxy,

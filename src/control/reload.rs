@@ -31,8 +31,18 @@ pub async fn run(c: &Control) -> Result<Vec<&'static str>, ReloadError> {
     let result = match loaded {
         Err(e) => Err(e),
         Ok(Err(e)) => Err(ReloadError::Invalid(e.to_string())),
-        Ok(Ok(new)) => apply(c, new),
+        Ok(Ok(new)) => {
+            // Credentials for the new buckets before they take requests
+            // (a reload that first brings `credentials: aws_chain`).
+            crate::credentials::configure(&new);
+            crate::credentials::refresh_if_due().await;
+            apply(c, new)
+        }
     };
+    if result.is_err() {
+        // The config in force stays: so does whether the chain is used.
+        crate::credentials::configure(&c.config());
+    }
     match &result {
         Ok(kept) if kept.is_empty() => {
             METRICS.reload("ok");

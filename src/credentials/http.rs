@@ -48,7 +48,13 @@ impl HttpConnector for Reqwest {
             for (k, v) in request.headers().iter() {
                 req = req.header(k, v);
             }
-            let body = request.body().bytes().unwrap_or_default().to_vec();
+            // The providers send small bodies held in memory (STS's
+            // form); a streaming one would be sent empty.
+            let body = request
+                .body()
+                .bytes()
+                .ok_or_else(|| other("a streaming request body".into()))?
+                .to_vec();
             let resp = req.body(body).send().await.map_err(io)?;
             let status =
                 StatusCode::try_from(resp.status().as_u16()).map_err(|e| other(e.to_string()))?;

@@ -9,8 +9,10 @@
 //! a bucket's (one role, one instance profile), so there is one current
 //! set of credentials, read by every signer of an `aws_chain` bucket
 //! ([`current`]) and renewed by the control thread ([`refresh_if_due`],
-//! once before the listeners open and then at each readiness round): a
-//! reload builds new buckets but keeps the credentials in hand.
+//! once before the listeners open, before a reload swaps its buckets in,
+//! and at each readiness round): a reload keeps the credentials in hand.
+//! [`configure`] says, from the config in force, whether any bucket uses
+//! the chain.
 //!
 //! A renewal that fails keeps the credentials in hand (they may still be
 //! valid: the chain's sources renew well before expiry) and is tried
@@ -45,13 +47,15 @@ pub struct Current {
 }
 
 static CURRENT: ArcSwapOption<Current> = ArcSwapOption::const_empty();
-/// Set once a bucket with `credentials: aws_chain` was built.
+/// Whether a bucket of the config in force has `credentials: aws_chain`.
 static IN_USE: AtomicBool = AtomicBool::new(false);
 /// The region of the first such bucket: the chain's STS calls use it when
 /// neither `AWS_REGION` nor the profile names one.
 static REGION: Mutex<Option<String>> = Mutex::new(None);
-static PROVIDER: tokio::sync::OnceCell<Result<SharedCredentialsProvider, String>> =
-    tokio::sync::OnceCell::const_new();
+/// The chain, built at the first fetch. Built again to read keys without
+/// an expiry (a profile's): aws-config keeps the files it parsed.
+static PROVIDER: tokio::sync::Mutex<Option<SharedCredentialsProvider>> =
+    tokio::sync::Mutex::const_new(None);
 static LAST_FAILURE: Mutex<Option<Instant>> = Mutex::new(None);
 
 /// The credentials in hand, if the chain has answered yet.
@@ -59,13 +63,20 @@ pub fn current() -> Option<Arc<Current>> {
     CURRENT.load_full()
 }
 
-/// A bucket in `region` signs with the chain's credentials.
-pub fn wanted(region: &str) {
-    IN_USE.store(true, Ordering::Release);
-    REGION
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .get_or_insert_with(|| region.to_string());
+/// Takes from `config` whether any bucket uses the chain, and the region
+/// of the first that does (at start and at each reload).
+pub fn configure(config: &crate::config::Config) {
+    use crate::config::{BucketSource, CredentialSource};
+    let region = config.sites.iter().find_map(|s| match &s.bucket {
+        BucketSource::Remote(b) if matches!(b.credentials, CredentialSource::AwsChain) => {
+            Some(b.region.clone())
+        }
+        _ => None,
+    });
+    IN_USE.store(region.is_some(), Ordering::Release);
+    if region.is_some() {
+        *REGION.lock().unwrap_or_else(PoisonError::into_inner) = region;
+    }
 }
 
 /// Whether any bucket of this process uses the chain.
@@ -109,7 +120,18 @@ pub async fn refresh_if_due() {
 }
 
 async fn fetch() -> Result<(), String> {
-    let provider = PROVIDER.get_or_init(provider).await.clone()?;
+    let provider = {
+        let mut slot = PROVIDER.lock().await;
+        let reread = current().is_some_and(|c| c.expires.is_none());
+        match slot.as_ref() {
+            Some(p) if !reread => p.clone(),
+            _ => {
+                let p = provider().await?;
+                *slot = Some(p.clone());
+                p
+            }
+        }
+    };
     let c = provider
         .provide_credentials()
         .await
@@ -125,10 +147,8 @@ async fn fetch() -> Result<(), String> {
             .format("%Y-%m-%dT%H:%M:%SZ")
             .to_string()
     });
+    let key = fresh.access_key_id.clone();
     let before = CURRENT.swap(Some(Arc::new(fresh)));
-    let key = current()
-        .map(|c| c.access_key_id.clone())
-        .unwrap_or_default();
     if before.is_none() {
         log::info!("bucket credentials (aws_chain): access key {key}, expire {expires}");
     } else {
@@ -157,12 +177,31 @@ async fn provider() -> Result<SharedCredentialsProvider, String> {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
-        let region = fallback.unwrap_or_else(|| "us-east-1".into());
+        // A bucket elsewhere than AWS has a region of its own (`garage`,
+        // `auto`) that names no STS endpoint.
+        let region = fallback
+            .filter(|r| looks_like_aws_region(r))
+            .unwrap_or_else(|| "us-east-1".into());
         config = load(Some(aws_config::Region::new(region))).await;
     }
     config
         .credentials_provider()
         .ok_or_else(|| "the AWS default chain has no provider".to_string())
+}
+
+/// `eu-west-1`, `us-gov-east-1`, `ap-southeast-3`: two letters, words,
+/// a final number.
+fn looks_like_aws_region(r: &str) -> bool {
+    let parts: Vec<&str> = r.split('-').collect();
+    let Some((last, words)) = parts.split_last() else {
+        return false;
+    };
+    parts[0].len() == 2
+        && words.len() >= 2
+        && words
+            .iter()
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase()))
+        && last.parse::<u8>().is_ok()
 }
 
 /// Whether `c` should be renewed at `now`.
@@ -200,5 +239,15 @@ mod tests {
         assert!(due(Some(&creds(Some(now - hour))), now));
         // No expiry: read again only after a while.
         assert!(!due(Some(&creds(None)), now));
+    }
+
+    #[test]
+    fn aws_regions_are_told_from_others() {
+        for r in ["eu-west-1", "us-gov-east-1", "ap-southeast-3", "us-east-1"] {
+            assert!(looks_like_aws_region(r), "{r}");
+        }
+        for r in ["garage", "auto", "us-east", "", "eu-west-x", "EU-west-1"] {
+            assert!(!looks_like_aws_region(r), "{r}");
+        }
     }
 }

@@ -44,6 +44,9 @@ pub enum WriteBackError {
     Bucket(u16, String),
     #[error("bucket request failed: {0}")]
     Http(String),
+    /// The bucket took nothing and answered nothing for the idle limit.
+    #[error("the bucket made no progress for {0} s")]
+    Stalled(u64),
     #[error("signing: {0}")]
     Sign(String),
     #[error("the origin fetch failed: {0}")]
@@ -196,9 +199,10 @@ fn result_of(e: &WriteBackError) -> WriteBackResult {
         WriteBackError::Length { .. } => WriteBackResult::LengthMismatch,
         WriteBackError::Md5 => WriteBackResult::Md5Mismatch,
         WriteBackError::Bucket(s, _) if (400..500).contains(s) => WriteBackResult::Refused,
-        WriteBackError::Bucket(..) | WriteBackError::Http(_) | WriteBackError::Sign(_) => {
-            WriteBackResult::Failed
-        }
+        WriteBackError::Bucket(..)
+        | WriteBackError::Http(_)
+        | WriteBackError::Stalled(_)
+        | WriteBackError::Sign(_) => WriteBackResult::Failed,
         WriteBackError::Fill(_) => WriteBackResult::Aborted,
         WriteBackError::AlreadyExists => WriteBackResult::Exists,
     }

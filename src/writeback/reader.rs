@@ -49,6 +49,9 @@ impl Reader {
         let Source::Fill(cursor) = &self.source else {
             return None;
         };
+        // A fill checked the origin's MD5 itself; its reader has none to
+        // carry over.
+        debug_assert!(self.want_md5.is_none());
         let mut r = Reader::with(Source::Fill(cursor.at(offset)), self.expected, None);
         r.received = offset;
         Some(r)

@@ -7,7 +7,10 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 
-/// Answer the next `times` requests that match with `status` and `code`.
+/// Answer the next `times` requests that match with `status` and `code`
+/// (`status` 0: close the connection unanswered, as a reset would).
+/// Request bodies are framed by `Content-Length` only (what the proxy's
+/// write-back sends); a chunked one would not be followed.
 #[derive(Clone, Debug)]
 pub struct Fault {
     pub method: &'static str,
@@ -99,6 +102,9 @@ fn serve(down: TcpStream, target: u16, faults: &Mutex<Vec<Fault>>, log: &Mutex<V
             // Take the body in (the client sends it whole before it reads
             // an answer), then answer and close, as an S3 front end does.
             let _ = std::io::copy(&mut (&mut reader).take(len), &mut std::io::sink());
+            if f.status == 0 {
+                return close(&down, up.as_ref());
+            }
             let body = format!(
                 "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{}</Code><Message>injected by the test</Message></Error>",
                 f.code

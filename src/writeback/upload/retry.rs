@@ -31,14 +31,19 @@ pub const ATTEMPTS: u32 = 4;
 const FIRST_PAUSE: Duration = Duration::from_secs(1);
 
 /// Whether another attempt may succeed where this one failed: S3's
-/// "slow down / try again" answers, and a connection that failed or
-/// stalled. Not: the bucket refusing the request (4xx: credentials, a
-/// policy, a bad request stay refused), the origin's stream failing, or
-/// the checks of the bytes.
+/// "slow down / try again" answers, and a connection that failed. Not:
+/// the bucket refusing the request (4xx: credentials, a policy, a bad
+/// request stay refused), a bucket that stalled for the whole idle limit
+/// (another minute-long wait per attempt would hold an upload slot and
+/// the spool for minutes), the origin's stream failing, or the checks of
+/// the bytes.
 pub fn retryable(e: &WriteBackError) -> bool {
     match e {
         WriteBackError::Bucket(status, text) => match status {
             429 | 500 | 502 | 503 | 504 => true,
+            // S3 closes a request whose body paused too long (a part read
+            // at a slow origin's pace); the SDKs retry it.
+            400 => text.contains("<Code>RequestTimeout</Code>"),
             // CompleteMultipartUpload can answer 200 with an error
             // document; S3 documents InternalError there as retryable.
             200 => ["InternalError", "SlowDown"]
@@ -112,6 +117,8 @@ mod tests {
         assert!(!retryable(&bucket(403, "<Code>AccessDenied</Code>")));
         assert!(!retryable(&bucket(400, "<Code>EntityTooSmall</Code>")));
         assert!(!retryable(&bucket(200, "<Error><Code>InvalidPart</Code>")));
+        assert!(retryable(&bucket(400, "<Code>RequestTimeout</Code>")));
+        assert!(!retryable(&WriteBackError::Stalled(60)));
         assert!(!retryable(&WriteBackError::Abandoned));
         assert!(!retryable(&WriteBackError::Fill("origin reset".into())));
         assert!(!retryable(&WriteBackError::Md5));
