@@ -45,8 +45,8 @@ pub enum WriteBackError {
     #[error("bucket request failed: {0}")]
     Http(String),
     /// The bucket took nothing and answered nothing for the idle limit.
-    #[error("the bucket made no progress for {0} s")]
-    Stalled(u64),
+    #[error("the bucket made no progress for {} s", .0.as_secs_f32())]
+    Stalled(std::time::Duration),
     #[error("signing: {0}")]
     Sign(String),
     #[error("the origin fetch failed: {0}")]

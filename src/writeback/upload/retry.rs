@@ -118,7 +118,9 @@ mod tests {
         assert!(!retryable(&bucket(400, "<Code>EntityTooSmall</Code>")));
         assert!(!retryable(&bucket(200, "<Error><Code>InvalidPart</Code>")));
         assert!(retryable(&bucket(400, "<Code>RequestTimeout</Code>")));
-        assert!(!retryable(&WriteBackError::Stalled(60)));
+        assert!(!retryable(&WriteBackError::Stalled(Duration::from_secs(
+            60
+        ))));
         assert!(!retryable(&WriteBackError::Abandoned));
         assert!(!retryable(&WriteBackError::Fill("origin reset".into())));
         assert!(!retryable(&WriteBackError::Md5));

@@ -39,7 +39,7 @@ fn job_for(port: u16) -> Job {
 }
 
 fn is_stall(r: &Result<(), WriteBackError>) -> bool {
-    matches!(r, Err(WriteBackError::Http(m)) if m.contains("no progress"))
+    matches!(r, Err(WriteBackError::Stalled(_)))
 }
 
 #[tokio::test]
