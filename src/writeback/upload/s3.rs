@@ -305,7 +305,7 @@ pub async fn send(
     );
     let resp = within_idle_limit(req.body(body).send(), progress)
         .await
-        .map_err(|limit| WriteBackError::Stalled(limit))?
+        .map_err(WriteBackError::Stalled)?
         .map_err(|e| WriteBackError::Http(crate::errors::chain(&e)))?;
     job.bucket.metrics.bucket_request(op, started.elapsed());
     let status = resp.status().as_u16();
