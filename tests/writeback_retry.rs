@@ -129,33 +129,40 @@ fn a_failed_part_and_completion_are_sent_again() {
     assert_eq!(o.hits("/parts.bin"), 1);
 }
 
-/// An origin without a length: its parts are held in memory, and one
-/// refused in passing is sent again from there.
+/// An origin without a length: the parts are sized as the spool fills and
+/// streamed from it, so one failed in passing (here the second and the
+/// last) is sent again from the spool too.
 #[test]
-fn a_chunked_origin_s_write_back_is_retried() {
+fn a_chunked_origin_s_parts_are_retried_from_the_spool() {
+    const LEN: usize = 20 << 20;
     let g = garage();
     let b = g.bucket("retrychunked");
     let faults = FaultyBucket::start(
         g.s3_port,
-        vec![fault("PUT", "/chunked.bin", 503, "SlowDown")],
+        vec![
+            fault("PUT", "partNumber=2&", 503, "SlowDown"),
+            fault("PUT", "partNumber=3&", 0, ""),
+        ],
     );
     let o = Origin::start();
-    let body = pattern(200 << 10, 9);
-    o.set("/chunked.bin", Reply::ok(&body, "text/plain").chunked());
+    let src = source(LEN, 9);
+    o.set("/chunked.bin", Reply::shared(&src).chunked());
     let (p, admin) = proxy(&b, &faults, &o);
 
-    let r = client().get(p.url("/chunked.bin")).send().unwrap();
-    assert_eq!(r.status(), 200);
-    assert_eq!(r.bytes().unwrap().as_ref(), &body[..]);
+    let d = http::download_compare(p.port, "/chunked.bin", &src, None);
+    assert_eq!(d.end, Ok(()));
+    assert_eq!((d.len, d.differs_at), (LEN as u64, None));
     let outcome = p.write_back_outcome("chunked.bin");
     assert!(
         outcome.contains("write-back stored"),
         "{outcome}\n{}",
         p.log()
     );
-    assert_eq!(b.stored_matches("chunked.bin", &body), Ok(()));
-    assert_eq!(faults.seen("PUT", "/chunked.bin").len(), 2);
-    assert_eq!(counter(admin, "origin_pull_writeback_retries_total"), "1");
+    assert_eq!(b.stored_matches("chunked.bin", &src), Ok(()));
+    assert_eq!(faults.seen("PUT", "partNumber=2&").len(), 2);
+    assert_eq!(faults.seen("PUT", "partNumber=3&").len(), 2);
+    assert_eq!(counter(admin, "origin_pull_writeback_retries_total"), "2");
+    assert_eq!(o.hits("/chunked.bin"), 1);
 }
 
 /// A refusal stays a refusal: one PUT, no retry, nothing stored.

@@ -65,6 +65,29 @@ impl Cursor {
         Ok(())
     }
 
+    /// Waits until the spool holds `want` bytes from `from` on, or the body
+    /// ended (verified) before that. Returns how many bytes there are from
+    /// `from` (at most `want`) and whether the body ends there. Reads
+    /// nothing: the write-back sizes a part of an unknown-length body with
+    /// it, then streams the part from the spool.
+    pub async fn ready(&mut self, from: u64, want: u64) -> Result<(u64, bool), String> {
+        loop {
+            let state = self.rx.borrow_and_update().clone();
+            match state {
+                State::Body { written, .. } if written >= from.saturating_add(want) => {
+                    return Ok((want, false))
+                }
+                State::Done { len, .. } => {
+                    let left = len.saturating_sub(from);
+                    return Ok((left.min(want), left <= want));
+                }
+                State::Failed(why) => return Err(why.to_string()),
+                State::Answer(_) => return Err("the fill has no body".into()),
+                State::Waiting | State::Body { .. } => self.wait().await?,
+            }
+        }
+    }
+
     /// The next bytes (at most `max`) from the position, waiting for the
     /// fill when at its live edge; `None` at the end of a verified body.
     /// A broken fill is an error, never an end.

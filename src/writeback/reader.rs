@@ -57,6 +57,21 @@ impl Reader {
         Some(r)
     }
 
+    /// For a fill's spool: how many bytes (at most `want`) there are from
+    /// `from` on, once there are that many or the body ended, and whether
+    /// it ends there (see `Cursor::ready`). `None` for the tee's channel,
+    /// whose bytes are known only once taken.
+    pub async fn ready(
+        &mut self,
+        from: u64,
+        want: u64,
+    ) -> Option<Result<(u64, bool), WriteBackError>> {
+        let Source::Fill(cursor) = &mut self.source else {
+            return None;
+        };
+        Some(cursor.ready(from, want).await.map_err(WriteBackError::Fill))
+    }
+
     fn with(source: Source, expected: Option<u64>, want_md5: Option<[u8; 16]>) -> Reader {
         Reader {
             source,

@@ -15,10 +15,11 @@
 mod idle;
 mod retry;
 mod s3;
+mod unknown;
 
 use super::reader::Reader;
 use super::{Job, WriteBackError};
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use idle::Progress;
 use std::future::Future;
 use std::sync::Arc;
@@ -65,7 +66,7 @@ pub(super) async fn run(job: &Job, reader: Reader) -> Result<u64, WriteBackError
                 .map(|_| len)
         }
         Some(len) => multipart_streamed(job, reader, len).await,
-        None => buffered(job, reader).await,
+        None => unknown::upload(job, reader).await,
     }
 }
 
@@ -196,115 +197,6 @@ async fn multipart_streamed(job: &Job, reader: Reader, len: u64) -> Result<u64, 
     finish_multipart(job, &upload_id, parts).await.map(|_| len)
 }
 
-/// Size of part `n` (from 1) of a body of unknown length: [`PART`],
-/// doubled after every [`PARTS_PER_SIZE`] parts, so 10,000 parts hold
-/// more than S3's largest object (5 TiB) while no part passes S3's
-/// largest part (5 GiB), and small objects keep small buffers.
-fn unknown_length_part(n: u64) -> u64 {
-    let doublings = (n.saturating_sub(1) / PARTS_PER_SIZE).min(9);
-    PART << doublings
-}
-
-async fn buffered(job: &Job, mut reader: Reader) -> Result<u64, WriteBackError> {
-    let (first, ended) = fill(&mut reader, unknown_length_part(1)).await?;
-    if ended {
-        let len = first.len() as u64;
-        retry::retried(job, "PUT", || {
-            let progress = Progress::bucket();
-            let body = s3::body_of(first.clone(), &progress);
-            async move { s3::put_object(job, body, len, &progress).await }
-        })
-        .await?;
-        return Ok(len);
-    }
-    let upload_id = create(job).await?;
-    let mut total = first.len() as u64;
-    // The part being uploaded while the next one is read. Outside the loop
-    // so a failure can stop it before the upload is aborted (below).
-    let mut in_flight = Some(spawn_part(job, &upload_id, 1, first));
-    let parts = async {
-        let mut etags = Vec::new();
-        loop {
-            let next = etags.len() as u64 + 2;
-            if next > MAX_PARTS {
-                return Err(WriteBackError::Bucket(
-                    0,
-                    format!("object larger than {MAX_PARTS} parts"),
-                ));
-            }
-            let (buf, ended) = fill(&mut reader, unknown_length_part(next)).await?;
-            if let Some(p) = in_flight.as_mut() {
-                let etag = p.await;
-                in_flight = None;
-                etags.push(etag.map_err(|e| WriteBackError::Http(e.to_string()))??);
-            }
-            if !buf.is_empty() {
-                total += buf.len() as u64;
-                in_flight = Some(spawn_part(job, &upload_id, etags.len() + 1, buf));
-            }
-            if ended {
-                break;
-            }
-        }
-        if let Some(p) = in_flight.as_mut() {
-            let etag = p.await;
-            in_flight = None;
-            etags.push(etag.map_err(|e| WriteBackError::Http(e.to_string()))??);
-        }
-        complete(job, &upload_id, &etags).await.map(|_| total)
-    }
-    .await;
-    if let Some(p) = in_flight.take() {
-        // Failed while a part was in flight: dropping its handle would leave
-        // the task running, and a part the bucket completes after the abort
-        // outlives it (billed, until a lifecycle rule removes it). Stop it
-        // and wait until it has stopped.
-        p.abort();
-        let _ = p.await;
-    }
-    finish_multipart(job, &upload_id, parts).await
-}
-
-/// Up to `size` bytes, and whether the stream ended.
-async fn fill(reader: &mut Reader, size: u64) -> Result<(Bytes, bool), WriteBackError> {
-    let mut buf = BytesMut::new();
-    while (buf.len() as u64) < size {
-        match reader.next((size - buf.len() as u64) as usize).await? {
-            Some(chunk) => buf.extend_from_slice(&chunk),
-            None => return Ok((buf.freeze(), true)),
-        }
-    }
-    Ok((buf.freeze(), false))
-}
-
-fn spawn_part(
-    job: &Job,
-    upload_id: &str,
-    n: usize,
-    data: Bytes,
-) -> tokio::task::JoinHandle<Result<String, WriteBackError>> {
-    let job = Job {
-        request_id: job.request_id,
-        bucket: job.bucket.clone(),
-        key: job.key.clone(),
-        headers: Vec::new(),
-        tag: String::new(),
-        expected_len: None,
-        md5: None,
-    };
-    let upload_id = upload_id.to_string();
-    tokio::spawn(async move {
-        let len = data.len() as u64;
-        let (job, id) = (&job, upload_id.as_str());
-        retry::retried(job, &format!("UploadPart {n}"), || {
-            let progress = Progress::bucket();
-            let body = s3::body_of(data.clone(), &progress);
-            async move { s3::upload_part(job, id, n, body, len, &progress).await }
-        })
-        .await
-    })
-}
-
 /// CreateMultipartUpload, retried. An attempt whose answer was lost
 /// leaves an upload nobody completes: the bucket's
 /// `AbortIncompleteMultipartUpload` lifecycle rule removes it.
@@ -338,23 +230,6 @@ async fn finish_multipart<T>(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn unknown_length_parts_grow_before_the_part_limit() {
-        assert_eq!(unknown_length_part(1), PART);
-        assert_eq!(unknown_length_part(1_000), PART);
-        assert_eq!(unknown_length_part(1_001), 2 * PART);
-        assert_eq!(unknown_length_part(2_001), 4 * PART);
-        // Never past S3's 5 GiB part limit.
-        assert!(unknown_length_part(MAX_PARTS) <= 5 << 30);
-        assert_eq!(unknown_length_part(u64::MAX), PART << 9);
-        // 10,000 parts hold more than S3's largest object, 5 TiB.
-        let total: u64 = (1..=MAX_PARTS).map(unknown_length_part).sum();
-        assert!(total >= 5 << 40, "{total}");
-        // Up to 8 GB the parts stay at 8 MiB.
-        let first_size: u64 = (1..=PARTS_PER_SIZE).map(unknown_length_part).sum();
-        assert_eq!(first_size, PARTS_PER_SIZE * PART);
-    }
 
     #[tokio::test]
     async fn uploads_past_the_cap_wait_for_a_slot() {
