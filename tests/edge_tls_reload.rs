@@ -14,6 +14,21 @@ fn log_count(e: &Edge, needle: &str) -> usize {
     e.proxy.log().lines().filter(|l| l.contains(needle)).count()
 }
 
+/// `tls_certificate_expiry_timestamp_seconds` of the certificate file
+/// ending in `file`, from the admin port.
+fn expiry(e: &Edge, file: &str) -> Option<i64> {
+    let text = client()
+        .get(format!("http://127.0.0.1:{}/metrics", e.admin))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    text.lines()
+        .filter(|l| l.starts_with("origin_pull_tls_certificate_expiry_timestamp_seconds{"))
+        .find(|l| l.contains(&format!("{file}\"")))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
 #[test]
 fn sighup_rotates_certificates_and_old_connections_complete() {
     let e = Edge::start(2);
@@ -35,14 +50,21 @@ fn sighup_rotates_certificates_and_old_connections_complete() {
     r.read_exact(&mut first).unwrap();
 
     // Rotate: a.test's files now hold a new certificate (a new key too),
-    // which also names rotated.test.
-    e.ca.issue(e.certs.path(), "a", &["a.test", "rotated.test"]);
+    // which also names rotated.test and expires on 2031-01-02.
+    let before = expiry(&e, "/a.pem").expect("a.pem's expiry is exported");
+    e.ca.issue_with(e.certs.path(), "a", &["a.test", "rotated.test"], |p| {
+        p.not_after = rcgen::date_time_ymd(2031, 1, 2);
+    });
     e.proxy.signal("HUP");
     wait_until("reload", Duration::from_secs(30), || {
         log_count(&e, "is in force") == 1
     });
     let now = handshake(port, Some("a.test"), Some(&e.ca)).unwrap();
     assert_eq!(now.names, ["a.test", "rotated.test"]);
+    // 2031-01-02T00:00:00Z; the metric follows the rotation.
+    assert_eq!(expiry(&e, "/a.pem"), Some(1_925_078_400));
+    assert_ne!(before, 1_925_078_400);
+    assert!(expiry(&e, "/b.pem").is_some());
     // Every worker serves it (each has its own socket): a few more
     // handshakes, all new.
     for _ in 0..6 {

@@ -87,9 +87,26 @@ impl EdgeTls {
                 Some((l.addr.clone(), Arc::new(CertStore::new(tls.certs.clone()))))
             })
             .collect();
-        EdgeTls {
+        let edge = EdgeTls {
             listen: listen.to_vec(),
             stores,
+        };
+        edge.publish_expiry();
+        edge
+    }
+
+    /// The expiry of every certificate served now, as a metric; those no
+    /// longer served (replaced by a reload) leave it.
+    fn publish_expiry(&self) {
+        let gauge = &crate::metrics::METRICS.tls_certificate_expiry;
+        gauge.reset();
+        for (addr, store) in &self.stores {
+            for cert in store.current().certs() {
+                let file = cert.cert_file.display().to_string();
+                gauge
+                    .with_label_values(&[addr.as_str(), file.as_str()])
+                    .set(cert.not_after);
+            }
         }
     }
 
@@ -128,6 +145,7 @@ impl EdgeTls {
         for (addr, store) in &self.stores {
             log::info!("{addr}: serving certificates {:?}", store.current());
         }
+        self.publish_expiry();
         Ok(())
     }
 }

@@ -39,6 +39,9 @@ pub struct Metrics {
     /// Write-back requests sent again after the bucket failed them in
     /// passing (`crate::writeback` retries).
     pub writeback_retries: IntCounter,
+    /// When each edge certificate expires (`not_after`, Unix seconds), by
+    /// listener and certificate file: alert on it minus `time()`.
+    pub tls_certificate_expiry: IntGaugeVec,
     /// Failed TLS handshakes on the edge listeners (counted by the
     /// binary's logger, which shows them at debug only).
     pub tls_handshake_failures: IntCounter,
@@ -90,6 +93,16 @@ impl Metrics {
             &["site"],
         )
         .expect("valid metric");
+        let tls_certificate_expiry = IntGaugeVec::new(
+            Opts::new(
+                "tls_certificate_expiry_timestamp_seconds",
+                "When each certificate an edge TLS listener serves expires (not_after), Unix seconds.",
+            ),
+            &["listen", "cert_file"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(tls_certificate_expiry.clone()))
+            .expect("unique metric");
         r.register(Box::new(bucket_up.clone()))
             .expect("unique metric");
         Metrics {
@@ -148,6 +161,7 @@ impl Metrics {
                 &["site"],
             ),
             bucket_up,
+            tls_certificate_expiry,
             reloads: counter(
                 &r,
                 "config_reloads_total",
