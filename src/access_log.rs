@@ -12,7 +12,10 @@
 //! cost a third of the 4 KiB hit throughput on 2 cores; batched, a send
 //! is a few atomics and the time is formatted off the worker.
 //! The file is reopened on SIGUSR1 (logrotate's `postrotate`) and when a
-//! reload changes `access_log`.
+//! reload changes `access_log`. A file that cannot be opened (its folder
+//! gone after a rotation, a full or read-only disk) or written drops its
+//! lines, counted like the others, and is opened again every
+//! [`RETRY_OPEN`] until it works: the log comes back by itself.
 //!
 //! What is never written: query strings, `Authorization`, signed URLs,
 //! header values set by rules. The key is the decoded path only.
@@ -25,6 +28,9 @@ use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::OnceLock;
+
+/// How often a file that could not be opened is tried again.
+const RETRY_OPEN: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Lines waiting for the writer; beyond this they are dropped.
 const QUEUE: usize = 64 * 1024;
@@ -168,6 +174,8 @@ enum Out {
     Off,
     Stdout(std::io::Stdout),
     File(std::io::BufWriter<std::fs::File>),
+    /// Configured, but the file could not be opened at this time.
+    Unopened(std::time::Instant),
 }
 
 fn open(cfg: &Option<AccessLogConfig>) -> Out {
@@ -181,8 +189,13 @@ fn open(cfg: &Option<AccessLogConfig>) -> Out {
         {
             Ok(f) => Out::File(std::io::BufWriter::new(f)),
             Err(e) => {
-                log::error!("access log {}: {e}; lines are dropped", p.display());
-                Out::Off
+                log::error!(
+                    "access log {}: {e}; lines are dropped (counted in \
+                     access_log_dropped_total) and the file is tried again every {} s",
+                    p.display(),
+                    RETRY_OPEN.as_secs()
+                );
+                Out::Unopened(std::time::Instant::now())
             }
         },
     }
@@ -232,6 +245,12 @@ fn writer(rx: Receiver<Msg>) {
             }
         }
         write_out(&mut out, &mut buf);
+        if matches!(out, Out::Unopened(t) if t.elapsed() >= RETRY_OPEN) {
+            out = open(&cfg);
+            if matches!(out, Out::File(_)) {
+                log::info!("access log: writing again");
+            }
+        }
         if cfg.is_none() {
             // Off: nothing to batch, so no waking every 50 ms; the next
             // message (a reload turning it on, a flush) ends the wait.
@@ -252,9 +271,14 @@ fn write_out(out: &mut Out, buf: &mut Vec<u8>) {
             Out::Off => Ok(()),
             Out::Stdout(s) => s.write_all(buf),
             Out::File(f) => f.write_all(buf),
+            Out::Unopened(_) => Err(std::io::Error::other("not open")),
         };
         if let Err(e) = r {
-            log::warn!("access log: {e}");
+            let lines = buf.iter().filter(|b| **b == b'\n').count() as u64;
+            METRICS.access_log_dropped.inc_by(lines);
+            if !matches!(out, Out::Unopened(_)) {
+                log::warn!("access log: {e}; {lines} lines dropped");
+            }
         }
         buf.clear();
     }
@@ -263,7 +287,7 @@ fn write_out(out: &mut Out, buf: &mut Vec<u8>) {
 
 fn flush_out(out: &mut Out) {
     let r = match out {
-        Out::Off => Ok(()),
+        Out::Off | Out::Unopened(_) => Ok(()),
         Out::Stdout(s) => s.flush(),
         Out::File(f) => f.flush(),
     };

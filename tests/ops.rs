@@ -325,3 +325,44 @@ fn a_bucket_that_refuses_the_proxy_is_not_ready() {
         assert_eq!(get(&scrape(admin), "origin_pull_bucket_up{site=ops}"), 0.0);
     }
 }
+
+/// An access log whose folder disappears (a rotation gone wrong): SIGUSR1
+/// cannot reopen it, its lines are counted as dropped, and once the folder
+/// is back the log writes again by itself.
+#[test]
+fn an_access_log_that_cannot_be_opened_counts_and_recovers() {
+    let bucket = garage().bucket("ops-logdir");
+    bucket.put("hit.txt", b"in the bucket", Some("text/plain"));
+    let origin = Origin::start();
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    std::fs::create_dir(&logs).unwrap();
+    let log_path = logs.join("access.log");
+    let extra = format!("access_log: {{ path: \"{}\" }}", log_path.display());
+    let (proxy, admin) = ops_proxy(&bucket.yaml(), &bucket.proxy_env(), &origin.url(), &extra);
+    let hit = || {
+        let r = client().get(proxy.url("/hit.txt")).send().unwrap();
+        assert_eq!(r.status(), 200);
+    };
+    let dropped = || get(&scrape(admin), "origin_pull_access_log_dropped_total{}");
+    let read = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    hit();
+    wait_until("the first line", Duration::from_secs(30), || {
+        read().lines().count() == 1
+    });
+
+    std::fs::remove_dir_all(&logs).unwrap();
+    proxy.signal("USR1");
+    proxy.wait_log("lines are dropped");
+    hit();
+    wait_until("a dropped line counted", Duration::from_secs(30), || {
+        dropped() >= 1.0
+    });
+
+    std::fs::create_dir(&logs).unwrap();
+    proxy.wait_log("access log: writing again");
+    hit();
+    wait_until("lines again", Duration::from_secs(30), || {
+        read().contains("\"key\":\"hit.txt\"")
+    });
+}
