@@ -12,7 +12,10 @@
 //! once before the listeners open, before a reload swaps its buckets in,
 //! and at each readiness round): a reload keeps the credentials in hand.
 //! [`configure`] says, from the config in force, whether any bucket uses
-//! the chain.
+//! the chain. An application embedding the proxy without the binary's
+//! control thread calls both itself (`configure` with its config, then
+//! `refresh_if_due` every few seconds); until then such a bucket's
+//! requests cannot be signed.
 //!
 //! A renewal that fails keeps the credentials in hand (they may still be
 //! valid: the chain's sources renew well before expiry) and is tried
