@@ -27,7 +27,7 @@ fn chunked_write_backs_stream_from_the_spool() {
     let warm = source(1 << 20, 1);
     o.set("/warm", Reply::shared(&warm).chunked());
     assert_eq!(download_compare(p.port, "/warm", &warm, None).end, Ok(()));
-    assert!(p.write_back_outcome("warm").contains("write-back stored"));
+    p.expect_stored("warm");
     let before = peak_rss_kib(p.pid());
 
     let sources: Vec<_> = (0..N).map(|i| source(LEN, 10 + i as u8)).collect();
@@ -49,12 +49,7 @@ fn chunked_write_backs_stream_from_the_spool() {
     }
     for (i, src) in sources.iter().enumerate() {
         let key = format!("c/{i}.bin");
-        let outcome = p.write_back_outcome(&key);
-        assert!(
-            outcome.contains("write-back stored"),
-            "{outcome}\n{}",
-            p.log()
-        );
+        p.expect_stored(&key);
         assert_eq!(b.stored_matches(&key, src), Ok(()));
         assert_eq!(o.hits(&format!("/c/{i}.bin")), 1);
     }

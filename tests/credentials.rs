@@ -198,12 +198,7 @@ fn chain_credentials_sign_and_are_renewed_before_expiry() {
         Reply::ok(&mirrored, "application/octet-stream"),
     );
     assert_serves(&p, "/m/new.bin", &mirrored);
-    let outcome = p.write_back_outcome("m/new.bin");
-    assert!(
-        outcome.contains("write-back stored"),
-        "{outcome}\n{}",
-        p.log()
-    );
+    p.expect_stored("m/new.bin");
     assert_eq!(b.stored_matches("m/new.bin", &mirrored), Ok(()));
     assert!(endpoint.asked().iter().all(|a| a == "pod-identity-token"));
 }

@@ -66,12 +66,7 @@ fn slow_down_on_a_put_is_retried_from_the_spool() {
     let r = client().get(p.url("/small.bin")).send().unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.bytes().unwrap().as_ref(), &body[..]);
-    let outcome = p.write_back_outcome("small.bin");
-    assert!(
-        outcome.contains("write-back stored"),
-        "{outcome}\n{}",
-        p.log()
-    );
+    p.expect_stored("small.bin");
     assert_eq!(b.stored_matches("small.bin", &body), Ok(()));
     let puts = faults.seen("PUT", "/small.bin");
     assert_eq!(
@@ -109,12 +104,7 @@ fn a_failed_part_and_completion_are_sent_again() {
     let d = http::download_compare(p.port, "/parts.bin", &src, None);
     assert_eq!(d.end, Ok(()));
     assert_eq!((d.len, d.differs_at), (LEN as u64, None));
-    let outcome = p.write_back_outcome("parts.bin");
-    assert!(
-        outcome.contains("write-back stored"),
-        "{outcome}\n{}",
-        p.log()
-    );
+    p.expect_stored("parts.bin");
     assert_eq!(b.stored_matches("parts.bin", &src), Ok(()));
     let part2 = faults.seen("PUT", "partNumber=2&");
     assert_eq!(part2.len(), 2, "{part2:?}");
@@ -152,12 +142,7 @@ fn a_chunked_origin_s_parts_are_retried_from_the_spool() {
     let d = http::download_compare(p.port, "/chunked.bin", &src, None);
     assert_eq!(d.end, Ok(()));
     assert_eq!((d.len, d.differs_at), (LEN as u64, None));
-    let outcome = p.write_back_outcome("chunked.bin");
-    assert!(
-        outcome.contains("write-back stored"),
-        "{outcome}\n{}",
-        p.log()
-    );
+    p.expect_stored("chunked.bin");
     assert_eq!(b.stored_matches("chunked.bin", &src), Ok(()));
     assert_eq!(faults.seen("PUT", "partNumber=2&").len(), 2);
     assert_eq!(faults.seen("PUT", "partNumber=3&").len(), 2);

@@ -161,6 +161,17 @@ impl Proxy {
             .map(|word| format!("write-back {word} key={key:?}"));
         self.wait_line(|l| needles.iter().any(|n| l.contains(n.as_str())))
     }
+
+    /// Waits for `key`'s write-back outcome and asserts it was stored
+    /// (the proxy's log on failure).
+    pub fn expect_stored(&self, key: &str) {
+        let outcome = self.write_back_outcome(key);
+        assert!(
+            outcome.contains("write-back stored"),
+            "{outcome}\n{}",
+            self.log()
+        );
+    }
 }
 
 /// A proxy for `bucket` with one mirror rule to `origin` (extra rule
