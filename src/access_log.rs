@@ -178,7 +178,9 @@ enum Out {
     Unopened(std::time::Instant),
 }
 
-fn open(cfg: &Option<AccessLogConfig>) -> Out {
+/// Opens the configured target. `retry`: the file failed before; a new
+/// failure is then a debug line (the first was an ERROR).
+fn open(cfg: &Option<AccessLogConfig>, retry: bool) -> Out {
     match cfg.as_ref().map(|c| &c.target) {
         None => Out::Off,
         Some(LogTarget::Stdout) => Out::Stdout(std::io::stdout()),
@@ -188,6 +190,10 @@ fn open(cfg: &Option<AccessLogConfig>) -> Out {
             .open(p)
         {
             Ok(f) => Out::File(std::io::BufWriter::new(f)),
+            Err(e) if retry => {
+                log::debug!("access log {}: still {e}", p.display());
+                Out::Unopened(std::time::Instant::now())
+            }
             Err(e) => {
                 log::error!(
                     "access log {}: {e}; lines are dropped (counted in \
@@ -228,12 +234,12 @@ fn writer(rx: Receiver<Msg>) {
                     write_out(&mut out, &mut buf);
                     if c != cfg {
                         cfg = c;
-                        out = open(&cfg);
+                        out = open(&cfg, false);
                     }
                 }
                 Msg::Reopen => {
                     write_out(&mut out, &mut buf);
-                    out = open(&cfg);
+                    out = open(&cfg, false);
                 }
                 Msg::Flush(done) => {
                     write_out(&mut out, &mut buf);
@@ -246,7 +252,7 @@ fn writer(rx: Receiver<Msg>) {
         }
         write_out(&mut out, &mut buf);
         if matches!(out, Out::Unopened(t) if t.elapsed() >= RETRY_OPEN) {
-            out = open(&cfg);
+            out = open(&cfg, true);
             if matches!(out, Out::File(_)) {
                 log::info!("access log: writing again");
             }
@@ -276,7 +282,15 @@ fn write_out(out: &mut Out, buf: &mut Vec<u8>) {
         if let Err(e) = r {
             let lines = buf.iter().filter(|b| **b == b'\n').count() as u64;
             METRICS.access_log_dropped.inc_by(lines);
-            if !matches!(out, Out::Unopened(_)) {
+            if let Out::File(_) = out {
+                // A full or read-only disk: the file is dropped and opened
+                // again later, like one that could not be opened.
+                log::error!(
+                    "access log: {e}; {lines} lines dropped, the file is opened again in {} s",
+                    RETRY_OPEN.as_secs()
+                );
+                *out = Out::Unopened(std::time::Instant::now());
+            } else if !matches!(out, Out::Unopened(_)) {
                 log::warn!("access log: {e}; {lines} lines dropped");
             }
         }

@@ -150,6 +150,63 @@ fn a_chunked_origin_s_parts_are_retried_from_the_spool() {
     assert_eq!(o.hits("/chunked.bin"), 1);
 }
 
+/// A small chunked body goes up in one PUT streamed from the spool, and
+/// a PUT refused in passing is sent again from there.
+#[test]
+fn a_small_chunked_origin_s_put_is_retried() {
+    let g = garage();
+    let b = g.bucket("retrychunkedput");
+    let faults = FaultyBucket::start(
+        g.s3_port,
+        vec![fault("PUT", "/small-chunked.bin", 503, "SlowDown")],
+    );
+    let o = Origin::start();
+    let body = pattern(200 << 10, 5);
+    o.set(
+        "/small-chunked.bin",
+        Reply::ok(&body, "text/plain").chunked(),
+    );
+    let (p, admin) = proxy(&b, &faults, &o);
+
+    let r = client().get(p.url("/small-chunked.bin")).send().unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.bytes().unwrap().as_ref(), &body[..]);
+    p.expect_stored("small-chunked.bin");
+    assert_eq!(b.stored_matches("small-chunked.bin", &body), Ok(()));
+    assert_eq!(faults.seen("PUT", "/small-chunked.bin").len(), 2);
+    assert_eq!(counter(admin, "origin_pull_writeback_retries_total"), "1");
+}
+
+/// A chunked origin that breaks off after the first part went up: the
+/// upload is aborted, nothing is stored (never a partial object).
+#[test]
+fn a_chunked_origin_that_breaks_off_stores_nothing() {
+    const LEN: usize = 20 << 20;
+    let g = garage();
+    let b = g.bucket("chunkedbreak");
+    let faults = FaultyBucket::start(g.s3_port, vec![]);
+    let o = Origin::start();
+    let src = source(LEN, 12);
+    o.set(
+        "/broken.bin",
+        Reply::shared(&src).chunked().reset_at(12 << 20),
+    );
+    let (p, _admin) = proxy(&b, &faults, &o);
+
+    let d = http::download_compare(p.port, "/broken.bin", &src, None);
+    assert!(d.end.is_err(), "a broken body ended cleanly");
+    let outcome = p.write_back_outcome("broken.bin");
+    assert!(!outcome.contains("write-back stored"), "{outcome}");
+    // How far the upload got depends on when the break is seen (before
+    // the first part was sized, or during or after its upload); whatever
+    // was started is aborted, never completed.
+    let created = faults.seen("POST", "?uploads").len();
+    assert_eq!(faults.seen("DELETE", "uploadId=").len(), created);
+    assert_eq!(faults.seen("POST", "uploadId=").len(), 0, "completed");
+    assert_eq!(faults.seen("PUT", "partNumber=2&").len(), 0);
+    assert!(!b.exists("broken.bin"));
+}
+
 /// A refusal stays a refusal: one PUT, no retry, nothing stored.
 #[test]
 fn refusals_are_not_retried() {

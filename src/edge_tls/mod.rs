@@ -98,16 +98,26 @@ impl EdgeTls {
     /// The expiry of every certificate served now, as a metric; those no
     /// longer served (replaced by a reload) leave it.
     fn publish_expiry(&self) {
+        use std::sync::{Mutex, PoisonError};
+        // The label pairs published last time: new values are set first and
+        // only the stale ones removed, so a scrape never sees none.
+        static PUBLISHED: Mutex<Vec<[String; 2]>> = Mutex::new(Vec::new());
         let gauge = &crate::metrics::METRICS.tls_certificate_expiry;
-        gauge.reset();
+        let mut now = Vec::new();
         for (addr, store) in &self.stores {
             for cert in store.current().certs() {
-                let file = cert.cert_file.display().to_string();
+                let labels = [addr.clone(), cert.cert_file.display().to_string()];
                 gauge
-                    .with_label_values(&[addr.as_str(), file.as_str()])
+                    .with_label_values(&[labels[0].as_str(), labels[1].as_str()])
                     .set(cert.not_after);
+                now.push(labels);
             }
         }
+        let mut published = PUBLISHED.lock().unwrap_or_else(PoisonError::into_inner);
+        for old in published.iter().filter(|l| !now.contains(l)) {
+            let _ = gauge.remove_label_values(&[old[0].as_str(), old[1].as_str()]);
+        }
+        *published = now;
     }
 
     /// The store serving `addr`, if it is a TLS listener.

@@ -1,7 +1,8 @@
 //! Uploading one mirrored object: a single PUT for small objects, S3
-//! multipart upload otherwise. Bodies stream straight from the tee when
-//! the length is known; without a length (chunked origin) parts are
-//! buffered, with one part uploading while the next fills.
+//! multipart upload otherwise. Bodies stream from the fill's spool or the
+//! tee when the length is known; without a length (chunked origin) see
+//! [`unknown`]: from the spool each part is sized, then streamed; from
+//! the tee parts are buffered, one uploading while the next fills.
 //!
 //! Limits: at most [`MAX_UPLOADS`] uploads run at once in the process
 //! (more wait for a slot: while they wait their tee fills, and one that
@@ -33,8 +34,8 @@ const PART: u64 = 8 << 20;
 const MAX_PARTS: u64 = 10_000;
 /// Unknown length: the part size doubles after every this many parts.
 const PARTS_PER_SIZE: u64 = 1_000;
-/// Uploads running at once, process-wide: each holds a bucket connection
-/// and up to two parts of memory (unknown length).
+/// Uploads running at once, process-wide: each holds a bucket connection,
+/// and, for a tee's body of unknown length, up to two parts of memory.
 const MAX_UPLOADS: usize = 64;
 
 static UPLOADS: Semaphore = Semaphore::const_new(MAX_UPLOADS);
