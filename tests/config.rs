@@ -130,6 +130,17 @@ fn missing_credentials_variable() {
 }
 
 #[test]
+fn duplicate_keys_point_at_the_duplicate() {
+    // serde_yaml points at the mapping (1:1 for a top-level key); the
+    // error names the second occurrence, where the mistake was typed.
+    let top = format!("{}listen: [\"127.0.0.1:9\"]\n", site(""));
+    let line = top.lines().count();
+    assert_bad(&top, &format!("{line}:9"), "duplicate field `listen`");
+    let nested = site("").replace("      name: b\n", "      name: b\n      name: c\n");
+    assert_bad(&nested, "7:13", "sites[0].bucket: duplicate field `name`");
+}
+
+#[test]
 fn aws_chain_takes_no_key_variables() {
     // `credentials: aws_chain` reads the environment itself: naming
     // variables beside it would say two things.

@@ -14,6 +14,8 @@ use std::fmt;
 pub enum Seg {
     Key(String),
     Index(usize),
+    /// The second occurrence of a key in one mapping (a duplicate).
+    Again(String),
 }
 
 /// A path such as `sites[0].rules[1].mirror.url`, kept as segments.
@@ -37,8 +39,8 @@ impl fmt::Display for FieldPath {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (i, seg) in self.0.iter().enumerate() {
             match seg {
-                Seg::Key(k) if i == 0 => write!(f, "{k}")?,
-                Seg::Key(k) => write!(f, ".{k}")?,
+                Seg::Key(k) | Seg::Again(k) if i == 0 => write!(f, "{k}")?,
+                Seg::Key(k) | Seg::Again(k) => write!(f, ".{k}")?,
                 Seg::Index(n) => write!(f, "[{n}]")?,
             }
         }
@@ -47,6 +49,29 @@ impl fmt::Display for FieldPath {
 }
 
 const HERE: &str = "\u{0}origin-pull-locate-here";
+
+/// Where serde_yaml's "duplicate field" error `message` (`[path: ]duplicate
+/// field `key``) points: the duplicate's value. serde_yaml itself points at
+/// the mapping that holds it (1:1 for a top-level key).
+pub fn duplicate(src: &str, message: &str) -> Option<(usize, usize)> {
+    let (path, rest) = match message.split_once(": duplicate field `") {
+        Some((p, r)) => (p, r),
+        None => ("", message.strip_prefix("duplicate field `")?),
+    };
+    let key = rest.strip_suffix('`')?;
+    let mut segs = Vec::new();
+    for part in path.split('.').filter(|p| !p.is_empty()) {
+        let (name, indexes) = part.split_once('[').unwrap_or((part, ""));
+        segs.push(Seg::Key(name.to_string()));
+        for i in indexes.split('[') {
+            if let Some(n) = i.strip_suffix(']') {
+                segs.push(Seg::Index(n.parse().ok()?));
+            }
+        }
+    }
+    segs.push(Seg::Again(key.to_string()));
+    locate(src, &FieldPath(segs))
+}
 
 /// 1-based (line, column) of the node at `path`, or of its nearest existing
 /// ancestor when the field itself is absent (a default was used).
@@ -78,12 +103,17 @@ impl<'de> Visitor<'de> for Walk<'_> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        let Some((Seg::Key(want), rest)) = self.path.split_first() else {
-            return Err(de::Error::custom(HERE));
+        let (want, mut skip, rest) = match self.path.split_first() {
+            Some((Seg::Key(k), rest)) => (k, 0, rest),
+            Some((Seg::Again(k), rest)) => (k, 1, rest),
+            _ => return Err(de::Error::custom(HERE)),
         };
         while let Some(k) = map.next_key::<String>()? {
             if &k == want {
-                return map.next_value_seed(Walk { path: rest });
+                if skip == 0 {
+                    return map.next_value_seed(Walk { path: rest });
+                }
+                skip -= 1;
             }
             map.next_value::<IgnoredAny>()?;
         }
@@ -151,6 +181,17 @@ mod tests {
         ]);
         assert_eq!(locate(src, &path), Some((6, 16)));
         assert_eq!(path.to_string(), "sites[0].rules[0].mirror.url");
+    }
+
+    #[test]
+    fn duplicates_point_at_the_second_key() {
+        let src = "listen: [a]\nsites:\n  - bucket: { local: x, local: y }\nlisten: [b]\n";
+        assert_eq!(duplicate(src, "duplicate field `listen`"), Some((4, 9)));
+        assert_eq!(
+            duplicate(src, "sites[0].bucket: duplicate field `local`"),
+            Some((3, 32))
+        );
+        assert_eq!(duplicate(src, "something else"), None);
     }
 
     #[test]

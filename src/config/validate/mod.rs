@@ -48,16 +48,15 @@ pub(super) fn parse(
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Config, ConfigError> {
     let raw: RawConfig = serde_yaml::from_str(src).map_err(|e| {
-        let (line, column) = e
-            .location()
-            .map(|l| (l.line(), l.column()))
-            .unwrap_or((1, 1));
         // serde_yaml appends " at line N column M"; we lead with it instead.
         let msg = e.to_string();
         let message = match msg.find(" at line ") {
             Some(i) => msg[..i].to_string(),
             None => msg,
         };
+        let (line, column) = super::locate::duplicate(src, &message)
+            .or_else(|| e.location().map(|l| (l.line(), l.column())))
+            .unwrap_or((1, 1));
         ConfigError::Invalid {
             file: file.to_string(),
             line,
