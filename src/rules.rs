@@ -2,6 +2,7 @@
 //! selection and key rewriting. Shared by the mirror and redirect phases.
 
 use http::HeaderMap;
+use pingora::http::RequestHeader;
 use regex::Regex;
 use std::time::Duration;
 
@@ -125,13 +126,13 @@ pub struct Probe<'a> {
 }
 
 impl<'a> Probe<'a> {
-    pub fn new(key: &'a str, req: &'a http::request::Parts, status: Option<u16>) -> Probe<'a> {
+    pub fn new(key: &'a str, req: &'a RequestHeader, status: Option<u16>) -> Probe<'a> {
         Probe {
             key,
             headers: &req.headers,
             // Not the Host header: it is looked up only by a rule that
             // asks (a hit pays no header lookup for it).
-            authority: req.uri.authority().map(|a| a.as_str()),
+            authority: target_authority(req),
             status,
         }
     }
@@ -139,8 +140,38 @@ impl<'a> Probe<'a> {
 
 /// The host a request names: its `Host` header, else the authority of
 /// its target (HTTP/2's `:authority`, or an absolute-form HTTP/1 target).
-pub fn request_host(req: &http::request::Parts) -> Option<&str> {
-    host_of(&req.headers, req.uri.authority().map(|a| a.as_str()))
+pub fn request_host(req: &RequestHeader) -> Option<&str> {
+    host_of(&req.headers, target_authority(req))
+}
+
+/// The authority of a request's target: HTTP/2's `:authority`, or that
+/// of an absolute-form HTTP/1 target (`GET http://h/k`). Pingora keeps
+/// only the path of the latter in the `Uri` (and refuses a `Host` that
+/// differs from it), so an HTTP/1.0 request without `Host` names its host
+/// only there (RFC 9112 §3.2.2).
+pub fn target_authority(req: &RequestHeader) -> Option<&str> {
+    req.uri
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| absolute_form_authority(req.raw_path()))
+}
+
+fn absolute_form_authority(raw: &[u8]) -> Option<&str> {
+    // Origin-form (`/k`), nearly every request: one byte compared.
+    if raw.first() == Some(&b'/') {
+        return None;
+    }
+    let s = std::str::from_utf8(raw).ok()?;
+    let scheme_end = s.find("://")?;
+    if !["http", "https"]
+        .iter()
+        .any(|p| s[..scheme_end].eq_ignore_ascii_case(p))
+    {
+        return None;
+    }
+    let rest = &s[scheme_end + 3..];
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    Some(&rest[..end]).filter(|a| !a.is_empty())
 }
 
 fn host_of<'a>(headers: &'a HeaderMap, authority: Option<&'a str>) -> Option<&'a str> {
@@ -242,6 +273,23 @@ mod tests {
                 pass_query_string: false,
             }),
         }
+    }
+
+    #[test]
+    fn absolute_form_targets_name_their_authority() {
+        assert_eq!(absolute_form_authority(b"/k"), None);
+        assert_eq!(
+            absolute_form_authority(b"http://h.example/k"),
+            Some("h.example")
+        );
+        assert_eq!(absolute_form_authority(b"HTTPS://h:8443?q"), Some("h:8443"));
+        assert_eq!(
+            absolute_form_authority(b"http://h.example"),
+            Some("h.example")
+        );
+        assert_eq!(absolute_form_authority(b"ftp://h/k"), None);
+        assert_eq!(absolute_form_authority(b"http:///k"), None);
+        assert_eq!(absolute_form_authority(b"*"), None);
     }
 
     #[test]

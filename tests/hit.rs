@@ -198,6 +198,11 @@ fn sites_by_host() {
     assert!(raw_get(p.port, "one.example.com", "/k")
         .1
         .ends_with("from one"));
+    // An absolute-form target names the site when no Host does (HTTP/1.0,
+    // RFC 9112 §3.2.2), not the default one.
+    let (status, text) = raw_request(p.port, "GET http://one.example.com/k HTTP/1.0\r\n\r\n");
+    assert_eq!(status, 200, "{text}");
+    assert!(text.ends_with("from one"), "{text}");
 }
 
 #[test]

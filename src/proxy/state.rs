@@ -134,7 +134,7 @@ impl State {
             .headers
             .get(http::header::HOST)
             .and_then(|h| h.to_str().ok())
-            .or_else(|| req.uri.host());
+            .or_else(|| crate::rules::target_authority(req));
         self.hosts.select(host).map(|i| self.sites[i].clone())
     }
 }
