@@ -58,13 +58,7 @@ pub(super) async fn run(job: &Job, reader: Reader) -> Result<u64, WriteBackError
     };
     match job.expected_len {
         Some(len) if len <= SINGLE_PUT_MAX => {
-            let mut shared: Shared = Arc::new(Mutex::new((reader, None)));
-            let put = |body, progress: Progress| async move {
-                s3::put_object(job, body, len, &progress).await
-            };
-            send_streamed(job, &mut shared, 0, len, true, "PUT", put)
-                .await
-                .map(|_| len)
+            put_streamed(job, &mut Arc::new(Mutex::new((reader, None))), len).await
         }
         Some(len) => multipart_streamed(job, reader, len).await,
         None => unknown::upload(job, reader).await,
@@ -118,6 +112,32 @@ where
         *shared = Arc::new(Mutex::new((rewound, None)));
         attempt += 1;
     }
+}
+
+/// The whole object, `len` bytes of the reader, in one PUT ([`send_streamed`]).
+async fn put_streamed(job: &Job, shared: &mut Shared, len: u64) -> Result<u64, WriteBackError> {
+    let put =
+        |body, progress: Progress| async move { s3::put_object(job, body, len, &progress).await };
+    send_streamed(job, shared, 0, len, true, "PUT", put)
+        .await
+        .map(|_| len)
+}
+
+/// Part `n` of upload `upload_id`: `len` bytes of the reader from
+/// `offset` ([`send_streamed`]); its ETag.
+async fn part_streamed(
+    job: &Job,
+    shared: &mut Shared,
+    upload_id: &str,
+    n: usize,
+    (offset, len): (u64, u64),
+    is_last: bool,
+) -> Result<String, WriteBackError> {
+    let send = |body, progress: Progress| async move {
+        s3::upload_part(job, upload_id, n, body, len, &progress).await
+    };
+    let what = format!("UploadPart {n}");
+    send_streamed(job, shared, offset, len, is_last, &what, send).await
 }
 
 /// A body of exactly `len` bytes taken from the reader. For the last part
@@ -182,14 +202,9 @@ async fn multipart_streamed(job: &Job, reader: Reader, len: u64) -> Result<u64, 
         while offset < len {
             let this = part.min(len - offset);
             let n = etags.len() + 1;
-            let id = upload_id.as_str();
-            let send = |body, progress: Progress| async move {
-                s3::upload_part(job, id, n, body, this, &progress).await
-            };
-            let what = format!("UploadPart {n}");
             let is_last = offset + this == len;
-            let etag = send_streamed(job, &mut shared, offset, this, is_last, &what, send).await;
-            etags.push(etag?);
+            let etag = part_streamed(job, &mut shared, &upload_id, n, (offset, this), is_last);
+            etags.push(etag.await?);
             offset += this;
         }
         complete(job, &upload_id, &etags).await

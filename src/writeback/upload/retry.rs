@@ -9,10 +9,10 @@
 //! the pauses double and are jittered so many write-backs throttled
 //! together do not come back together.
 //!
-//! A request's body must be sendable again: it is, from a fill's spool
-//! (the miss path) or from a part held in memory (origins without a
-//! length); the plain path's tee is not retried (its bytes are gone once
-//! sent).
+//! A request's body must be sendable again: it is from a fill's spool
+//! (the miss path), and from a part the plain path's tee buffered (an
+//! origin without a length); the tee's streamed PUTs and parts are not
+//! retried (their bytes are gone once sent).
 //!
 //! An attempt whose answer was lost (reset after the bucket stored the
 //! object) is harmless to repeat: the PUT and CompleteMultipartUpload

@@ -10,8 +10,8 @@
 
 use super::idle::Progress;
 use super::{
-    complete, create, finish_multipart, retry, s3, send_streamed, Shared, MAX_PARTS, PART,
-    PARTS_PER_SIZE,
+    complete, create, finish_multipart, part_streamed, put_streamed, retry, s3, Shared, MAX_PARTS,
+    PART, PARTS_PER_SIZE,
 };
 use crate::writeback::reader::Reader;
 use crate::writeback::{Job, WriteBackError};
@@ -32,13 +32,7 @@ pub(super) async fn upload(job: &Job, mut reader: Reader) -> Result<u64, WriteBa
 async fn from_spool(job: &Job, reader: Reader, first: (u64, bool)) -> Result<u64, WriteBackError> {
     let mut shared: Shared = Arc::new(Mutex::new((reader, None)));
     if first.1 {
-        let len = first.0;
-        let put = |body, progress: Progress| async move {
-            s3::put_object(job, body, len, &progress).await
-        };
-        return send_streamed(job, &mut shared, 0, len, true, "PUT", put)
-            .await
-            .map(|_| len);
+        return put_streamed(job, &mut shared, first.0).await;
     }
     let upload_id = create(job).await?;
     let parts = async {
@@ -58,13 +52,8 @@ async fn from_spool(job: &Job, reader: Reader, first: (u64, bool)) -> Result<u64
                     break; // it ended on the last part's boundary
                 }
             }
-            let id = upload_id.as_str();
-            let send = |body, progress: Progress| async move {
-                s3::upload_part(job, id, n, body, this, &progress).await
-            };
-            let what = format!("UploadPart {n}");
-            let etag = send_streamed(job, &mut shared, offset, this, ended, &what, send).await;
-            etags.push(etag?);
+            let etag = part_streamed(job, &mut shared, &upload_id, n, (offset, this), ended);
+            etags.push(etag.await?);
             offset += this;
             if ended {
                 break;
