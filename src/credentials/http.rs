@@ -18,16 +18,27 @@ pub struct Reqwest(reqwest::Client);
 
 impl Reqwest {
     pub fn new() -> Result<Reqwest, String> {
-        crate::tls::reqwest_client_builder(&crate::tls::TrustRoots::platform())
-            // IMDS answers within a millisecond where it exists; the
-            // providers add their own, shorter, bounds (settings below).
-            .connect_timeout(Duration::from_secs(2))
-            .timeout(Duration::from_secs(10))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
+        // IMDS answers within a millisecond where it exists; the providers
+        // add their own, shorter, bounds (`http_connector`).
+        client(Some(Duration::from_secs(2)), None)
             .map(Reqwest)
             .map_err(|e| crate::errors::chain(&e))
     }
+}
+
+/// The providers' client: the platform's roots, no redirects, 10 s per
+/// request, and the `connect` and `read` bounds given.
+fn client(connect: Option<Duration>, read: Option<Duration>) -> reqwest::Result<reqwest::Client> {
+    let mut b = crate::tls::reqwest_client_builder(&crate::tls::TrustRoots::platform())
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(10));
+    if let Some(t) = connect {
+        b = b.connect_timeout(t);
+    }
+    if let Some(t) = read {
+        b = b.read_timeout(t);
+    }
+    b.build()
 }
 
 impl HttpConnector for Reqwest {
@@ -49,7 +60,7 @@ impl HttpConnector for Reqwest {
                 req = req.header(k, v);
             }
             // The providers send small bodies held in memory (STS's
-            // form); a streaming one would be sent empty.
+            // form); a streaming one is refused rather than sent empty.
             let body = request
                 .body()
                 .bytes()
@@ -81,16 +92,7 @@ impl HttpClient for Reqwest {
     ) -> SharedHttpConnector {
         // The providers' own bounds (IMDS: 1 s to connect and read) are
         // shorter than the client's: keep them.
-        let mut b = crate::tls::reqwest_client_builder(&crate::tls::TrustRoots::platform())
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(Duration::from_secs(10));
-        if let Some(t) = settings.connect_timeout() {
-            b = b.connect_timeout(t);
-        }
-        if let Some(t) = settings.read_timeout() {
-            b = b.read_timeout(t);
-        }
-        match b.build() {
+        match client(settings.connect_timeout(), settings.read_timeout()) {
             Ok(c) => SharedHttpConnector::new(Reqwest(c)),
             Err(e) => {
                 log::warn!("credentials: HTTP client with the provider's timeouts: {e}");
