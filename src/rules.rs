@@ -141,7 +141,8 @@ impl<'a> Probe<'a> {
 /// The host a request names: its `Host` header, else the authority of
 /// its target (HTTP/2's `:authority`, or an absolute-form HTTP/1 target).
 pub fn request_host(req: &RequestHeader) -> Option<&str> {
-    host_of(&req.headers, target_authority(req))
+    // The target is looked at only without a Host header.
+    host_of(&req.headers, None).or_else(|| target_authority(req))
 }
 
 /// The authority of a request's target: HTTP/2's `:authority`, or that

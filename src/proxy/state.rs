@@ -130,11 +130,7 @@ fn build_state(config: &Config, locals: &crate::local::LocalBuckets) -> Result<S
 
 impl State {
     pub(super) fn site_for(&self, req: &RequestHeader) -> Option<Arc<Site>> {
-        let host = req
-            .headers
-            .get(http::header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .or_else(|| crate::rules::target_authority(req));
+        let host = crate::rules::request_host(req);
         self.hosts.select(host).map(|i| self.sites[i].clone())
     }
 }
