@@ -69,6 +69,12 @@ fn histogram(r: &Registry, name: &str, help: &str, labels: &[&str]) -> Histogram
     v
 }
 
+fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let v = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+    r.register(Box::new(v.clone())).expect("unique metric");
+    v
+}
+
 fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
     let g = IntGauge::new(name, help).expect("valid metric");
     r.register(Box::new(g.clone())).expect("unique metric");
@@ -78,33 +84,25 @@ fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
 impl Metrics {
     fn new() -> Metrics {
         let r = Registry::new_custom(Some("origin_pull".into()), None).expect("valid prefix");
-        let build = IntGaugeVec::new(
-            Opts::new("build_info", "Version of the running binary (always 1)."),
+        let build = gauge_vec(
+            &r,
+            "build_info",
+            "Version of the running binary (always 1).",
             &["version"],
-        )
-        .expect("valid metric");
-        r.register(Box::new(build.clone())).expect("unique metric");
+        );
         build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
-        let bucket_up = IntGaugeVec::new(
-            Opts::new(
-                "bucket_up",
-                "1 when the site's bucket answered its last background probe.",
-            ),
+        let bucket_up = gauge_vec(
+            &r,
+            "bucket_up",
+            "1 when the site's bucket answered its last background probe.",
             &["site"],
-        )
-        .expect("valid metric");
-        let tls_certificate_expiry = IntGaugeVec::new(
-            Opts::new(
-                "tls_certificate_expiry_timestamp_seconds",
-                "When each certificate an edge TLS listener serves expires (not_after), Unix seconds.",
-            ),
+        );
+        let tls_certificate_expiry = gauge_vec(
+            &r,
+            "tls_certificate_expiry_timestamp_seconds",
+            "When each certificate an edge TLS listener serves expires (not_after), Unix seconds.",
             &["listen", "cert_file"],
-        )
-        .expect("valid metric");
-        r.register(Box::new(tls_certificate_expiry.clone()))
-            .expect("unique metric");
-        r.register(Box::new(bucket_up.clone()))
-            .expect("unique metric");
+        );
         Metrics {
             requests: counter(
                 &r,
@@ -174,7 +172,7 @@ impl Metrics {
             access_log_dropped: plain_counter(
                 &r,
                 "access_log_dropped_total",
-                "Access log lines dropped because the writer fell behind.",
+                "Access log lines dropped: the writer fell behind, or the file could not be opened or written.",
             ),
             writeback_retries: plain_counter(
                 &r,
