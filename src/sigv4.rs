@@ -97,6 +97,16 @@ impl Signer {
         Signer::with(Keys::Chain, region, service)
     }
 
+    /// Whether the keys are the AWS default chain's.
+    pub fn uses_chain(&self) -> bool {
+        matches!(self.keys, Keys::Chain)
+    }
+
+    /// The region signed for.
+    pub fn region(&self) -> &str {
+        &self.region
+    }
+
     fn with(keys: Keys, region: &str, service: &str) -> Signer {
         Signer {
             keys,

@@ -111,8 +111,14 @@ fn chain_proxy(b: &TestBucket, endpoint: &CredsEndpoint, origin: &str) -> (Proxy
         b.name
     );
     let uri = format!("http://127.0.0.1:{}/creds", endpoint.port);
-    let env = [
-        ("AWS_CONTAINER_CREDENTIALS_FULL_URI", uri.as_str()),
+    (Proxy::start_env(&yaml, &chain_env(&uri)), admin)
+}
+
+/// The environment of a process whose only chain source is the container
+/// endpoint at `uri`.
+fn chain_env(uri: &str) -> [(&'static str, &str); 10] {
+    [
+        ("AWS_CONTAINER_CREDENTIALS_FULL_URI", uri),
         ("AWS_CONTAINER_AUTHORIZATION_TOKEN", "pod-identity-token"),
         ("AWS_ACCESS_KEY_ID", ""),
         ("AWS_SECRET_ACCESS_KEY", ""),
@@ -125,8 +131,7 @@ fn chain_proxy(b: &TestBucket, endpoint: &CredsEndpoint, origin: &str) -> (Proxy
         ),
         ("AWS_WEB_IDENTITY_TOKEN_FILE", ""),
         ("AWS_EC2_METADATA_DISABLED", "true"),
-    ];
-    (Proxy::start_env(&yaml, &env), admin)
+    ]
 }
 
 fn get(p: &Proxy, path: &str) -> (u16, Vec<u8>) {
@@ -215,7 +220,7 @@ fn a_chain_that_does_not_answer_yet() {
     let (p, admin) = chain_proxy(&b, &endpoint, &o.url());
     let body = pattern(3000, 4);
     b.put("late.bin", &body, None);
-    p.wait_log("bucket credentials (aws_chain): none yet");
+    p.wait_log("AWS credentials (aws_chain): none yet");
     assert_eq!(get(&p, "/late.bin").0, 502);
     let readyz = client()
         .get(format!("http://127.0.0.1:{admin}/readyz"))
@@ -228,4 +233,56 @@ fn a_chain_that_does_not_answer_yet() {
     endpoint.hand_out(Some(key.clone()), Duration::from_secs(3600));
     p.wait_log(&format!("access key {}", key.0));
     assert_serves(&p, "/late.bin", &body);
+}
+
+/// A private origin bucket read with the chain's credentials
+/// (`mirror.auth: { type: sigv4, credentials: aws_chain }`) while the
+/// destination bucket keeps its keys from variables: a miss is fetched
+/// signed with the renewed key and stored; the chain is asked although no
+/// bucket uses it.
+#[test]
+fn a_private_origin_signed_with_chain_credentials() {
+    let g = garage();
+    let src = g.bucket("chainsrc");
+    let dst = g.bucket("chaindst");
+    let reader = g.new_key("chainsrc-reader");
+    g.cli(&["bucket", "allow", "--read", &src.name, "--key", &reader.0]);
+    let other = g.new_key("chainsrc-other");
+    g.cli(&["bucket", "allow", "--read", &src.name, "--key", &other.0]);
+    let endpoint = CredsEndpoint::start(Some(reader.clone()), Duration::from_secs(304));
+    let yaml = format!(
+        "listen: [\"127.0.0.1:{{port}}\"]\nsites:\n  - name: s\n    bucket: {}\n    rules:\n      - condition: {{ key_prefix: \"\" }}\n        mirror: {{ url: \"{}/{}/\", auth: {{ type: sigv4, region: garage, credentials: aws_chain }} }}\n",
+        dst.yaml(),
+        g.endpoint(),
+        src.name
+    );
+    let uri = format!("http://127.0.0.1:{}/creds", endpoint.port);
+    let mut env = chain_env(&uri).to_vec();
+    env.extend_from_slice(&dst.proxy_env());
+    let p = Proxy::start_env(&yaml, &env);
+
+    let body = pattern(40_000, 5);
+    src.put("a.bin", &body, Some("application/x-a"));
+    assert_serves(&p, "/a.bin", &body);
+    p.expect_stored("a.bin");
+    assert_eq!(dst.stored_matches("a.bin", &body), Ok(()));
+    assert!(
+        p.log().contains(&format!("access key {}", reader.0)),
+        "{}",
+        p.log()
+    );
+
+    // Renewed (304 s is inside the 5-minute margin) to the other key;
+    // the first one loses the source.
+    endpoint.hand_out(Some(other.clone()), Duration::from_secs(3600));
+    p.wait_log(&format!("renewed, access key {}", other.0));
+    g.cli(&["bucket", "deny", "--read", &src.name, "--key", &reader.0]);
+    let body2 = pattern(50_000, 6);
+    src.put("b.bin", &body2, None);
+    assert_serves(&p, "/b.bin", &body2);
+    p.expect_stored("b.bin");
+    assert_eq!(dst.stored_matches("b.bin", &body2), Ok(()));
+    // The chain's key never reached the destination bucket's requests:
+    // it cannot write there, and the write-backs were stored.
+    assert!(endpoint.asked().iter().all(|a| a == "pod-identity-token"));
 }

@@ -9,6 +9,7 @@
 //! `region`) can point at its own line and column.
 
 use super::locate::FieldPath;
+use super::raw::RawCredentials;
 use crate::origin_auth::OriginAuth;
 use crate::sigv4::Signer;
 use serde::Deserialize;
@@ -24,6 +25,8 @@ pub struct RawAuth {
     pub access_key_id_env: Option<String>,
     pub secret_access_key_env: Option<String>,
     pub session_token_env: Option<String>,
+    /// `env` (the `*_env` variables, the default) or `aws_chain`.
+    pub credentials: Option<super::raw::RawCredentials>,
     pub name: Option<String>,
     pub value_env: Option<String>,
 }
@@ -85,6 +88,7 @@ pub(super) fn validate(
         ("access_key_id_env", raw.access_key_id_env.is_some()),
         ("secret_access_key_env", raw.secret_access_key_env.is_some()),
         ("session_token_env", raw.session_token_env.is_some()),
+        ("credentials", raw.credentials.is_some()),
     ];
     let header_fields = [
         ("name", raw.name.is_some()),
@@ -157,6 +161,27 @@ fn sigv4(
     let service = raw.service.as_deref().unwrap_or("s3");
     if service.is_empty() || service.contains(char::is_whitespace) {
         return Err((path.key("service"), "is not a service name".into()));
+    }
+    if raw.credentials == Some(RawCredentials::AwsChain) {
+        // The process's chain, shared with `aws_chain` buckets and renewed
+        // by `crate::credentials`: an origin bucket read with the role the
+        // proxy runs as (instance profile, IRSA, Pod Identity).
+        let env_fields = [
+            ("access_key_id_env", raw.access_key_id_env.is_some()),
+            ("secret_access_key_env", raw.secret_access_key_env.is_some()),
+            ("session_token_env", raw.session_token_env.is_some()),
+        ];
+        if let Some((f, _)) = env_fields.iter().find(|(_, set)| *set) {
+            return Err((
+                path.key(f),
+                "does not go with `credentials: aws_chain` (the chain reads AWS_ACCESS_KEY_ID \
+                 and the other sources itself)"
+                    .into(),
+            ));
+        }
+        return Ok(OriginAuth::SigV4(Arc::new(Signer::aws_chain(
+            region, service,
+        ))));
     }
     let key_id = from_env(
         path,
@@ -250,7 +275,23 @@ mod tests {
             &env,
         )
         .unwrap();
-        assert!(matches!(a, OriginAuth::SigV4(_)));
+        assert!(matches!(&a, OriginAuth::SigV4(s) if !s.uses_chain()));
+        // The chain needs no variable at all.
+        let c = validate(
+            &raw("{ type: sigv4, region: eu-west-1, credentials: aws_chain }"),
+            &p,
+            &env,
+        )
+        .unwrap();
+        assert!(matches!(&c, OriginAuth::SigV4(s) if s.uses_chain() && s.region() == "eu-west-1"));
+        // `credentials: env` is the default, spelled out.
+        let e = validate(
+            &raw("{ type: sigv4, region: r, credentials: env, access_key_id_env: KEY, secret_access_key_env: SECRET }"),
+            &p,
+            &env,
+        )
+        .unwrap();
+        assert!(matches!(&e, OriginAuth::SigV4(s) if !s.uses_chain()));
         let h = validate(
             &raw("{ type: header, name: Authorization, value_env: TOKEN }"),
             &p,
@@ -292,6 +333,13 @@ mod tests {
                 "`NOPE` is not set",
             ),
             ("{ type: sigv4, region: r, name: x }", "auth.name", "does not go with `type: sigv4`"),
+            (
+                "{ type: sigv4, region: r, credentials: aws_chain, secret_access_key_env: SECRET }",
+                "auth.secret_access_key_env",
+                "does not go with `credentials: aws_chain`",
+            ),
+            ("{ type: sigv4, credentials: aws_chain }", "auth", "needs `region`"),
+            ("{ type: header, name: x, value_env: TOKEN, credentials: aws_chain }", "auth.credentials", "does not go with"),
             ("{ type: header, name: x, value_env: TOKEN, region: r }", "auth.region", "does not go with"),
             ("{ type: header, name: host, value_env: TOKEN }", "auth.name", "cannot carry"),
             ("{ type: header, name: \"a b\", value_env: TOKEN }", "auth.name", "not a header name"),

@@ -1,5 +1,6 @@
-//! `credentials: aws_chain`: the bucket's keys from the AWS SDKs' default
-//! provider chain (aws-config), renewed before they expire.
+//! `credentials: aws_chain`: a bucket's or a private origin's keys
+//! (`mirror.auth`) from the AWS SDKs' default provider chain (aws-config),
+//! renewed before they expire.
 //!
 //! Keys in environment variables are read at start and reload and never
 //! change; temporary credentials from an instance profile (EC2), a web
@@ -7,11 +8,11 @@
 //! a profile expire within hours, and a proxy that keeps the first ones
 //! is refused by the bucket from then on. The chain is the process's, not
 //! a bucket's (one role, one instance profile), so there is one current
-//! set of credentials, read by every signer of an `aws_chain` bucket
+//! set of credentials, read by every signer of an `aws_chain` bucket or origin
 //! ([`current`]) and renewed by the control thread ([`refresh_if_due`],
 //! once before the listeners open, before a reload swaps its buckets in,
 //! and at each readiness round): a reload keeps the credentials in hand.
-//! [`configure`] says, from the config in force, whether any bucket uses
+//! [`configure`] says, from the config in force, whether any bucket or origin uses
 //! the chain. An application embedding the proxy without the binary's
 //! control thread calls both itself (`configure` with its config, then
 //! `refresh_if_due` every few seconds); until then such a bucket's
@@ -66,23 +67,44 @@ pub fn current() -> Option<Arc<Current>> {
     CURRENT.load_full()
 }
 
-/// Takes from `config` whether any bucket uses the chain, and the region
-/// of the first that does (at start and at each reload).
+/// Takes from `config` whether any bucket or private origin
+/// (`mirror.auth: { type: sigv4, credentials: aws_chain }`) uses the
+/// chain, and the region of the first that does (at start and at each
+/// reload): a bucket's before an origin's.
 pub fn configure(config: &crate::config::Config) {
     use crate::config::{BucketSource, CredentialSource};
-    let region = config.sites.iter().find_map(|s| match &s.bucket {
+    use crate::origin_auth::OriginAuth;
+    use crate::rules::Action;
+    let bucket = config.sites.iter().find_map(|s| match &s.bucket {
         BucketSource::Remote(b) if matches!(b.credentials, CredentialSource::AwsChain) => {
             Some(b.region.clone())
         }
         _ => None,
     });
+    let origin = || {
+        let mirrors = config
+            .sites
+            .iter()
+            .flat_map(|s| &s.rules)
+            .filter_map(|r| match &r.action {
+                Action::Mirror(m) => Some(m),
+                Action::Redirect(_) => None,
+            });
+        mirrors
+            .flat_map(|m| [&m.auth, &m.secondary_auth])
+            .find_map(|a| match a {
+                Some(OriginAuth::SigV4(s)) if s.uses_chain() => Some(s.region().to_string()),
+                _ => None,
+            })
+    };
+    let region = bucket.or_else(origin);
     IN_USE.store(region.is_some(), Ordering::Release);
     if region.is_some() {
         *REGION.lock().unwrap_or_else(PoisonError::into_inner) = region;
     }
 }
 
-/// Whether any bucket of this process uses the chain.
+/// Whether any bucket or origin of this process uses the chain.
 pub fn in_use() -> bool {
     IN_USE.load(Ordering::Acquire)
 }
@@ -112,11 +134,11 @@ pub async fn refresh_if_due() {
     let again = RETRY_AFTER.as_secs();
     match current() {
         None => log::error!(
-            "bucket credentials (aws_chain): none yet: {why}; requests to the bucket fail \
+            "AWS credentials (aws_chain): none yet: {why}; requests signed with them fail \
              until the chain answers (tried again in {again} s)"
         ),
         Some(_) => log::warn!(
-            "bucket credentials (aws_chain): renewal failed: {why}; keeping the ones in hand \
+            "AWS credentials (aws_chain): renewal failed: {why}; keeping the ones in hand \
              (tried again in {again} s)"
         ),
     }
@@ -153,9 +175,9 @@ async fn fetch() -> Result<(), String> {
     let key = fresh.access_key_id.clone();
     let before = CURRENT.swap(Some(Arc::new(fresh)));
     if before.is_none() {
-        log::info!("bucket credentials (aws_chain): access key {key}, expire {expires}");
+        log::info!("AWS credentials (aws_chain): access key {key}, expire {expires}");
     } else {
-        log::info!("bucket credentials (aws_chain): renewed, access key {key}, expire {expires}");
+        log::info!("AWS credentials (aws_chain): renewed, access key {key}, expire {expires}");
     }
     Ok(())
 }
