@@ -122,12 +122,20 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let unresolved = config.unresolved_endpoints(&cli.config);
     if cli.test {
+        for e in &unresolved {
+            eprintln!("origin-pull: warning: {e} (a start on this machine would fail)");
+        }
         println!(
             "origin-pull: configuration {} is valid",
             cli.config.display()
         );
         return ExitCode::SUCCESS;
+    }
+    if let Some(e) = unresolved.first() {
+        eprintln!("origin-pull: {e}");
+        return ExitCode::from(1);
     }
     if let Err(e) = origin_pull::server::check_addresses_free(&config, cli.share_port) {
         eprintln!("origin-pull: {e}");

@@ -334,3 +334,32 @@ fn shipped_configs_validate() {
         );
     }
 }
+
+/// A bucket endpoint that does not resolve: the start refuses it at the
+/// endpoint's line (before binding); `-t` names it as a warning and
+/// passes (a file is often checked outside the network it is meant for).
+#[test]
+fn an_endpoint_that_does_not_resolve() {
+    let yaml = site("").replace("http://127.0.0.1:9", "http://no-such-host.invalid:3900");
+    assert_bad(
+        &yaml,
+        "5:17",
+        "cannot resolve bucket endpoint no-such-host.invalid:3900",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.yaml");
+    std::fs::write(&path, yaml.replace("{port}", "1")).unwrap();
+    let out = Command::new(binary())
+        .args(["-t", "-c"])
+        .arg(&path)
+        .env("OP_KEY", "k")
+        .env("OP_SECRET", "s")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).replace(&path.display().to_string(), "FILE");
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("warning: FILE:5:17: sites[0].bucket.endpoint: cannot resolve"),
+        "{err}"
+    );
+}

@@ -71,16 +71,42 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest wait for any one read from the bucket.
 const READ_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// The host the bucket's requests go to: the endpoint's, or with
+/// `addressing: virtual` the bucket's name under it.
+fn host_name(cfg: &RemoteBucket) -> String {
+    match cfg.addressing {
+        Addressing::Path => cfg.endpoint.host.clone(),
+        Addressing::Virtual => format!("{}.{}", cfg.name, cfg.endpoint.host),
+    }
+}
+
+/// The bucket's first address, resolved now (blocking): what a start or a
+/// reload connects to first, and what `-t` checks.
+pub fn lookup(cfg: &RemoteBucket) -> Result<std::net::SocketAddr, BucketError> {
+    let (host, port) = (host_name(cfg), cfg.endpoint.port);
+    let target = format!("{host}:{port}");
+    let found = if host.contains(':') {
+        (host.as_str(), port).to_socket_addrs()
+    } else {
+        target.to_socket_addrs()
+    };
+    found
+        .map_err(|e| BucketError::Resolve(target.clone(), e.to_string()))?
+        .next()
+        .ok_or_else(|| BucketError::Resolve(target, "no address".into()))
+}
+
 impl Bucket {
     /// A site's bucket, counting into the site's `metrics`.
     pub fn new(
         cfg: &RemoteBucket,
         metrics: std::sync::Arc<crate::metrics::SiteMetrics>,
     ) -> Result<Bucket, BucketError> {
-        let Endpoint { tls, host, port } = &cfg.endpoint;
-        let (host_name, path_prefix) = match cfg.addressing {
-            Addressing::Path => (host.clone(), format!("/{}", cfg.name)),
-            Addressing::Virtual => (format!("{}.{host}", cfg.name), String::new()),
+        let Endpoint { tls, port, .. } = &cfg.endpoint;
+        let host_name = host_name(cfg);
+        let path_prefix = match cfg.addressing {
+            Addressing::Path => format!("/{}", cfg.name),
+            Addressing::Virtual => String::new(),
         };
         let default_port = if *tls { 443 } else { 80 };
         // An IPv6 literal is bracketed in a URL and a Host header.
@@ -94,16 +120,7 @@ impl Bucket {
         } else {
             format!("{host_part}:{port}")
         };
-        let target = format!("{host_name}:{port}");
-        let lookup = if host_name.contains(':') {
-            (host_name.as_str(), *port).to_socket_addrs()
-        } else {
-            target.to_socket_addrs()
-        };
-        let addr = lookup
-            .map_err(|e| BucketError::Resolve(target.clone(), e.to_string()))?
-            .next()
-            .ok_or_else(|| BucketError::Resolve(target.clone(), "no address".into()))?;
+        let addr = lookup(cfg)?;
         let scheme = if *tls { "https" } else { "http" };
         let base_url = format!("{scheme}://{host_header}");
         let mut client = crate::tls::reqwest_client_builder(&cfg.tls)

@@ -145,6 +145,32 @@ impl Config {
         Ok(config)
     }
 
+    /// Resolves every site's bucket endpoint as a start does (blocking)
+    /// and names those that do not resolve, at `file:line:column`. A start
+    /// refuses them; `-t` warns (like `nginx -t`, which checks upstream
+    /// hosts) but passes, since a file is often checked on a machine
+    /// outside the network it is meant for (CI, a compose service name).
+    /// Origins are not resolved: each miss resolves its own.
+    pub fn unresolved_endpoints(&self, path: &Path) -> Vec<String> {
+        let mut found = Vec::new();
+        for (i, site) in self.sites.iter().enumerate() {
+            let BucketSource::Remote(b) = &site.bucket else {
+                continue;
+            };
+            if let Err(e) = crate::bucket::lookup(b) {
+                let src = std::fs::read_to_string(path).unwrap_or_default();
+                let at = locate::FieldPath::default()
+                    .key("sites")
+                    .index(i)
+                    .key("bucket")
+                    .key("endpoint");
+                let (line, column) = locate::locate(&src, &at).unwrap_or((1, 1));
+                found.push(format!("{}:{line}:{column}: {at}: {e}", path.display()));
+            }
+        }
+        found
+    }
+
     /// Parses and validates YAML text. `file` only names the source in
     /// errors; relative `local:` folders resolve against `base`; `env`
     /// looks up credential variables (injectable for tests).
