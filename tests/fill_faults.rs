@@ -172,3 +172,32 @@ fn exhausted_spool_budget_still_serves_and_stores() {
     assert!(b.get("fb.bin").body == body);
     assert!(spool_fds(p.pid(), spool.path()).is_empty());
 }
+
+/// The plain path's tee shares the request's worker thread with its
+/// uploader: from an origin as fast as loopback, a 24 MiB object (three
+/// multipart parts) outran the channel and was abandoned every time,
+/// until the origin read was paced to the bucket.
+#[test]
+fn exhausted_spool_budget_stores_a_large_object_from_a_fast_origin() {
+    let b = garage().bucket("budgetbig");
+    let o = Origin::start();
+    let body = pattern(24 << 20, 37);
+    o.set("/big.bin", Reply::ok(&body, "application/octet-stream"));
+    let (_spool, spool_cfg) = spool_dir();
+    let p = fill_proxy(
+        &b,
+        &o.url(),
+        "",
+        &format!("{spool_cfg}, max_spool_bytes: 1000"),
+    );
+    let (head, got) = Conn::open(p.port).get("/big.bin", &[]);
+    assert_eq!(head.status, 200);
+    assert!(got.unwrap() == body, "body differs");
+    p.wait_log("fill fallback key=\"big.bin\"");
+    let outcome = p.write_back_outcome("big.bin");
+    assert!(outcome.contains("write-back stored"), "{outcome}");
+    assert_eq!(b.stored_matches("big.bin", &body), Ok(()));
+    // The fill's GET stops at the header (the object cannot fit the
+    // budget) and the plain path asks again.
+    assert_eq!(o.hits("/big.bin"), 2);
+}

@@ -120,6 +120,12 @@ pub enum FillError {
 }
 
 impl Fills {
+    /// The fill runtime (2 threads, never a Pingora worker's), which also
+    /// runs the plain path's uploads.
+    pub fn runtime(&self) -> &tokio::runtime::Handle {
+        &self.rt
+    }
+
     /// Starts the fill runtime and the fill peer's socket.
     pub fn start(cfg: &FillConfig) -> Result<Arc<Fills>, FillError> {
         let origin_client = origin_client(&crate::tls::TrustRoots::platform(), false)?;

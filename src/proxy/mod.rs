@@ -276,7 +276,7 @@ impl ProxyHttp for OriginPull {
             return fill::on_response(&site, resp, ctx, session.req_header());
         }
         if ctx.mirror.is_some() {
-            let r = origin::on_response(session, resp, ctx);
+            let r = origin::on_response(session, resp, ctx, self.fills.runtime());
             return in_place(session, resp, ctx, r);
         }
         self.on_bucket_response(session, resp, ctx)
@@ -298,7 +298,7 @@ impl ProxyHttp for OriginPull {
 
     fn upstream_response_body_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         body: &mut Option<Bytes>,
         end: bool,
         ctx: &mut RequestCtx,
@@ -309,10 +309,11 @@ impl ProxyHttp for OriginPull {
         if let (Some(run), Some(b)) = (ctx.fill.as_mut(), body.as_ref()) {
             run.bytes += b.len() as u64;
         }
-        if let Some(run) = ctx.mirror.as_mut() {
-            run.body(body.as_ref(), end)?;
+        match ctx.mirror.as_mut() {
+            // The plain path's tee may ask to pause (`writeback` pacing).
+            Some(run) => run.body(body.as_ref(), end, session.response_written().is_some()),
+            None => Ok(None),
         }
-        Ok(None)
     }
 
     fn fail_to_connect(

@@ -131,28 +131,36 @@ impl MirrorRun {
     /// the write-back and, with `check_md5`, hashed. An end whose MD5 is
     /// not the origin's `Content-MD5` is an error: the client's response
     /// ends without a valid end, as on the fill path (nothing is stored).
-    pub fn body(&mut self, body: Option<&Bytes>, end: bool) -> Result<()> {
+    /// One chunk of the origin's body (`header_out`: the client has the
+    /// response header); Some: pause before the next, for the tee.
+    pub fn body(
+        &mut self,
+        body: Option<&Bytes>,
+        end: bool,
+        header_out: bool,
+    ) -> Result<Option<std::time::Duration>> {
+        let mut pause = None;
         if let Some(b) = body {
             self.bytes += b.len() as u64;
             if let Some(tee) = self.tee.as_mut() {
-                tee.push(b);
+                pause = tee.push(b, header_out);
             }
             if let Some(m) = self.md5.as_mut() {
                 m.0.update(b);
             }
         }
         if !end {
-            return Ok(());
+            return Ok(pause);
         }
         if let Some(tee) = self.tee.as_mut() {
             tee.finish();
         }
         let Some(m) = self.md5.take() else {
-            return Ok(());
+            return Ok(None);
         };
         let (hasher, want) = *m;
         if hasher.finalize().as_slice() == want {
-            return Ok(());
+            return Ok(None);
         }
         Err(Error::create(
             ErrorType::Custom("md5_mismatch"),
@@ -268,6 +276,7 @@ pub fn on_response(
     session: &Session,
     resp: &mut ResponseHeader,
     ctx: &mut RequestCtx,
+    uploads: &tokio::runtime::Handle,
 ) -> Result<()> {
     let (Some(site), Some(run)) = (ctx.site.clone(), ctx.mirror.as_mut()) else {
         return Ok(());
@@ -285,19 +294,22 @@ pub fn on_response(
             if store && !storable_framing(&resp.headers) {
                 writeback::unframed(&site.bucket, &ctx.key, Some(ctx.request_id));
             } else if store {
-                run.tee = Some(Tee::start(Job {
-                    bucket: site.bucket.clone(),
-                    key: ctx.key.clone(),
-                    headers: stored_headers(&resp.headers),
-                    tag: tag.clone(),
-                    expected_len: content_length(&resp.headers),
-                    md5: if m.check_md5 {
-                        content_md5(&resp.headers)
-                    } else {
-                        None
+                run.tee = Some(Tee::start(
+                    Job {
+                        bucket: site.bucket.clone(),
+                        key: ctx.key.clone(),
+                        headers: stored_headers(&resp.headers),
+                        tag: tag.clone(),
+                        expected_len: content_length(&resp.headers),
+                        md5: if m.check_md5 {
+                            content_md5(&resp.headers)
+                        } else {
+                            None
+                        },
+                        request_id: Some(ctx.request_id),
                     },
-                    request_id: Some(ctx.request_id),
-                }));
+                    uploads,
+                ));
             }
             run.md5 = content_md5(&resp.headers)
                 .filter(|_| m.check_md5 && is_get)

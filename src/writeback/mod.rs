@@ -4,12 +4,25 @@
 //! (the normal miss path: the uploader reads it at the bucket's own pace,
 //! so a slow bucket delays only the commit, never a client), and, on the
 //! plain path (spool budget exhausted, `mirror_on_bucket_error`), a tee:
-//! the response body filter pushes each origin chunk into a bounded
-//! channel with `try_send` (it runs inline and must never wait); when
-//! the channel is full the write-back is abandoned, never the client
-//! slowed. The object becomes visible only when complete and verified: a
-//! single PUT whose last bytes are held back until the end was verified,
-//! or a multipart upload completed only then.
+//! the upstream body filter pushes each origin chunk into a bounded
+//! channel with `try_send` (it runs inline and must never wait). The
+//! object becomes visible only when complete and verified: a single PUT
+//! whose last bytes are held back until the end was verified, or a
+//! multipart upload completed only then.
+//!
+//! Pacing (the tee only): a bucket is slower than a client on loopback,
+//! so any fixed channel overflows (without pacing, and with the uploader
+//! on the request's worker thread, every plain-path object over about
+//! 4 MB from a fast origin was abandoned). When the channel is more
+//! than half full, the filter asks Pingora to pause before the next chunk
+//! (its own throttle, no blocking), longer the fuller it is, which lets
+//! the uploader catch up. The pauses of one request may add up to
+//! [`pacing_budget`]: 10 s, plus one second per 4 MiB already passed on,
+//! so a large object is stored as long as the bucket keeps taking it at
+//! 4 MiB/s or more (the client is held to the bucket's pace meanwhile,
+//! as nginx's `proxy_store` holds it to the disk's). Past the budget, or
+//! when the channel is full, the write-back is abandoned and the client
+//! streams at full speed again. Memory stays bounded by the channel.
 
 mod reader;
 mod upload;
@@ -20,11 +33,38 @@ use crate::metrics::{InFlight, WriteBackResult, METRICS};
 use bytes::Bytes;
 use reader::Reader;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::mpsc;
 
 /// Chunks (each at most 64 KiB from Pingora) buffered between the client
 /// stream and the uploader on the plain path: 2 MiB per mirror at most.
 pub const CHANNEL_CHUNKS: usize = 32;
+
+/// The pause per queued chunk past half the channel, squared: 1 ms just
+/// past half, 64 ms at three quarters, capped at 100 ms. A fixed 1 ms
+/// pause would cap the client at 64 MiB/s (one 64 KiB chunk per ms) and a
+/// slower bucket would still fill the channel; growing with the queue,
+/// the pause settles where the client matches the bucket's pace.
+const PACE: Duration = Duration::from_millis(1);
+const MAX_PAUSE: Duration = Duration::from_millis(100);
+
+fn pace(queued: usize) -> Duration {
+    let over = queued.saturating_sub(CHANNEL_CHUNKS / 2) as u32;
+    (PACE * over * over).min(MAX_PAUSE)
+}
+
+/// Pausing any write-back may take, whatever its size.
+const BASE_PACING: Duration = Duration::from_secs(10);
+/// The slowest bucket ingest a large write-back is waited for.
+const MIN_INGEST_BYTES_PER_SEC: u64 = 4 << 20;
+
+/// The most pausing a request may have taken once `passed` bytes went by.
+/// Growing with size: a flat 10 s abandoned every write-back when eight
+/// clients each pulled a distinct 1 GiB object from one Garage, each at
+/// about 20 MB/s of the bucket's ingest.
+fn pacing_budget(passed: u64) -> Duration {
+    BASE_PACING + Duration::from_secs_f64(passed as f64 / MIN_INGEST_BYTES_PER_SEC as f64)
+}
 
 pub(crate) enum Msg {
     Data(Bytes),
@@ -78,37 +118,57 @@ pub struct Job {
 pub struct Tee {
     tx: Option<mpsc::Sender<Msg>>,
     abandoned: bool,
+    /// Pauses asked for so far, and the bytes passed on.
+    paced: Duration,
+    passed: u64,
 }
 
 impl Tee {
-    /// Starts the uploader task for `job` and returns the producer.
-    pub fn start(job: Job) -> Tee {
+    /// Starts the uploader task for `job` on `rt` and returns the
+    /// producer. Not on the request's own worker thread: there the
+    /// uploader would run only while the request's task waits, and the
+    /// channel would fill in one read burst.
+    pub fn start(job: Job, rt: &tokio::runtime::Handle) -> Tee {
         let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
         let reader = Reader::new(rx, job.expected_len, job.md5);
         let counted = InFlight::new(&METRICS.writebacks_in_flight);
-        tokio::spawn(async move {
+        rt.spawn(async move {
             upload_logged(job, reader, counted, |_| ()).await;
         });
         Tee {
             tx: Some(tx),
             abandoned: false,
+            paced: Duration::ZERO,
+            passed: 0,
         }
     }
 
-    /// Passes a chunk on without waiting. A full channel (the bucket is
-    /// slower than the client) abandons the write-back: the client is
-    /// never slowed for it.
-    pub fn push(&mut self, data: &Bytes) {
-        let Some(tx) = self.tx.as_ref() else { return };
+    /// Passes a chunk on without waiting, and says how long the origin
+    /// read should pause for the uploader to catch up (see the module
+    /// doc). Pauses only once the response header is out (`may_pause`):
+    /// Pingora runs the filters of a whole batch of tasks before writing
+    /// any of it, so a pause in the batch that holds the header would
+    /// delay the client's first byte. A full channel abandons the
+    /// write-back.
+    pub fn push(&mut self, data: &Bytes, may_pause: bool) -> Option<Duration> {
+        let tx = self.tx.as_ref()?;
         if data.is_empty() {
-            return;
+            return None;
         }
         if tx.try_send(Msg::Data(data.clone())).is_err() {
             // Full or closed (upload failed): drop the sender so the
             // uploader aborts rather than stores.
             self.tx = None;
             self.abandoned = true;
+            return None;
         }
+        self.passed += data.len() as u64;
+        let pause = pace(CHANNEL_CHUNKS - tx.capacity());
+        if may_pause && pause > Duration::ZERO && self.paced < pacing_budget(self.passed) {
+            self.paced += pause;
+            return Some(pause);
+        }
+        None
     }
 
     /// The tee gave up (channel full or uploader gone).
@@ -205,5 +265,27 @@ fn result_of(e: &WriteBackError) -> WriteBackResult {
         | WriteBackError::Sign(_) => WriteBackResult::Failed,
         WriteBackError::Fill(_) => WriteBackResult::Aborted,
         WriteBackError::AlreadyExists => WriteBackResult::Exists,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pacing_budget_grows_with_what_went_by() {
+        assert_eq!(pacing_budget(0), Duration::from_secs(10));
+        assert_eq!(pacing_budget(40 << 20), Duration::from_secs(20));
+        // 1 GiB: waited for as long as the bucket takes >= 4 MiB/s.
+        assert_eq!(pacing_budget(1 << 30), Duration::from_secs(10 + 256));
+    }
+
+    #[test]
+    fn pauses_grow_as_the_channel_fills() {
+        assert_eq!(pace(0), Duration::ZERO);
+        assert_eq!(pace(CHANNEL_CHUNKS / 2), Duration::ZERO);
+        assert_eq!(pace(CHANNEL_CHUNKS / 2 + 1), Duration::from_millis(1));
+        assert_eq!(pace(CHANNEL_CHUNKS * 3 / 4), Duration::from_millis(64));
+        assert_eq!(pace(CHANNEL_CHUNKS), MAX_PAUSE);
     }
 }
