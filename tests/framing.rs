@@ -79,3 +79,47 @@ fn chunked_body_is_stored_on_either_path() {
         assert!(b.get("c.bin").body == body);
     }
 }
+
+/// HTTP/1.1 pipelining (RFC 9112 §9.3.2; apt pipelines by default): a
+/// hit, a miss (fill), a 404 and a 400 sent in one write are all
+/// answered, in order, on the same connection. Pingora's default closed
+/// the connection after the first answer.
+#[test]
+fn pipelined_requests_are_answered_in_order() {
+    let b = garage().bucket("pipelined");
+    let o = Origin::start();
+    let hit = pattern(5_000, 42);
+    let miss = pattern(70_000, 43);
+    b.put("hit.bin", &hit, None);
+    o.set("/miss.bin", Reply::ok(&miss, "application/octet-stream"));
+    o.set("/gone.bin", Reply::status(404));
+    let p = fill_proxy(&b, &o.url(), "", "");
+    let mut c = Conn::open(p.port);
+    c.pipeline(&[
+        "/hit.bin",
+        "/miss.bin",
+        "/gone.bin",
+        "/a/%2e%2e/x",
+        "/hit.bin",
+    ]);
+    let want: [(u16, Option<&[u8]>); 5] = [
+        (200, Some(&hit)),
+        (200, Some(&miss)),
+        (404, None),
+        (400, None),
+        (200, Some(&hit)),
+    ];
+    for (i, (status, body)) in want.into_iter().enumerate() {
+        let head = c
+            .head()
+            .unwrap_or_else(|e| panic!("response {i}: {e}\n{}", p.log()));
+        assert_eq!(head.status, status, "response {i}");
+        let mut got = Vec::new();
+        c.body(&head, |d| got.extend_from_slice(d)).unwrap();
+        if let Some(body) = body {
+            assert!(got == body, "response {i}: body differs");
+        }
+    }
+    assert!(!c.closed_within(std::time::Duration::from_millis(200)));
+    assert_eq!(o.hits("/miss.bin"), 1);
+}

@@ -88,9 +88,16 @@ impl Limits {
     /// when it reads a request (`respect_keepalive`) and carries that to
     /// the next, so an idle client held its connection (and its file
     /// descriptor) forever. `Connection: close` (keep-alive off) stays off.
+    ///
+    /// On the connection's first request it also turns on HTTP/1.1
+    /// pipelining (RFC 9112 §9.3.2, requests served one after the other,
+    /// as nginx does; Pingora carries the setting to the next requests):
+    /// off, Pingora answers the first of pipelined requests and closes the
+    /// connection with the others unanswered (apt pipelines by default).
     pub fn bound_client(&self, session: &mut pingora::proxy::Session) {
         if session.get_keepalive() == Some(0) {
             session.set_keepalive(Some(self.client_idle_timeout_seconds));
+            session.set_pipelining_enabled(true);
         }
     }
 

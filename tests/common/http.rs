@@ -94,6 +94,16 @@ impl Conn {
         self.send_method("GET", path, headers);
     }
 
+    /// Sends a GET of each path in one write (HTTP/1.1 pipelining: every
+    /// request is on the wire before the first response is read).
+    pub fn pipeline(&mut self, paths: &[&str]) {
+        let reqs: String = paths
+            .iter()
+            .map(|p| format!("GET {p} HTTP/1.1\r\nHost: test\r\n\r\n"))
+            .collect();
+        self.w.write_all(reqs.as_bytes()).expect("send requests");
+    }
+
     /// `HEAD path` on this connection: its response header (no body).
     pub fn head_of(&mut self, path: &str) -> Head {
         self.send_method("HEAD", path, &[]);
