@@ -123,3 +123,59 @@ fn pipelined_requests_are_answered_in_order() {
     assert!(!c.closed_within(std::time::Duration::from_millis(200)));
     assert_eq!(o.hits("/miss.bin"), 1);
 }
+
+/// An HTTP/1.0 client must not get chunked transfer coding (RFC 9112
+/// §6.1): a chunked origin's body reaches it close-delimited, on either
+/// miss path and on the hit afterwards (stored with a length); an HTTP/1.1
+/// client still gets chunks.
+#[test]
+fn http10_clients_get_no_chunked_coding() {
+    use std::io::{Read, Write};
+    let b = garage().bucket("http10");
+    let o = Origin::start();
+    let body = pattern(150_000, 44);
+    for plain in [false, true] {
+        let path = format!("/c{plain}.bin");
+        o.set(
+            &path,
+            Reply::ok(&body, "application/octet-stream").chunked(),
+        );
+        let (_spool, fill) = plain_path_fill(plain);
+        let p = fill_proxy(&b, &o.url(), "", &fill);
+        // A 1.1 client on the miss: chunked.
+        let (head, got) = Conn::open(p.port).get(&path, &[]);
+        assert!(head.chunked(), "plain={plain}");
+        assert!(got.unwrap() == body);
+        // A 1.0 client, on a second key's miss and then on the hit.
+        let path10 = format!("/d{plain}.bin");
+        o.set(
+            &path10,
+            Reply::ok(&body, "application/octet-stream").chunked(),
+        );
+        for round in ["miss", "hit"] {
+            if round == "hit" {
+                p.expect_stored(path10.trim_start_matches('/'));
+            }
+            let mut s = std::net::TcpStream::connect(("127.0.0.1", p.port)).unwrap();
+            s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+                .unwrap();
+            write!(s, "GET {path10} HTTP/1.0\r\nHost: test\r\n\r\n").unwrap();
+            let mut all = Vec::new();
+            s.read_to_end(&mut all).unwrap();
+            let split = all.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+            let head = String::from_utf8_lossy(&all[..split]).to_ascii_lowercase();
+            assert!(
+                head.starts_with("http/1.1 200"),
+                "{round} plain={plain}: {head}"
+            );
+            assert!(
+                !head.contains("transfer-encoding"),
+                "{round} plain={plain}: {head}"
+            );
+            assert!(
+                &all[split + 4..] == body.as_slice(),
+                "{round} plain={plain}: body differs"
+            );
+        }
+    }
+}

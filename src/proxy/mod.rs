@@ -23,6 +23,7 @@ mod answer;
 mod bucket;
 mod failure;
 mod fill;
+mod framing;
 mod logging;
 mod origin;
 mod state;
@@ -378,6 +379,7 @@ impl ProxyHttp for OriginPull {
     ) -> Result<()> {
         ctx.ttfb.get_or_insert_with(|| ctx.started.elapsed());
         self.state.load().limits.bound_send(session, resp);
+        framing::for_client_version(session, resp);
         Ok(())
     }
 
