@@ -10,7 +10,7 @@ pub const MAX_KEY_LEN: usize = 1024;
 pub enum KeyError {
     #[error("the object key is empty")]
     Empty,
-    #[error("the object key is longer than 1024 bytes")]
+    #[error("the object key is too long (1024 bytes; 2048 once a rule rewrote it)")]
     TooLong,
     #[error("the object key is not valid UTF-8")]
     NotUtf8,
@@ -53,7 +53,19 @@ pub fn key_from_path(path: &str) -> Result<String, KeyError> {
 /// further by [`check_bucket_key`], or [`check_file_key`] for storage
 /// that maps keys to file paths.
 pub fn check_key(key: &str) -> Result<(), KeyError> {
-    if key.len() > MAX_KEY_LEN {
+    check_key_within(key, MAX_KEY_LEN)
+}
+
+/// Longest key a rule's rewrite may produce for an origin URL or a
+/// `Location`. Not S3's 1,024: a longer prefix turns a legal key (one
+/// the bucket would serve) into a longer one, and the origin need not be
+/// S3. Bounded so the URL stays inside common request-line limits (8 KiB
+/// in nginx and Apache) even percent-encoded.
+pub const MAX_REWRITTEN_KEY_LEN: usize = 2 * MAX_KEY_LEN;
+
+/// [`check_key`] with a length bound of `max` bytes.
+pub fn check_key_within(key: &str, max: usize) -> Result<(), KeyError> {
+    if key.len() > max {
         return Err(KeyError::TooLong);
     }
     if key.chars().any(|c| c.is_control()) {

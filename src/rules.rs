@@ -398,5 +398,15 @@ mod tests {
         );
         // Untouched keys were checked on the way in.
         assert_eq!(dot.apply("q/x", &[]).unwrap(), "q/x");
+        // A legal 1,024-byte key may grow past S3's bound under a longer
+        // prefix (the origin need not be S3), up to twice it.
+        let longer = KeyRewrite::Prefix {
+            from: "rw/".into(),
+            to: "rewritten/longer/prefix/".into(),
+        };
+        let key = format!("rw/{}", "a".repeat(1021));
+        assert_eq!(longer.apply(&key, &[]).unwrap().len(), 1045);
+        let thrice = KeyRewrite::Template("${key}${key}${key}".into());
+        assert_eq!(thrice.apply(&key, &[]), Err(KeyError::TooLong));
     }
 }

@@ -2,13 +2,14 @@
 //! object key becomes the key sent to an origin or put in a `Location`.
 
 use super::KeyRewrite;
-use crate::key::{check_key, KeyError};
+use crate::key::{check_key_within, KeyError, MAX_REWRITTEN_KEY_LEN};
 
 impl KeyRewrite {
     /// The rewritten key. `captures[0]` is the whole match, `[1]`.. groups.
-    /// A rewritten key passes the same check as a client's key: prefixes
+    /// A rewritten key passes the same check as a client's key (prefixes
     /// and captures can join into a `..` segment that the client could not
-    /// send, and the result goes to an origin or into a `Location`.
+    /// send, and the result goes to an origin or into a `Location`), with
+    /// a longer length bound ([`MAX_REWRITTEN_KEY_LEN`]).
     pub fn apply(&self, key: &str, captures: &[String]) -> Result<String, KeyError> {
         let out = match self {
             // Already checked when it was decoded.
@@ -19,7 +20,7 @@ impl KeyRewrite {
             },
             KeyRewrite::Template(t) => substitute(t, key, captures),
         };
-        check_key(&out)?;
+        check_key_within(&out, MAX_REWRITTEN_KEY_LEN)?;
         Ok(out)
     }
 }
