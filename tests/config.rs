@@ -363,3 +363,42 @@ fn an_endpoint_that_does_not_resolve() {
         "{err}"
     );
 }
+
+/// A byte-order mark (as Windows editors write) is not content: the file
+/// validates, and errors are located as an editor shows the lines. A YAML
+/// merge key gets a message saying so, at its line.
+#[test]
+fn byte_order_mark_and_merge_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bom.yaml");
+    std::fs::write(
+        &path,
+        format!("\u{feff}{}", site("")).replace("{port}", "1"),
+    )
+    .unwrap();
+    let out = Command::new(binary())
+        .args(["-t", "-c"])
+        .arg(&path)
+        .env("OP_KEY", "k")
+        .env("OP_SECRET", "s")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_bad(
+        &format!("\u{feff}{}", site("    colour: blue\n")),
+        "9:5",
+        "unknown field `colour`",
+    );
+    let merge = site(
+        "    rules:\n      - condition: { key_prefix: \"a/\" }\n        mirror: &m { url: \"http://o/\" }\n      - condition: { key_prefix: \"b/\" }\n        mirror:\n          <<: *m\n          timeout_seconds: 3\n",
+    );
+    assert_bad(
+        &merge,
+        "14:11",
+        "sites[0].rules[1].mirror: YAML merge keys (`<<: *anchor`) are not supported",
+    );
+}

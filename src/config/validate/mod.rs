@@ -47,13 +47,24 @@ pub(super) fn parse(
     base: &Path,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Config, ConfigError> {
+    // A byte-order mark (Windows editors write one) is not YAML content:
+    // left in, the first key would not be recognised. Lines and columns
+    // are then counted as an editor shows them, without it.
+    let src = src.strip_prefix('\u{feff}').unwrap_or(src);
     let raw: RawConfig = serde_yaml::from_str(src).map_err(|e| {
         // serde_yaml appends " at line N column M"; we lead with it instead.
         let msg = e.to_string();
-        let message = match msg.find(" at line ") {
+        let mut message = match msg.find(" at line ") {
             Some(i) => msg[..i].to_string(),
             None => msg,
         };
+        if let Some(at) = message.find("unknown field `<<`") {
+            message.replace_range(
+                at..,
+                "YAML merge keys (`<<: *anchor`) are not supported: write the fields out \
+                 (an alias of a whole value, `key: *anchor`, works)",
+            );
+        }
         let (line, column) = super::locate::duplicate(src, &message)
             .or_else(|| e.location().map(|l| (l.line(), l.column())))
             .unwrap_or((1, 1));
