@@ -302,13 +302,22 @@ pub fn content_length(headers: &HeaderMap) -> Option<u64> {
     if headers.contains_key(http::header::TRANSFER_ENCODING) {
         return None;
     }
-    headers
+    let v = headers
         .get(http::header::CONTENT_LENGTH)?
         .to_str()
         .ok()?
-        .trim()
-        .parse()
-        .ok()
+        .trim();
+    match v.parse() {
+        Ok(n) => Some(n),
+        // `5000, 5000`: a list of one value repeated is that value (RFC
+        // 9110 §8.6; HTTP clients and Pingora read it so); differing
+        // values frame nothing.
+        Err(_) => {
+            let mut values = v.split(',').map(|p| p.trim().parse::<u64>().ok());
+            let first = values.next()??;
+            values.all(|n| n == Some(first)).then_some(first)
+        }
+    }
 }
 
 /// Whether an origin answer's body may be stored: its framing says where

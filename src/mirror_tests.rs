@@ -197,3 +197,20 @@ fn a_raw_utf8_disposition_is_stored_in_its_rfc8187_form() {
     );
     assert!(stored_headers(&h).is_empty());
 }
+
+#[test]
+fn content_length_lists_of_one_value() {
+    let cl = |v: &str| {
+        let mut h = HeaderMap::new();
+        h.insert("content-length", HeaderValue::from_str(v).unwrap());
+        (content_length(&h), storable_framing(&h))
+    };
+    assert_eq!(cl("5000"), (Some(5000), true));
+    assert_eq!(cl(" 5000 "), (Some(5000), true));
+    assert_eq!(cl("5000, 5000"), (Some(5000), true));
+    assert_eq!(cl("5000,5000,5000"), (Some(5000), true));
+    assert_eq!(cl("5000, 5001"), (None, false));
+    assert_eq!(cl("5000,"), (None, false));
+    assert_eq!(cl(",5000"), (None, false));
+    assert_eq!(cl("-1"), (None, false));
+}
