@@ -216,6 +216,56 @@ fn sigterm_waits_for_a_mirror_in_flight_and_its_write_back() {
     bucket.stored_matches("m/slow.bin", &body).unwrap();
 }
 
+/// Past `shutdown_timeout_seconds` the process exits with a write-back
+/// unfinished: its multipart upload is aborted first (logged with its
+/// upload id), not left in the bucket with its parts billed.
+#[test]
+fn a_shutdown_timeout_aborts_unfinished_uploads() {
+    const LEN: usize = 24 << 20;
+    let bucket = garage().bucket("life-abort");
+    let origin = Origin::start();
+    let body = std::sync::Arc::new(pattern(LEN, 10));
+    origin.set("/m/held.bin", Reply::shared(&body).gate_at(LEN as u64 / 2));
+    let admin = free_port();
+    let mut proxy = Proxy::start_env(
+        &yaml(&bucket, &origin.url(), admin, "")
+            .replace("sites:", "shutdown_timeout_seconds: 1\nsites:"),
+        &bucket.proxy_env(),
+    );
+    let port = proxy.port;
+    let download = std::thread::spawn(move || {
+        let mut c = http::Conn::open(port);
+        c.send("/m/held.bin", &[]);
+        let _ = c.head();
+    });
+    // The upload is open once its first part (8 MiB) is in the spool.
+    wait_until("multipart upload created", Duration::from_secs(60), || {
+        admin_text(admin, "/metrics").1.lines().any(|l| {
+            l.starts_with(
+                "origin_pull_bucket_request_duration_seconds_count{operation=\"create_multipart\"",
+            ) && !l.ends_with(" 0")
+        })
+    });
+    proxy.signal("TERM");
+    wait_until("exit after the timeout", Duration::from_secs(30), || {
+        proxy.exited()
+    });
+    let line = proxy.wait_log("upload_id=");
+    assert!(line.contains("aborted (not stored)"), "{line}");
+    let id = line
+        .split("upload_id=")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap();
+    assert!(
+        !bucket.upload_open("m/held.bin", id),
+        "upload {id} left open"
+    );
+    assert!(!bucket.exists("m/held.bin"));
+    origin.release();
+    let _ = download.join();
+}
+
 /// A reload says what it took but only a restart applies (`fill`, a
 /// longer shutdown timeout), instead of a bare "reloaded"; and keeps
 /// saying so while the file still asks for it.

@@ -1,7 +1,8 @@
 //! SIGTERM: stop promptly and lose nothing. Pingora has already stopped
 //! accepting (it got the same signal); this waits until no request,
 //! fill or write-back is in flight, then ends the process, at the latest
-//! after `shutdown_timeout_seconds`. `/readyz` answers 503 from the start.
+//! after `shutdown_timeout_seconds`, when unfinished multipart uploads
+//! are aborted first. `/readyz` answers 503 from the start.
 
 use super::Control;
 use crate::metrics::work_in_flight;
@@ -14,6 +15,9 @@ const TICK: Duration = Duration::from_millis(25);
 /// Idle this long in a row before exiting: covers the instant between a
 /// request ending and the write-back it started being counted.
 const SETTLE: Duration = Duration::from_millis(100);
+/// Past the timeout, how long the aborts of unfinished multipart
+/// uploads may take (all at once) before the process exits anyway.
+const ABORT_WITHIN: Duration = Duration::from_secs(5);
 
 pub fn drain(c: Arc<Control>) {
     if c.draining.swap(true, Ordering::SeqCst) {
@@ -40,6 +44,9 @@ pub fn drain(c: Arc<Control>) {
                     "shutdown timeout: exiting with {} requests, fills or write-backs in flight",
                     work_in_flight()
                 );
+                // Their multipart uploads would stay in the bucket, parts
+                // billed, until a lifecycle rule removed them.
+                crate::writeback::abort_open_uploads(ABORT_WITHIN).await;
                 break;
             }
             tokio::time::sleep(TICK).await;

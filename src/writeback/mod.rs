@@ -27,6 +27,8 @@
 mod reader;
 mod upload;
 
+pub use upload::abort_all as abort_open_uploads;
+
 use crate::bucket::Bucket;
 use crate::errors::RequestId;
 use crate::metrics::{InFlight, WriteBackResult, METRICS};

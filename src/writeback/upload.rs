@@ -14,9 +14,13 @@
 //! [`s3::abort`]).
 
 mod idle;
+mod open;
 mod retry;
 mod s3;
 mod unknown;
+
+pub use open::abort_all;
+use open::OpenUpload;
 
 use super::reader::Reader;
 use super::{Job, WriteBackError};
@@ -194,7 +198,8 @@ fn part_body(shared: Shared, len: u64, is_last: bool, progress: &Progress) -> re
 
 async fn multipart_streamed(job: &Job, reader: Reader, len: u64) -> Result<u64, WriteBackError> {
     let part = PART.max(len.div_ceil(MAX_PARTS));
-    let upload_id = create(job).await?;
+    let upload = create(job).await?;
+    let upload_id = upload.id.as_str();
     let mut shared: Shared = Arc::new(Mutex::new((reader, None)));
     let parts = async {
         let mut etags = Vec::new();
@@ -203,21 +208,22 @@ async fn multipart_streamed(job: &Job, reader: Reader, len: u64) -> Result<u64, 
             let this = part.min(len - offset);
             let n = etags.len() + 1;
             let is_last = offset + this == len;
-            let etag = part_streamed(job, &mut shared, &upload_id, n, (offset, this), is_last);
+            let etag = part_streamed(job, &mut shared, upload_id, n, (offset, this), is_last);
             etags.push(etag.await?);
             offset += this;
         }
-        complete(job, &upload_id, &etags).await
+        complete(job, upload_id, &etags).await
     }
     .await;
-    finish_multipart(job, &upload_id, parts).await.map(|_| len)
+    finish_multipart(job, upload, parts).await.map(|_| len)
 }
 
 /// CreateMultipartUpload, retried. An attempt whose answer was lost
 /// leaves an upload nobody completes: the bucket's
 /// `AbortIncompleteMultipartUpload` lifecycle rule removes it.
-async fn create(job: &Job) -> Result<String, WriteBackError> {
-    retry::retried(job, "CreateMultipartUpload", || s3::create(job)).await
+async fn create(job: &Job) -> Result<OpenUpload, WriteBackError> {
+    let id = retry::retried(job, "CreateMultipartUpload", || s3::create(job)).await?;
+    Ok(OpenUpload::new(job, id))
 }
 
 /// CompleteMultipartUpload, retried. When an attempt's answer was lost
@@ -231,14 +237,15 @@ async fn complete(job: &Job, upload_id: &str, etags: &[String]) -> Result<(), Wr
     .await
 }
 
-/// Aborts the upload when anything failed, so no parts linger.
+/// Aborts the upload when anything failed, so no parts linger; either
+/// way the upload is no longer open.
 async fn finish_multipart<T>(
     job: &Job,
-    upload_id: &str,
+    upload: OpenUpload,
     r: Result<T, WriteBackError>,
 ) -> Result<T, WriteBackError> {
     if r.is_err() {
-        s3::abort(job, upload_id).await;
+        s3::abort(job, &upload.id).await;
     }
     r
 }

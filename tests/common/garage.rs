@@ -261,6 +261,18 @@ impl TestBucket {
         }
     }
 
+    /// Whether multipart upload `upload_id` of `key` is still open
+    /// (ListParts answers; an aborted or completed one is `NoSuchUpload`).
+    pub fn upload_open(&self, key: &str, upload_id: &str) -> bool {
+        let (b, c) = self.s3();
+        let url = b
+            .list_parts(Some(&c), key, upload_id)
+            .sign(Duration::from_secs(600));
+        let status = super::client().get(url).send().unwrap().status().as_u16();
+        assert!(matches!(status, 200 | 404), "ListParts answered {status}");
+        status == 200
+    }
+
     pub fn exists(&self, key: &str) -> bool {
         self.get(key).status == 200
     }

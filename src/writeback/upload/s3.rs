@@ -168,28 +168,34 @@ pub async fn complete(job: &Job, upload_id: &str, etags: &[String]) -> Result<()
 /// Aborts a failed multipart upload, so its parts don't linger (and cost).
 /// Retried with backoff; a final failure is logged, and the bucket's
 /// `AbortIncompleteMultipartUpload` lifecycle rule is the safety net.
-pub async fn abort(job: &Job, upload_id: &str) {
+/// One AbortMultipartUpload; `NoSuchUpload` (already gone) counts as done.
+pub async fn abort_once(job: &Job, upload_id: &str) -> Result<(), WriteBackError> {
     let q = format!(
         "{}?uploadId={}",
         job.bucket.object_path(&job.key),
         enc(upload_id)
     );
+    let r = send(
+        job,
+        Method::DELETE,
+        &q,
+        &[],
+        reqwest::Body::from(""),
+        None,
+        &Progress::bucket(),
+    )
+    .await;
+    match r {
+        Ok(_) | Err(WriteBackError::Bucket(404, _)) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+pub async fn abort(job: &Job, upload_id: &str) {
     let mut pause = ABORT_BACKOFF;
     for attempt in 1..=ABORT_ATTEMPTS {
-        let r = send(
-            job,
-            Method::DELETE,
-            &q,
-            &[],
-            reqwest::Body::from(""),
-            None,
-            &Progress::bucket(),
-        )
-        .await;
-        match r {
-            Ok(_) => return,
-            // NoSuchUpload: already gone (aborted or expired).
-            Err(WriteBackError::Bucket(404, _)) => return,
+        match abort_once(job, upload_id).await {
+            Ok(()) => return,
             Err(e) if attempt < ABORT_ATTEMPTS => {
                 log::warn!(
                     "write-back abort key={:?} upload_id={upload_id} attempt {attempt}/{ABORT_ATTEMPTS} failed: {e}; retrying",

@@ -34,7 +34,8 @@ async fn from_spool(job: &Job, reader: Reader, first: (u64, bool)) -> Result<u64
     if first.1 {
         return put_streamed(job, &mut shared, first.0).await;
     }
-    let upload_id = create(job).await?;
+    let upload = create(job).await?;
+    let upload_id = upload.id.as_str();
     let parts = async {
         let mut etags = Vec::new();
         let mut offset = 0;
@@ -52,17 +53,17 @@ async fn from_spool(job: &Job, reader: Reader, first: (u64, bool)) -> Result<u64
                     break; // it ended on the last part's boundary
                 }
             }
-            let etag = part_streamed(job, &mut shared, &upload_id, n, (offset, this), ended);
+            let etag = part_streamed(job, &mut shared, upload_id, n, (offset, this), ended);
             etags.push(etag.await?);
             offset += this;
             if ended {
                 break;
             }
         }
-        complete(job, &upload_id, &etags).await.map(|_| offset)
+        complete(job, upload_id, &etags).await.map(|_| offset)
     }
     .await;
-    finish_multipart(job, &upload_id, parts).await
+    finish_multipart(job, upload, parts).await
 }
 
 fn too_many_parts() -> WriteBackError {
@@ -90,11 +91,12 @@ async fn buffered(job: &Job, mut reader: Reader) -> Result<u64, WriteBackError> 
         .await?;
         return Ok(len);
     }
-    let upload_id = create(job).await?;
+    let upload = create(job).await?;
+    let upload_id = upload.id.as_str();
     let mut total = first.len() as u64;
     // The part being uploaded while the next one is read. Outside the loop
     // so a failure can stop it before the upload is aborted (below).
-    let mut in_flight = Some(spawn_part(job, &upload_id, 1, first));
+    let mut in_flight = Some(spawn_part(job, upload_id, 1, first));
     let parts = async {
         let mut etags = Vec::new();
         loop {
@@ -110,7 +112,7 @@ async fn buffered(job: &Job, mut reader: Reader) -> Result<u64, WriteBackError> 
             }
             if !buf.is_empty() {
                 total += buf.len() as u64;
-                in_flight = Some(spawn_part(job, &upload_id, etags.len() + 1, buf));
+                in_flight = Some(spawn_part(job, upload_id, etags.len() + 1, buf));
             }
             if ended {
                 break;
@@ -121,7 +123,7 @@ async fn buffered(job: &Job, mut reader: Reader) -> Result<u64, WriteBackError> 
             in_flight = None;
             etags.push(etag.map_err(|e| WriteBackError::Http(e.to_string()))??);
         }
-        complete(job, &upload_id, &etags).await.map(|_| total)
+        complete(job, upload_id, &etags).await.map(|_| total)
     }
     .await;
     if let Some(p) = in_flight.take() {
@@ -132,7 +134,7 @@ async fn buffered(job: &Job, mut reader: Reader) -> Result<u64, WriteBackError> 
         p.abort();
         let _ = p.await;
     }
-    finish_multipart(job, &upload_id, parts).await
+    finish_multipart(job, upload, parts).await
 }
 
 /// Up to `size` bytes, and whether the stream ended.

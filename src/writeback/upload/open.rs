@@ -1,0 +1,86 @@
+//! Multipart uploads begun and not yet completed or aborted, so a
+//! shutdown that cannot wait for them (`shutdown_timeout_seconds` passed)
+//! aborts them instead of leaving their parts in the bucket, billed until
+//! a lifecycle rule removes them.
+
+use super::s3;
+use crate::bucket::Bucket;
+use crate::writeback::Job;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+/// Bucket, key and upload id of an open upload.
+type Entry = (Arc<Bucket>, String, String);
+
+static OPEN: Mutex<Option<HashMap<u64, Entry>>> = Mutex::new(None);
+static NEXT: AtomicU64 = AtomicU64::new(0);
+
+/// An upload id, registered while the upload is open; dropping it (the
+/// upload was completed or aborted) takes it off the list.
+pub struct OpenUpload {
+    pub id: String,
+    slot: u64,
+}
+
+impl OpenUpload {
+    pub fn new(job: &Job, id: String) -> OpenUpload {
+        let slot = NEXT.fetch_add(1, Ordering::Relaxed);
+        let entry = (job.bucket.clone(), job.key.clone(), id.clone());
+        let mut open = OPEN.lock().unwrap_or_else(PoisonError::into_inner);
+        open.get_or_insert_with(HashMap::new).insert(slot, entry);
+        OpenUpload { id, slot }
+    }
+}
+
+impl Drop for OpenUpload {
+    fn drop(&mut self) {
+        let mut open = OPEN.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(map) = open.as_mut() {
+            map.remove(&self.slot);
+        }
+    }
+}
+
+/// Aborts every open upload (one attempt each, all at once, `within` at
+/// most) and logs each with its upload id; returns how many were open.
+pub async fn abort_all(within: Duration) -> usize {
+    let open: Vec<_> = {
+        let mut open = OPEN.lock().unwrap_or_else(PoisonError::into_inner);
+        open.as_mut()
+            .map(|m| m.drain().map(|(_, v)| v).collect())
+            .unwrap_or_default()
+    };
+    let n = open.len();
+    let aborts = open.into_iter().map(|(bucket, key, id)| async move {
+        let job = Job {
+            bucket,
+            key,
+            headers: Vec::new(),
+            tag: String::new(),
+            expected_len: None,
+            md5: None,
+            request_id: None,
+        };
+        let done = tokio::time::timeout(within, s3::abort_once(&job, &id)).await;
+        match done {
+            Ok(Ok(())) => log::warn!(
+                "shutdown: write-back key={:?} not finished; upload_id={id} aborted (not stored)",
+                job.key
+            ),
+            Ok(Err(e)) => log::error!(
+                "shutdown: write-back key={:?} not finished; abort of upload_id={id} failed: {e}; \
+                 its parts stay until the bucket's AbortIncompleteMultipartUpload rule removes them",
+                job.key
+            ),
+            Err(_) => log::error!(
+                "shutdown: write-back key={:?} not finished; abort of upload_id={id} got no answer \
+                 within {within:?}; its parts stay until the bucket's lifecycle rule removes them",
+                job.key
+            ),
+        }
+    });
+    futures_util::future::join_all(aborts).await;
+    n
+}
