@@ -378,10 +378,20 @@ async fn request(
     let req = client.get(target.full_url()).headers(sent);
     match tokio::time::timeout(timeout, req.send()).await {
         Err(_) => Err((true, format!("no answer within {timeout:?}"))),
-        Ok(Err(e)) => Err((
-            e.is_timeout(),
-            format!("cannot reach the origin: {}", crate::errors::chain(&e)),
-        )),
+        Ok(Err(e)) => {
+            // A refused or failed connection, or an answer the client
+            // could not read (e.g. hyper's 100-header bound: "message
+            // head is too large"): say which.
+            let what = if e.is_connect() {
+                "cannot connect to the origin"
+            } else {
+                "no readable answer from the origin"
+            };
+            Err((
+                e.is_timeout(),
+                format!("{what}: {}", crate::errors::chain(&e)),
+            ))
+        }
         Ok(Ok(r)) => Ok(r),
     }
 }
