@@ -203,6 +203,12 @@ fn sites_by_host() {
     let (status, text) = raw_request(p.port, "GET http://one.example.com/k HTTP/1.0\r\n\r\n");
     assert_eq!(status, 200, "{text}");
     assert!(text.ends_with("from one"), "{text}");
+    // HTTP/1.1 requires Host (RFC 9112 §3.2): 400, not the default site.
+    for target in ["/k", "http://one.example.com/k"] {
+        let (status, text) = raw_request(p.port, &format!("GET {target} HTTP/1.1\r\n\r\n"));
+        assert_eq!(status, 400, "{target}: {text}");
+        assert!(text.contains("needs a Host header"), "{target}: {text}");
+    }
 }
 
 #[test]

@@ -138,6 +138,14 @@ impl ProxyHttp for OriginPull {
             return respond(session, ctx, Answer::Error(e)).await;
         }
         let req = session.req_header();
+        // RFC 9112 §3.2: an HTTP/1.1 request without Host is a 400, and
+        // the connection closes after it, as nginx does; Pingora let it
+        // through to the default site.
+        if req.version == http::Version::HTTP_11 && !req.headers.contains_key(http::header::HOST) {
+            session.set_keepalive(None);
+            let e = S3Error::InvalidArgument("an HTTP/1.1 request needs a Host header".into());
+            return respond(session, ctx, Answer::Error(e)).await;
+        }
         let Some(site) = state.site_for(req) else {
             return respond(
                 session,
