@@ -82,6 +82,9 @@ fn metrics_move_with_each_outcome() {
     assert_eq!(c.get(proxy.url("/m/none")).send().unwrap().status(), 404);
     assert_eq!(c.get(proxy.url("/old/x")).send().unwrap().status(), 302);
     assert_eq!(c.put(proxy.url("/hit.txt")).send().unwrap().status(), 405);
+    // Refused before a site is chosen (HTTP/1.1 without Host): `site="-"`.
+    let (status, _) = raw_request(proxy.port, "GET /hit.txt HTTP/1.1\r\n\r\n");
+    assert_eq!(status, 400);
     wait_until("write-back counted", Duration::from_secs(30), || {
         get(
             &scrape(admin),
@@ -113,6 +116,21 @@ fn metrics_move_with_each_outcome() {
     );
     assert_eq!(get(&after, "origin_pull_requests_in_flight{}"), 0.0);
     assert_eq!(get(&after, "origin_pull_build_info{version=0.1.0}"), 1.0);
+    assert_eq!(
+        delta("origin_pull_requests_total{outcome=rejected,site=-,status_class=4xx}"),
+        1.0,
+        "{after:#?}"
+    );
+    // `site="-"` has no bucket: no `bucket_up 0` to alert on, no
+    // write-back series that can never move.
+    let bucketish: Vec<_> = after
+        .keys()
+        .filter(|k| {
+            k.contains("site=-")
+                && (k.starts_with("origin_pull_bucket") || k.starts_with("origin_pull_writeback"))
+        })
+        .collect();
+    assert!(bucketish.is_empty(), "{bucketish:?}");
     assert!(bucket.stored_matches("m/a.bin", &body).is_ok());
 }
 

@@ -350,16 +350,32 @@ pub fn forget(site: &str, rules_before: usize, keep_rules: Option<usize>) {
         }
         remove(&m.response_bytes, &[site, o.as_str()]);
     }
+    remove(&m.duration, &[site]);
+    remove(&m.ttfb, &[site]);
+    forget_bucket(site);
+}
+
+/// Removes a site's bucket series: write-backs, bucket requests and
+/// `bucket_up`.
+fn forget_bucket(site: &str) {
+    let m = &*METRICS;
     for w in WriteBackResult::ALL {
         remove(&m.writebacks, &[site, w.as_str()]);
     }
     remove(&m.writeback_bytes, &[site]);
-    remove(&m.duration, &[site]);
-    remove(&m.ttfb, &[site]);
     for op in BucketOp::ALL {
         remove(&m.bucket_duration, &[site, op.as_str()]);
     }
     remove(&m.bucket_up, &[site]);
+}
+
+/// The metrics of requests that matched no site (`site="-"`): request
+/// series only. It has no bucket, so a `bucket_up{site="-"} 0` would
+/// fire a "bucket down" alert for ever.
+pub fn no_site() -> SiteMetrics {
+    let s = SiteMetrics::new("-", 0);
+    forget_bucket("-");
+    s
 }
 
 /// Removes one series of any metric family. `NotFound` (never created)

@@ -10,7 +10,7 @@ use std::sync::LazyLock;
 
 /// Requests that matched no site (unknown host, or refused before the
 /// site was looked up) count under `site="-"`.
-static NO_SITE: LazyLock<SiteMetrics> = LazyLock::new(|| SiteMetrics::new("-", 0));
+static NO_SITE: LazyLock<SiteMetrics> = LazyLock::new(crate::metrics::no_site);
 
 pub fn finish(session: &Session, e: Option<&Error>, ctx: &RequestCtx) {
     let status = session.response_written().map_or(0, |r| r.status.as_u16());
