@@ -297,3 +297,52 @@ fn an_expires_that_is_not_a_date_does_not_stop_the_write_back() {
     assert_eq!(resp.headers()["expires"], "Thu, 01 Jan 1970 00:00:00 GMT");
     assert_eq!(origin.hits("/dated.txt"), 1);
 }
+
+/// Keys the embedded bucket cannot hold as files are misses, never its
+/// 500: a key naming a folder (`a` beside `a/b.txt`) is mirrored (not
+/// stored), and a key too long for its metadata file name is served
+/// with its headers every time, not stored without them.
+#[test]
+fn keys_that_cannot_be_files_are_served_from_the_origin() {
+    let data = tempfile::tempdir().unwrap();
+    let folder = data.path().join("assets");
+    std::fs::create_dir_all(&folder).unwrap();
+    let origin = Origin::start();
+    // Over the 162 bytes a single PUT's metadata file name leaves for a
+    // key in bucket "assets".
+    let long = format!("gz/{}app.js", "assets-v2-00/".repeat(13));
+    assert!(long.len() > 162 && long.len() < 200, "{}", long.len());
+    origin.set(
+        &format!("/{long}"),
+        Reply::ok(b"GZIPPED", "application/javascript").header("Content-Encoding", "gzip"),
+    );
+    origin.set("/a/b.txt", Reply::ok(b"B", "text/plain"));
+    origin.set("/a", Reply::ok(b"A", "text/plain"));
+    let yaml = format!(
+        "listen: [\"127.0.0.1:{{port}}\"]\nsites:\n  - name: local\n    bucket: {{ local: \"{}\" }}\n    rules:\n      - condition: {{ key_prefix: \"\" }}\n        mirror: {{ url: \"{}\" }}\n",
+        folder.display(),
+        origin.url()
+    );
+    let proxy = Proxy::start(&yaml);
+    for round in 0..2 {
+        let resp = client().get(proxy.url(&format!("/{long}"))).send().unwrap();
+        assert_eq!(resp.status(), 200, "round {round}");
+        assert_eq!(resp.headers()["content-encoding"], "gzip", "round {round}");
+        assert_eq!(resp.text().unwrap(), "GZIPPED");
+        if round == 0 {
+            let outcome = proxy.write_back_outcome(&long);
+            assert!(outcome.contains("KeyTooLongError"), "{outcome}");
+        }
+    }
+    assert_eq!(origin.hits(&format!("/{long}")), 2);
+    assert!(!folder.join(&long).exists());
+
+    let resp = client().get(proxy.url("/a/b.txt")).send().unwrap();
+    assert_eq!(resp.text().unwrap(), "B");
+    proxy.expect_stored("a/b.txt");
+    let resp = client().get(proxy.url("/a")).send().unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.text().unwrap(), "A");
+    assert!(folder.join("a").is_dir());
+    assert_eq!(origin.hits("/a"), 1);
+}
