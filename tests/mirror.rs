@@ -205,6 +205,23 @@ fn redirects_and_secondary() {
     assert!(p.write_back_outcome("r1").contains("write-back stored"));
     assert_eq!(b.get("r1").body, b"at the end");
 
+    // A Location with raw UTF-8 (not percent-encoded) is followed as
+    // browsers and curl follow it: percent-encoded, on both miss paths
+    // (GET: the fill; HEAD with `allow_head`: the plain path).
+    o.set("/u1", Reply::status(302).header("Location", "/dest/été x.txt"));
+    o.set(
+        "/dest/%C3%A9t%C3%A9%20x.txt",
+        Reply::ok(b"unicode hop", "text/plain"),
+    );
+    let p = mirror_proxy(&b, &o.url(), ", allow_head: true");
+    let r = client().head(p.url("/u1")).send().unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-length"], "11");
+    let r = client().get(p.url("/u1")).send().unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().unwrap(), "unicode hop");
+    assert_eq!(o.hits("/dest/%C3%A9t%C3%A9%20x.txt"), 2);
+
     let down = format!("http://127.0.0.1:{}/", free_port());
     second.set("/k2", Reply::ok(b"from secondary", "text/plain"));
     let p = mirror_proxy(&b, &down, &format!(", secondary_url: \"{}\"", second.url()));

@@ -9,8 +9,8 @@ use crate::bucket::Bucket;
 use crate::errors::RequestId;
 use crate::metrics::{OriginResult, RuleMetrics};
 use crate::mirror::{
-    content_length, content_md5, oss_tag, redirect_target, storable_framing, stored_headers,
-    OriginTarget,
+    content_length, content_md5, location_text, oss_tag, redirect_target, storable_framing,
+    stored_headers, OriginTarget,
 };
 use crate::origin_auth::{self, OriginAuth};
 use futures_util::{FutureExt, StreamExt};
@@ -303,8 +303,7 @@ async fn open(fills: &Fills, job: &FetchJob) -> Result<(reqwest::Response, Strin
                     let next = resp
                         .headers()
                         .get(http::header::LOCATION)
-                        .and_then(|l| l.to_str().ok())
-                        .and_then(|l| redirect_target(&target, l));
+                        .and_then(|l| redirect_target(&target, &location_text(l)));
                     match next {
                         None => format!("origin answered {s} without a usable Location"),
                         Some(n) => match policy::check_hop(&configured, &n).await {

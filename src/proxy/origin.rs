@@ -9,8 +9,8 @@ use crate::fill::policy::same_origin;
 use crate::key::KeyError;
 use crate::metrics::OriginResult;
 use crate::mirror::{
-    content_length, content_md5, filter_origin_response, origin_request_headers, oss_tag,
-    redirect_target, storable_framing, stored_headers, OriginTarget,
+    content_length, content_md5, filter_origin_response, location_text, origin_request_headers,
+    oss_tag, redirect_target, storable_framing, stored_headers, OriginTarget,
 };
 use crate::origin_auth::{self, configured_target, OriginAuth};
 use crate::rules::{Action, Mirror};
@@ -337,8 +337,7 @@ pub fn on_response(
             let next = resp
                 .headers
                 .get(http::header::LOCATION)
-                .and_then(|l| l.to_str().ok())
-                .and_then(|l| redirect_target(&run.target, l));
+                .and_then(|l| redirect_target(&run.target, &location_text(l)));
             match next {
                 Some(t) => {
                     run.hops += 1;
