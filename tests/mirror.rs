@@ -208,7 +208,10 @@ fn redirects_and_secondary() {
     // A Location with raw UTF-8 (not percent-encoded) is followed as
     // browsers and curl follow it: percent-encoded, on both miss paths
     // (GET: the fill; HEAD with `allow_head`: the plain path).
-    o.set("/u1", Reply::status(302).header("Location", "/dest/été x.txt"));
+    o.set(
+        "/u1",
+        Reply::status(302).header("Location", "/dest/été x.txt"),
+    );
     o.set(
         "/dest/%C3%A9t%C3%A9%20x.txt",
         Reply::ok(b"unicode hop", "text/plain"),

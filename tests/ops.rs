@@ -244,9 +244,21 @@ fn access_log_has_one_json_line_per_request_and_no_secrets() {
         }
         assert_eq!(req.send().unwrap().status().as_u16(), want, "{path}");
     }
+    // A user agent and a referer with non-ASCII bytes are logged, not
+    // dropped.
+    let ua = reqwest::header::HeaderValue::from_bytes("ua é".as_bytes()).unwrap();
+    let referer =
+        reqwest::header::HeaderValue::from_bytes("http://r/é?q=SECRET".as_bytes()).unwrap();
+    let r = c
+        .get(proxy.url("/hit.txt"))
+        .header("user-agent", ua)
+        .header("referer", referer)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
     let read = || std::fs::read_to_string(&log_path).unwrap_or_default();
     wait_until("access log lines", Duration::from_secs(30), || {
-        read().lines().filter(|l| l.contains("\"status\"")).count() == 4
+        read().lines().filter(|l| l.contains("\"status\"")).count() == 5
             && read().contains("\"event\":\"write_back\"")
     });
     let text = read();
@@ -264,7 +276,9 @@ fn access_log_has_one_json_line_per_request_and_no_secrets() {
         .iter()
         .map(|l| l["outcome"].as_str().unwrap())
         .collect();
-    assert_eq!(outcomes, ["hit", "mirror", "redirect", "rejected"]);
+    assert_eq!(outcomes, ["hit", "mirror", "redirect", "rejected", "hit"]);
+    assert_eq!(requests[4]["user_agent"], "ua é");
+    assert_eq!(requests[4]["referer"], "http://r/é");
     for l in &requests {
         for field in [
             "time",

@@ -64,11 +64,13 @@ fn record(
     took: std::time::Duration,
 ) -> Record {
     let req = session.req_header();
+    // Raw bytes kept (non-ASCII as UTF-8, invalid bytes replaced): the
+    // combined format writes them `\xHH`, JSON as text. (`to_str` would
+    // have dropped a user agent or referer with one non-ASCII byte.)
     let header = |n: http::header::HeaderName| {
         req.headers
             .get(n)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
     };
     let client = session
         .client_addr()
@@ -106,7 +108,11 @@ fn record(
         request_id: ctx.request_id.to_string(),
         client,
         method: req.method.as_str().to_string(),
-        host: header(http::header::HOST).unwrap_or_default(),
+        // HTTP/2 names it in `:authority`, an HTTP/1.0 absolute-form
+        // target in the target.
+        host: header(http::header::HOST)
+            .or_else(|| crate::rules::target_authority(req).map(str::to_string))
+            .unwrap_or_default(),
         key: ctx.key.clone(),
         status,
         bytes_sent: bytes,
