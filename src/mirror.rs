@@ -56,13 +56,16 @@ pub(crate) fn never_passed(name: &str) -> bool {
 
 /// Headers a rule may not `set` for the origin: a range or condition
 /// makes every answer a 206, 304 or 412 that can't be stored (so every
-/// miss would end in 424), and framing or hop-by-hop headers are the
-/// connection's. (Credentials, `Host`, `Accept-Encoding` stay settable:
-/// the operator's value is the same for every client.)
+/// miss would end in 424), framing or hop-by-hop headers are the
+/// connection's, and `Host` is the origin URL's (SPEC section 2; a set
+/// `Host` was accepted and never sent). (Credentials and
+/// `Accept-Encoding` stay settable: the operator's value is the same for
+/// every client.)
 pub(crate) fn never_set(name: &str) -> bool {
     matches!(
         name,
-        "range"
+        "host"
+            | "range"
             | "content-length"
             | "transfer-encoding"
             | "connection"

@@ -264,6 +264,9 @@ fn origin_auth_errors() {
     );
     let range = "    rules:\n      - mirror: { url: \"http://o/\", headers: { set: { Range: \"bytes=0-1\" } } }\n";
     assert_bad(&site(range), "10:62", "`Range` can't be set");
+    // It was accepted and never sent: the origin's Host is its URL's.
+    let host = "    rules:\n      - mirror: { url: \"http://o/\", headers: { set: { Host: virt.example } } }\n";
+    assert_bad(&site(host), "10:61", "`host` can't be set");
 }
 
 #[test]

@@ -192,10 +192,17 @@ fn mirror(
         if crate::mirror::never_set(&name) {
             return Err(cx.err(
                 &hp.key("set").key(k),
-                format!(
-                    "`{k}` can't be set: a range or condition makes every answer one that can't \
-                     be stored, and framing and hop-by-hop headers belong to the connection"
-                ),
+                if name == "host" {
+                    "`host` can't be set: the origin's Host is its URL's authority (SPEC); put \
+                     the name in `url`"
+                        .to_string()
+                } else {
+                    format!(
+                        "`{k}` can't be set: a range or condition makes every answer one that \
+                         can't be stored, and framing and hop-by-hop headers belong to the \
+                         connection"
+                    )
+                },
             ));
         }
         set.push((name, v.clone()));
