@@ -99,6 +99,12 @@ fn duplicate_host() {
         "7:13",
         "host `x.example.com` is already claimed; site `a` has it",
     );
+    // A fully qualified name (trailing dot) is the same host.
+    assert_bad(
+        &yaml.replace("\"X.example.com\"", "\"x.example.com.\""),
+        "7:13",
+        "host `x.example.com` is already claimed; site `a` has it",
+    );
 }
 
 #[test]

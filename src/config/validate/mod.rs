@@ -181,7 +181,10 @@ fn site(cx: &Ctx, path: &FieldPath, rs: &RawSite, base: &Path) -> Result<SiteCon
     }
     let mut hosts = Vec::new();
     for (i, h) in rs.hosts.iter().flatten().enumerate() {
-        let h = h.trim().to_ascii_lowercase();
+        // A fully qualified `a.test.` is `a.test`, as requests are
+        // matched (`site::normalize`): kept, it claimed nothing, and a
+        // second site claiming `a.test` passed the duplicate check.
+        let h = h.trim().trim_end_matches('.').to_ascii_lowercase();
         let bad = |m: &str| cx.err(&path.key("hosts").index(i), m.to_string());
         let pattern = match h.strip_prefix("*.") {
             Some(rest) => HostPattern::Suffix(format!(".{rest}")),
