@@ -153,10 +153,15 @@ fn a_bad_ca_file_fails_validation_with_its_field() {
             format!(", tls: {{ ca_file: \"{}\" }}", broken.display()),
             "sites[0].rules[0].mirror.tls.ca_file",
         ),
+        // On an http endpoint the roots do nothing (a warning, below),
+        // but the file is still checked.
         (
-            "{ endpoint: \"http://127.0.0.1:1\", name: b, tls: {} }".to_string(),
+            format!(
+                "{{ endpoint: \"http://127.0.0.1:1\", name: b, tls: {{ ca_file: \"{}\" }} }}",
+                broken.display()
+            ),
             String::new(),
-            "sites[0].bucket.tls",
+            "sites[0].bucket.tls.ca_file",
         ),
     ] {
         let yaml = proxy_yaml(&bucket, "https://origin.example/", &mirror_tls);
@@ -173,4 +178,25 @@ fn a_bad_ca_file_fails_validation_with_its_field() {
         assert!(!out.status.success(), "{field}: accepted");
         assert!(err.contains(field), "{field}: {err}");
     }
+    // SPEC's example pairs `tls` with an http endpoint: valid, warned.
+    let yaml = proxy_yaml(
+        "{ endpoint: \"http://127.0.0.1:1\", name: b, tls: {} }",
+        "https://origin.example/",
+        "",
+    );
+    let path = dir.path().join("c.yaml");
+    std::fs::write(&path, yaml.replace("{port}", "1")).unwrap();
+    let out = std::process::Command::new(binary())
+        .args(["-t", "-c"])
+        .arg(&path)
+        .env("AWS_ACCESS_KEY_ID", "k")
+        .env("AWS_SECRET_ACCESS_KEY", "s")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("warning: sites[0].bucket.tls: has no effect"),
+        "{err}"
+    );
 }

@@ -22,6 +22,8 @@ struct Ctx<'a> {
     env: &'a dyn Fn(&str) -> Option<String>,
     /// The config file's folder: relative paths in it resolve here.
     base: &'a Path,
+    /// Warnings found along the way (path, message).
+    warned: std::cell::RefCell<Vec<(FieldPath, String)>>,
 }
 
 impl Ctx<'_> {
@@ -33,6 +35,10 @@ impl Ctx<'_> {
             column,
             message: format!("{path}: {msg}"),
         }
+    }
+
+    fn warn(&self, path: &FieldPath, msg: impl Into<String>) {
+        self.warned.borrow_mut().push((path.clone(), msg.into()));
     }
 
     fn warning(&self, path: &FieldPath, msg: impl std::fmt::Display) -> String {
@@ -80,6 +86,7 @@ pub(super) fn parse(
         file,
         env,
         base,
+        warned: Default::default(),
     };
     let root = FieldPath::default();
 
@@ -150,6 +157,7 @@ pub(super) fn parse(
         sites.push(site);
     }
     warnings.extend(super::listen::coverage(&listen, &sites, &root.key("sites")));
+    warnings.extend(cx.warned.take());
     let fill = super::fill::validate(&root.key("fill"), raw.fill.as_ref(), base)
         .map_err(|(path, msg)| cx.err(&path, msg))?;
     Ok(Config {
@@ -297,7 +305,12 @@ fn bucket(
         return Err(cx.err(path, "needs `name`"));
     };
     if rb.tls.is_some() && !url.tls {
-        return Err(cx.err(&path.key("tls"), "needs an https:// `endpoint`"));
+        // Harmless, and SPEC's own example pairs it with an http endpoint:
+        // a warning (the file is still checked), not an error.
+        cx.warn(
+            &path.key("tls"),
+            "has no effect: the endpoint is http://, trust roots are for https://",
+        );
     }
     let tls = super::tls::trust_roots(rb.tls.as_ref(), cx.base)
         .map_err(|m| cx.err(&path.key("tls").key("ca_file"), m))?;
