@@ -266,6 +266,39 @@ fn a_shutdown_timeout_aborts_unfinished_uploads() {
     let _ = download.join();
 }
 
+/// A reload that adds a site keeps the instance ready: the new site's
+/// bucket is probed when `/readyz` is asked, not only at the next probe
+/// round (which left every instance of a fleet unready for up to 2 s).
+#[test]
+fn a_reload_that_adds_a_site_stays_ready() {
+    let bucket = garage().bucket("life-ready");
+    let admin = free_port();
+    let site = |name: &str| {
+        format!(
+            "  - name: {name}\n    hosts: [{name}]\n    bucket: {}\n",
+            bucket.yaml()
+        )
+    };
+    let config = |sites: &[String]| {
+        format!(
+            "listen: [\"127.0.0.1:{{port}}\"]\nadmin: {{ listen: \"127.0.0.1:{admin}\" }}\nsites:\n{}",
+            sites.concat()
+        )
+    };
+    let proxy = Proxy::start_env(&config(&[site("one")]), &bucket.proxy_env());
+    wait_until("ready", Duration::from_secs(30), || {
+        admin_text(admin, "/readyz").0 == 200
+    });
+    rewrite(&proxy, &config(&[site("one"), site("two")]));
+    let r = client()
+        .post(format!("http://127.0.0.1:{admin}/-/reload"))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let (status, text) = admin_text(admin, "/readyz");
+    assert_eq!((status, text.as_str()), (200, "ready\n"));
+}
+
 /// A reload says what it took but only a restart applies (`fill`, a
 /// longer shutdown timeout), instead of a bare "reloaded"; and keeps
 /// saying so while the file still asks for it.

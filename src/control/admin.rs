@@ -58,7 +58,7 @@ async fn route(c: &Control, req: Request<hyper::body::Incoming>) -> Answer {
             "text/plain; version=0.0.4; charset=utf-8",
         ),
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n", PLAIN),
-        (&Method::GET, "/readyz") => match ready::readiness(c) {
+        (&Method::GET, "/readyz") => match ready::readiness(c).await {
             Ok(()) => text(StatusCode::OK, "ready\n", PLAIN),
             Err(why) => text(StatusCode::SERVICE_UNAVAILABLE, why, PLAIN),
         },

@@ -52,13 +52,33 @@ pub async fn probe_loop(c: Arc<Control>) {
     }
 }
 
-/// `/readyz`: `Ok` or the reasons, one line per site not ready.
-pub fn readiness(c: &Control) -> Result<(), String> {
+/// `/readyz`: `Ok` or the reasons, one line per site not ready. A site
+/// no probe round has seen yet (the first seconds after start, or one a
+/// reload just added) is probed now: a reload that adds a site no longer
+/// turns every instance of a fleet unready until the next round.
+pub async fn readiness(c: &Control) -> Result<(), String> {
     if c.draining() {
         return Err("draining: shutting down\n".into());
     }
     let state = c.proxy.state();
-    let ready = c.ready.lock().unwrap_or_else(PoisonError::into_inner);
+    let unseen: Vec<_> = {
+        let ready = c.ready.lock().unwrap_or_else(PoisonError::into_inner);
+        state
+            .sites
+            .iter()
+            .filter(|s| !ready.contains_key(&s.name))
+            .cloned()
+            .collect()
+    };
+    let probes = unseen.iter().map(|site| async move {
+        let r = crate::probe::probe(&site.bucket, TIMEOUT).await;
+        (site.name.clone(), crate::probe::serving(&r))
+    });
+    let seen = futures_util::future::join_all(probes).await;
+    let mut ready = c.ready.lock().unwrap_or_else(PoisonError::into_inner);
+    for (name, r) in seen {
+        ready.entry(name).or_insert(r);
+    }
     let mut why = String::new();
     for site in &state.sites {
         match ready.get(&site.name) {
