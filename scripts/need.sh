@@ -29,3 +29,32 @@ need() {
     return 1
   fi
 }
+
+# A Rust toolchain at least as new as Cargo.toml's `rust-version`: rustup's
+# stable (minimal profile, into ~/.cargo) when cargo is missing, and a
+# rustup toolchain updated when it is older. A C compiler too (zlib-ng and
+# ring build C code).
+need_rust() {
+  # shellcheck disable=SC1091
+  [ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
+  need cc gcc
+  if ! command -v cargo >/dev/null 2>&1; then
+    need curl
+    echo "cargo not found: installing Rust with rustup (stable, minimal profile) into ~/.cargo" >&2
+    curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal >&2
+    # shellcheck disable=SC1091
+    . "$HOME/.cargo/env"
+  fi
+  local want have
+  want=$(sed -n 's/^rust-version *= *"\(.*\)"/\1/p' Cargo.toml)
+  have=$(rustc --version | awk '{print $2}')
+  if [ -n "$want" ] && ! printf '%s\n%s\n' "$want" "$have" | sort -V -C; then
+    if command -v rustup >/dev/null 2>&1; then
+      echo "rustc $have is older than $want: updating the stable toolchain" >&2
+      rustup update stable >&2
+    else
+      echo "rustc $have is older than the $want this build needs (not a rustup toolchain: update it, or install rustup)" >&2
+      return 1
+    fi
+  fi
+}

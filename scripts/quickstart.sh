@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The quickstart in one command. Installs cmake (for the build) and python3
-# when missing, builds origin-pull (release), then starts
+# The quickstart in one command. Installs what is missing (Rust through
+# rustup, a C compiler and cmake for the build, python3), builds
+# origin-pull (release), then starts
 #  - a local origin: python3 -m http.server over data/quickstart-origin/,
 #    which holds hello.txt, on 127.0.0.1:8081, and
 #  - origin-pull with conf/quickstart.yaml on 127.0.0.1:8080: the embedded
@@ -28,6 +29,7 @@ need python3
 if $check; then need curl; fi
 if [ -z "${BIN:-}" ]; then
   need cmake # pingora-core's flate2 uses zlib-ng, which builds with cmake
+  need_rust
   cargo build --release
   BIN=$ROOT/target/release/origin-pull
 fi

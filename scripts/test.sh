@@ -7,6 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/need.sh
 need cmake # pingora-core's flate2 uses zlib-ng, which builds with cmake
+need_rust
 need python3
 need curl
 scripts/install-garage.sh

@@ -84,3 +84,64 @@ fn missing_tools_are_installed_with_apt_get() {
         );
     }
 }
+
+/// `need_rust` (both README commands build): without cargo it installs
+/// Rust through rustup's script (a stand-in `curl` serves one that
+/// "installs" a cargo and a rustc into `$HOME/.cargo`); a rustc older than
+/// Cargo.toml's `rust-version` is updated through rustup, or refused with
+/// a message when rustup is absent.
+#[test]
+fn rust_is_installed_or_updated_when_missing_or_old() {
+    let home = tempfile::tempdir().unwrap();
+    let bin = tempfile::tempdir().unwrap();
+    let calls = bin.path().join("calls");
+    let script = |name: &str, body: &str| {
+        let p = bin.path().join(name);
+        std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+        Command::new("chmod").arg("+x").arg(&p).status().unwrap();
+    };
+    // rustup's installer: a cargo and a rustc of version $RUSTC_SAYS.
+    script(
+        "curl",
+        &format!(
+            "echo \"curl $*\" >>{calls}\ncat <<'EOS'\nmkdir -p \"$HOME/.cargo/bin\"\nprintf '#!/bin/sh\\n' >\"$HOME/.cargo/bin/cargo\"\nprintf '#!/bin/sh\\necho rustc 1.99.0\\n' >\"$HOME/.cargo/bin/rustc\"\nchmod +x \"$HOME/.cargo/bin/cargo\" \"$HOME/.cargo/bin/rustc\"\necho 'export PATH=\"$HOME/.cargo/bin:$PATH\"' >\"$HOME/.cargo/env\"\nEOS",
+            calls = calls.display()
+        ),
+    );
+    let root = env!("CARGO_MANIFEST_DIR");
+    let run = |path: String| {
+        Command::new("bash")
+            .arg("-c")
+            .arg("source scripts/need.sh && need_rust && rustc --version")
+            .current_dir(root)
+            .env("HOME", home.path())
+            .env("PATH", path)
+            .output()
+            .unwrap()
+    };
+    // No cargo anywhere on the PATH: installed, then found.
+    let out = run(format!("{}:/usr/bin:/bin", bin.path().display()));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("1.99.0"));
+    assert!(err.contains("installing Rust with rustup"), "{err}");
+    let log = std::fs::read_to_string(&calls).unwrap();
+    assert!(log.contains("https://sh.rustup.rs"), "{log}");
+
+    // Too old, without rustup: refused, saying why.
+    std::fs::write(
+        home.path().join(".cargo/bin/rustc"),
+        "#!/bin/sh\necho rustc 1.80.0\n",
+    )
+    .unwrap();
+    let out = run(format!("{}:/usr/bin:/bin", bin.path().display()));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("rustc 1.80.0 is older than"), "{err}");
+    // Too old, with rustup: updated.
+    script("rustup", &format!("echo \"rustup $*\" >>{}", calls.display()));
+    let out = run(format!("{}:/usr/bin:/bin", bin.path().display()));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let log = std::fs::read_to_string(&calls).unwrap();
+    assert!(log.contains("rustup update stable"), "{log}");
+}
