@@ -398,3 +398,56 @@ fn an_access_log_that_cannot_be_opened_counts_and_recovers() {
         read().contains("\"key\":\"hit.txt\"")
     });
 }
+
+/// A fill that fails counts under its cause: an origin redirect without a
+/// usable `Location` as `bad_status` (it counted nothing), a body whose
+/// MD5 is not the origin's `Content-MD5` as `md5_mismatch`, for the
+/// origin and for the write-back (which counted `aborted`).
+#[test]
+fn failed_fills_count_under_their_cause() {
+    use base64::Engine;
+    let bucket = garage().bucket("ops-causes");
+    let origin = Origin::start();
+    origin.set("/m/noloc", Reply::status(302));
+    let body = pattern(50_000, 8);
+    let wrong = base64::engine::general_purpose::STANDARD.encode(http::md5(b"other bytes"));
+    origin.set(
+        "/m/bad.bin",
+        Reply::ok(&body, "application/octet-stream").header("Content-MD5", &wrong),
+    );
+    let admin = free_port();
+    let yaml = format!(
+        "listen: [\"127.0.0.1:{{port}}\"]\nadmin: {{ listen: \"127.0.0.1:{admin}\" }}\nsites:\n  - name: ops\n    bucket: {}\n    rules:\n      - condition: {{ key_prefix: \"m/\" }}\n        mirror: {{ url: \"{}\", check_md5: true }}\n",
+        bucket.yaml(),
+        origin.url()
+    );
+    let proxy = Proxy::start_env(&yaml, &bucket.proxy_env());
+    wait_until("admin listener", Duration::from_secs(30), || {
+        TcpStream::connect(("127.0.0.1", admin)).is_ok()
+    });
+    let before = scrape(admin);
+    assert_eq!(
+        client().get(proxy.url("/m/noloc")).send().unwrap().status(),
+        424
+    );
+    // The MD5 is known only at the end: a truncated 200, or a 424.
+    let _ = client()
+        .get(proxy.url("/m/bad.bin"))
+        .send()
+        .map(|r| r.bytes());
+    let series =
+        |r: &str| format!("origin_pull_origin_requests_total{{result={r},rule=0,site=ops}}");
+    let wb = "origin_pull_writebacks_total{result=md5_mismatch,site=ops}";
+    wait_until("write-back counted", Duration::from_secs(30), || {
+        get(&scrape(admin), wb) - get(&before, wb) == 1.0
+    });
+    let after = scrape(admin);
+    let delta = |s: &str| get(&after, s) - get(&before, s);
+    assert_eq!(delta(&series("bad_status")), 1.0, "{after:#?}");
+    assert_eq!(delta(&series("md5_mismatch")), 1.0, "{after:#?}");
+    assert_eq!(
+        delta("origin_pull_writebacks_total{result=aborted,site=ops}"),
+        0.0
+    );
+    assert!(!bucket.exists("m/bad.bin"));
+}

@@ -139,9 +139,16 @@ fn rust_is_installed_or_updated_when_missing_or_old() {
     assert!(!out.status.success());
     assert!(err.contains("rustc 1.80.0 is older than"), "{err}");
     // Too old, with rustup: updated.
-    script("rustup", &format!("echo \"rustup $*\" >>{}", calls.display()));
+    script(
+        "rustup",
+        &format!("echo \"rustup $*\" >>{}", calls.display()),
+    );
     let out = run(format!("{}:/usr/bin:/bin", bin.path().display()));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let log = std::fs::read_to_string(&calls).unwrap();
     assert!(log.contains("rustup update stable"), "{log}");
 }

@@ -304,15 +304,23 @@ async fn open(fills: &Fills, job: &FetchJob) -> Result<(reqwest::Response, Strin
                         .headers()
                         .get(http::header::LOCATION)
                         .and_then(|l| redirect_target(&target, &location_text(l)));
+                    // An attempt that ends here is a bad status like any
+                    // other (it counted nothing before).
                     match next {
-                        None => format!("origin answered {s} without a usable Location"),
+                        None => {
+                            count(OriginResult::BadStatus);
+                            format!("origin answered {s} without a usable Location")
+                        }
                         Some(n) => match policy::check_hop(&configured, &n).await {
                             Ok(()) => {
                                 hops += 1;
                                 target = n;
                                 continue;
                             }
-                            Err(why) => why,
+                            Err(why) => {
+                                count(OriginResult::BadStatus);
+                                why
+                            }
                         },
                     }
                 }

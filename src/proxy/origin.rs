@@ -344,10 +344,13 @@ pub fn on_response(
                     run.target = t;
                     Err(reroute(ctx, "origin redirect"))
                 }
-                None => Err(origin_failed(
-                    ctx,
-                    format!("origin answered {status} without a usable Location"),
-                )),
+                None => {
+                    count(&site, run.rule, OriginResult::BadStatus);
+                    Err(origin_failed(
+                        ctx,
+                        format!("origin answered {status} without a usable Location"),
+                    ))
+                }
             }
         }
         _ => {

@@ -265,6 +265,8 @@ fn result_of(e: &WriteBackError) -> WriteBackResult {
         | WriteBackError::Http(_)
         | WriteBackError::Stalled(_)
         | WriteBackError::Sign(_) => WriteBackResult::Failed,
+        // The fill's own check failed (its reason is the fill's).
+        WriteBackError::Fill(why) if why.starts_with("MD5") => WriteBackResult::Md5Mismatch,
         WriteBackError::Fill(_) => WriteBackResult::Aborted,
         WriteBackError::AlreadyExists => WriteBackResult::Exists,
     }
