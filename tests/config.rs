@@ -326,21 +326,13 @@ fn shipped_configs_validate() {
         "redirect-hide-prefix.yaml",
         "redirect-error-pages.yaml",
     ] {
-        let out = Command::new(binary())
-            .args([
-                "-t",
-                "-c",
-                &format!("{}/conf/{f}", env!("CARGO_MANIFEST_DIR")),
-            ])
-            .env("AWS_ACCESS_KEY_ID", "id")
-            .env("AWS_SECRET_ACCESS_KEY", "secret")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{f}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let path = std::path::PathBuf::from(format!("{}/conf/{f}", env!("CARGO_MANIFEST_DIR")));
+        let env = [
+            ("AWS_ACCESS_KEY_ID", "id"),
+            ("AWS_SECRET_ACCESS_KEY", "secret"),
+        ];
+        let (ok, err) = check_config(&path, &env);
+        assert!(ok, "{f}: {err}");
     }
 }
 
@@ -358,15 +350,8 @@ fn an_endpoint_that_does_not_resolve() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("c.yaml");
     std::fs::write(&path, yaml.replace("{port}", "1")).unwrap();
-    let out = Command::new(binary())
-        .args(["-t", "-c"])
-        .arg(&path)
-        .env("OP_KEY", "k")
-        .env("OP_SECRET", "s")
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr).replace(&path.display().to_string(), "FILE");
-    assert!(out.status.success(), "{err}");
+    let (ok, err) = check_config(&path, &[("OP_KEY", "k"), ("OP_SECRET", "s")]);
+    assert!(ok, "{err}");
     assert!(
         err.contains("warning: FILE:5:17: sites[0].bucket.endpoint: cannot resolve"),
         "{err}"
@@ -385,18 +370,8 @@ fn byte_order_mark_and_merge_keys() {
         format!("\u{feff}{}", site("")).replace("{port}", "1"),
     )
     .unwrap();
-    let out = Command::new(binary())
-        .args(["-t", "-c"])
-        .arg(&path)
-        .env("OP_KEY", "k")
-        .env("OP_SECRET", "s")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (ok, err) = check_config(&path, &[("OP_KEY", "k"), ("OP_SECRET", "s")]);
+    assert!(ok, "{err}");
     assert_bad(
         &format!("\u{feff}{}", site("    colour: blue\n")),
         "9:5",

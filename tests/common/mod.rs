@@ -108,6 +108,19 @@ pub fn binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_origin-pull"))
 }
 
+/// `origin-pull -t -c path` with `env` added: whether it passed, and its
+/// stderr with the path shown as `FILE`.
+pub fn check_config(path: &std::path::Path, env: &[(&str, &str)]) -> (bool, String) {
+    let mut cmd = Command::new(binary());
+    cmd.args(["-t", "-c"]).arg(path);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run origin-pull -t");
+    let stderr = String::from_utf8_lossy(&out.stderr).replace(&path.display().to_string(), "FILE");
+    (out.status.success(), stderr)
+}
+
 /// An HTTP client that follows no redirects and decodes nothing.
 pub fn client() -> reqwest::blocking::Client {
     reqwest::blocking::Client::builder()
