@@ -52,6 +52,11 @@ need_rust() {
     if command -v rustup >/dev/null 2>&1; then
       echo "rustc $have is older than $want: updating the stable toolchain" >&2
       rustup update stable >&2
+      have=$(rustc --version | awk '{print $2}')
+      if ! printf '%s\n%s\n' "$want" "$have" | sort -V -C; then
+        echo "rustc is still $have after 'rustup update stable' (a pinned or overridden toolchain?): this build needs $want" >&2
+        return 1
+      fi
     else
       echo "rustc $have is older than the $want this build needs (not a rustup toolchain: update it, or install rustup)" >&2
       return 1

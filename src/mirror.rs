@@ -137,10 +137,6 @@ pub fn origin_target(base: &OriginUrl, key: &str, query: Option<&str>) -> Origin
     }
 }
 
-/// The next hop of an origin redirect: `location` resolved against the
-/// URL that answered (RFC 3986, as browsers and curl do: `b.jpg`,
-/// `../x`, `?v=2`, `//cdn.example/x` and absolute URLs alike). Only http
-/// and https, and no user info; anything else is `None`.
 /// A `Location` header as text for [`redirect_target`]. Raw non-ASCII
 /// bytes (`/dest/été.txt` sent as UTF-8, which `HeaderValue::to_str`
 /// refuses) are percent-encoded as browsers and curl do, so the hop is
@@ -154,6 +150,10 @@ pub fn location_text(v: &HeaderValue) -> std::borrow::Cow<'_, str> {
     }
 }
 
+/// The next hop of an origin redirect: `location` resolved against the
+/// URL that answered (RFC 3986, as browsers and curl do: `b.jpg`,
+/// `../x`, `?v=2`, `//cdn.example/x` and absolute URLs alike). Only http
+/// and https, and no user info; anything else is `None`.
 pub fn redirect_target(current: &OriginTarget, location: &str) -> Option<OriginTarget> {
     let here = url::Url::parse(&current.full_url()).ok()?;
     let mut next = here.join(location.trim()).ok()?;

@@ -138,10 +138,29 @@ fn rust_is_installed_or_updated_when_missing_or_old() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(err.contains("rustc 1.80.0 is older than"), "{err}");
-    // Too old, with rustup: updated.
+    // Too old, with a rustup that cannot change it (a pinned toolchain):
+    // refused after the update, saying so.
     script(
         "rustup",
         &format!("echo \"rustup $*\" >>{}", calls.display()),
+    );
+    let out = run(format!("{}:/usr/bin:/bin", bin.path().display()));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("still 1.80.0 after 'rustup update stable'"),
+        "{err}"
+    );
+    let log = std::fs::read_to_string(&calls).unwrap();
+    assert!(log.contains("rustup update stable"), "{log}");
+    // Too old, with rustup: updated.
+    let rustc = home.path().join(".cargo/bin/rustc");
+    script(
+        "rustup",
+        &format!(
+            "printf '#!/bin/sh\\necho rustc 1.99.0\\n' >{}",
+            rustc.display()
+        ),
     );
     let out = run(format!("{}:/usr/bin:/bin", bin.path().display()));
     assert!(
@@ -149,6 +168,5 @@ fn rust_is_installed_or_updated_when_missing_or_old() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let log = std::fs::read_to_string(&calls).unwrap();
-    assert!(log.contains("rustup update stable"), "{log}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("1.99.0"));
 }

@@ -89,9 +89,9 @@ impl Limits {
     /// the next, so an idle client held its connection (and its file
     /// descriptor) forever. `Connection: close` (keep-alive off) stays off.
     ///
-    /// On the connection's first request it also turns on HTTP/1.1
-    /// pipelining (RFC 9112 §9.3.2, requests served one after the other,
-    /// as nginx does; Pingora carries the setting to the next requests):
+    /// With it, HTTP/1.1 pipelining is turned on (RFC 9112 §9.3.2,
+    /// requests served one after the other, as nginx does; Pingora resets
+    /// the keep-alive per request, so this runs for each, a store each):
     /// off, Pingora answers the first of pipelined requests and closes the
     /// connection with the others unanswered (apt pipelines by default).
     pub fn bound_client(&self, session: &mut pingora::proxy::Session) {

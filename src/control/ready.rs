@@ -9,6 +9,9 @@ use std::time::Duration;
 
 const EVERY: Duration = Duration::from_secs(2);
 const TIMEOUT: Duration = Duration::from_secs(2);
+/// A probe `/readyz` makes itself: inside the 1 s a Kubernetes probe
+/// waits by default, so a slow bucket is a 503, not a probe timeout.
+const ASKED_TIMEOUT: Duration = Duration::from_millis(800);
 
 /// Bucket endpoints are resolved again every this many probes (a minute).
 const RESOLVE_EVERY: u32 = 30;
@@ -71,7 +74,7 @@ pub async fn readiness(c: &Control) -> Result<(), String> {
             .collect()
     };
     let probes = unseen.iter().map(|site| async move {
-        let r = crate::probe::probe(&site.bucket, TIMEOUT).await;
+        let r = crate::probe::probe(&site.bucket, ASKED_TIMEOUT).await;
         (site.name.clone(), crate::probe::serving(&r))
     });
     let seen = futures_util::future::join_all(probes).await;

@@ -16,8 +16,10 @@ const TICK: Duration = Duration::from_millis(25);
 /// request ending and the write-back it started being counted.
 const SETTLE: Duration = Duration::from_millis(100);
 /// Past the timeout, how long the aborts of unfinished multipart
-/// uploads may take (all at once) before the process exits anyway.
-const ABORT_WITHIN: Duration = Duration::from_secs(5);
+/// uploads may take (all at once) before the process exits anyway: well
+/// inside the 5 s Pingora's grace period adds to the timeout
+/// (`server::build`), after which Pingora ends the process itself.
+const ABORT_WITHIN: Duration = Duration::from_secs(3);
 
 pub fn drain(c: Arc<Control>) {
     if c.draining.swap(true, Ordering::SeqCst) {

@@ -229,6 +229,8 @@ impl ProxyHttp for OriginPull {
             let (configured, target) = (&run.configured, &run.target);
             let allowed = crate::fill::policy::check_hop_addr(configured, target, addr.ip());
             if let Err(why) = allowed.await {
+                // As the fill path counts a refused hop.
+                origin::count(&site, run.rule, crate::metrics::OriginResult::BadStatus);
                 return Err(origin::origin_failed(ctx, why));
             }
         }

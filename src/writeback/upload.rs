@@ -247,6 +247,7 @@ async fn finish_multipart<T>(
     if r.is_err() {
         s3::abort(job, &upload.id).await;
     }
+    upload.close();
     r
 }
 

@@ -17,11 +17,13 @@ type Entry = (Arc<Bucket>, String, String);
 static OPEN: Mutex<Option<HashMap<u64, Entry>>> = Mutex::new(None);
 static NEXT: AtomicU64 = AtomicU64::new(0);
 
-/// An upload id, registered while the upload is open; dropping it (the
-/// upload was completed or aborted) takes it off the list.
+/// An upload id, registered while the upload is open: [`Self::close`]
+/// (it was completed or aborted) takes it off the list. Dropped unclosed
+/// (the upload's task panicked), it is aborted then.
 pub struct OpenUpload {
     pub id: String,
     slot: u64,
+    closed: bool,
 }
 
 impl OpenUpload {
@@ -30,16 +32,56 @@ impl OpenUpload {
         let entry = (job.bucket.clone(), job.key.clone(), id.clone());
         let mut open = OPEN.lock().unwrap_or_else(PoisonError::into_inner);
         open.get_or_insert_with(HashMap::new).insert(slot, entry);
-        OpenUpload { id, slot }
+        OpenUpload {
+            id,
+            slot,
+            closed: false,
+        }
+    }
+
+    /// The upload was completed or aborted.
+    pub fn close(mut self) {
+        self.closed = true;
     }
 }
 
 impl Drop for OpenUpload {
     fn drop(&mut self) {
-        let mut open = OPEN.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(map) = open.as_mut() {
-            map.remove(&self.slot);
+        let entry = {
+            let mut open = OPEN.lock().unwrap_or_else(PoisonError::into_inner);
+            open.as_mut().and_then(|m| m.remove(&self.slot))
+        };
+        if self.closed {
+            return;
         }
+        // Neither completed nor aborted: abort it now, or leave it for a
+        // shutdown's `abort_all` where no runtime is at hand.
+        let Some((bucket, key, id)) = entry else {
+            return;
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn(async move { s3::abort(&job_for(bucket, key), &id).await });
+            }
+            Err(_) => {
+                let mut open = OPEN.lock().unwrap_or_else(PoisonError::into_inner);
+                open.get_or_insert_with(HashMap::new)
+                    .insert(self.slot, (bucket, key, id));
+            }
+        }
+    }
+}
+
+/// What an abort needs of a write-back: its bucket and key.
+fn job_for(bucket: Arc<Bucket>, key: String) -> Job {
+    Job {
+        bucket,
+        key,
+        headers: Vec::new(),
+        tag: String::new(),
+        expected_len: None,
+        md5: None,
+        request_id: None,
     }
 }
 
@@ -54,19 +96,16 @@ pub async fn abort_all(within: Duration) -> usize {
     };
     let n = open.len();
     let aborts = open.into_iter().map(|(bucket, key, id)| async move {
-        let job = Job {
-            bucket,
-            key,
-            headers: Vec::new(),
-            tag: String::new(),
-            expected_len: None,
-            md5: None,
-            request_id: None,
-        };
+        let job = job_for(bucket, key);
         let done = tokio::time::timeout(within, s3::abort_once(&job, &id)).await;
         match done {
-            Ok(Ok(())) => log::warn!(
+            Ok(Ok(true)) => log::warn!(
                 "shutdown: write-back key={:?} not finished; upload_id={id} aborted (not stored)",
+                job.key
+            ),
+            Ok(Ok(false)) => log::info!(
+                "shutdown: write-back key={:?}: upload_id={id} already gone (completed or \
+                 aborted meanwhile)",
                 job.key
             ),
             Ok(Err(e)) => log::error!(

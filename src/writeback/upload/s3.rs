@@ -168,8 +168,9 @@ pub async fn complete(job: &Job, upload_id: &str, etags: &[String]) -> Result<()
 /// Aborts a failed multipart upload, so its parts don't linger (and cost).
 /// Retried with backoff; a final failure is logged, and the bucket's
 /// `AbortIncompleteMultipartUpload` lifecycle rule is the safety net.
-/// One AbortMultipartUpload; `NoSuchUpload` (already gone) counts as done.
-pub async fn abort_once(job: &Job, upload_id: &str) -> Result<(), WriteBackError> {
+/// One AbortMultipartUpload: Ok(true) aborted, Ok(false) already gone
+/// (`NoSuchUpload`: aborted, expired, or completed meanwhile).
+pub async fn abort_once(job: &Job, upload_id: &str) -> Result<bool, WriteBackError> {
     let q = format!(
         "{}?uploadId={}",
         job.bucket.object_path(&job.key),
@@ -186,7 +187,8 @@ pub async fn abort_once(job: &Job, upload_id: &str) -> Result<(), WriteBackError
     )
     .await;
     match r {
-        Ok(_) | Err(WriteBackError::Bucket(404, _)) => Ok(()),
+        Ok(_) => Ok(true),
+        Err(WriteBackError::Bucket(404, _)) => Ok(false),
         Err(e) => Err(e),
     }
 }
@@ -195,7 +197,7 @@ pub async fn abort(job: &Job, upload_id: &str) {
     let mut pause = ABORT_BACKOFF;
     for attempt in 1..=ABORT_ATTEMPTS {
         match abort_once(job, upload_id).await {
-            Ok(()) => return,
+            Ok(_) => return,
             Err(e) if attempt < ABORT_ATTEMPTS => {
                 log::warn!(
                     "write-back abort key={:?} upload_id={upload_id} attempt {attempt}/{ABORT_ATTEMPTS} failed: {e}; retrying",
