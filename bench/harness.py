@@ -262,17 +262,22 @@ class LoopbackQuickAck:
 
     def __init__(self, enabled):
         self.route = None
+        # Set already (by hand, or by a run that died before `close`): in
+        # force, and left as it was found.
+        self.preset = False
         if not enabled or os.geteuid() != 0:
             return
         out = subprocess.run(["ip", "route", "show", "table", "local", "127.0.0.1"],
                              capture_output=True, text=True).stdout.strip()
-        if out.startswith("local 127.0.0.1 ") and "quickack" not in out:
+        if out.startswith("local 127.0.0.1 ") and "quickack 1" in out:
+            self.preset = True
+        elif out.startswith("local 127.0.0.1 ") and "quickack" not in out:
             self.route = out.split()
             subprocess.run(["ip", "route", "change", *self.route, "table", "local", "quickack", "1"], check=True)
 
     @property
     def active(self):
-        return self.route is not None
+        return self.route is not None or self.preset
 
     def close(self):
         if self.route:
