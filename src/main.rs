@@ -122,20 +122,15 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let unresolved = config.unresolved_endpoints(&cli.config);
     if cli.test {
-        for e in &unresolved {
-            eprintln!("origin-pull: warning: {e} (a start on this machine would fail)");
+        for (at, why) in config.unresolved_endpoints(&cli.config) {
+            eprintln!("origin-pull: warning: {at}: {why} (a start on this machine would fail)");
         }
         println!(
             "origin-pull: configuration {} is valid",
             cli.config.display()
         );
         return ExitCode::SUCCESS;
-    }
-    if let Some(e) = unresolved.first() {
-        eprintln!("origin-pull: {e}");
-        return ExitCode::from(1);
     }
     if let Err(e) = origin_pull::server::check_addresses_free(&config, cli.share_port) {
         eprintln!("origin-pull: {e}");
@@ -144,7 +139,18 @@ fn main() -> ExitCode {
     let (server, proxy, edge) = match origin_pull::server::build(&config) {
         Ok(built) => built,
         Err(e) => {
-            eprintln!("origin-pull: {e}");
+            // An endpoint that did not resolve is named at its line (the
+            // build names only the site); resolved again only now, so a
+            // start that succeeds asks DNS once per bucket.
+            let e = e.to_string();
+            let located = config
+                .unresolved_endpoints(&cli.config)
+                .into_iter()
+                .find(|(_, why)| e.ends_with(why.as_str()));
+            match located {
+                Some((at, why)) => eprintln!("origin-pull: {at}: {why}"),
+                None => eprintln!("origin-pull: {e}"),
+            }
             return ExitCode::from(1);
         }
     };

@@ -146,26 +146,32 @@ impl Config {
     }
 
     /// Resolves every site's bucket endpoint as a start does (blocking)
-    /// and names those that do not resolve, at `file:line:column`. A start
-    /// refuses them; `-t` warns (like `nginx -t`, which checks upstream
-    /// hosts) but passes, since a file is often checked on a machine
-    /// outside the network it is meant for (CI, a compose service name).
+    /// and names those that do not resolve: (`file:line:column: field`,
+    /// the resolver's error). `-t` warns with them (like `nginx -t`, which
+    /// checks upstream hosts) but passes, since a file is often checked on
+    /// a machine outside the network it is meant for (CI, a compose
+    /// service name); a start that failed on one names it at its line.
     /// Origins are not resolved: each miss resolves its own.
-    pub fn unresolved_endpoints(&self, path: &Path) -> Vec<String> {
+    pub fn unresolved_endpoints(&self, path: &Path) -> Vec<(String, String)> {
+        let mut src = None;
         let mut found = Vec::new();
         for (i, site) in self.sites.iter().enumerate() {
             let BucketSource::Remote(b) = &site.bucket else {
                 continue;
             };
             if let Err(e) = crate::bucket::lookup(b) {
-                let src = std::fs::read_to_string(path).unwrap_or_default();
+                let src =
+                    src.get_or_insert_with(|| std::fs::read_to_string(path).unwrap_or_default());
                 let at = locate::FieldPath::default()
                     .key("sites")
                     .index(i)
                     .key("bucket")
                     .key("endpoint");
-                let (line, column) = locate::locate(&src, &at).unwrap_or((1, 1));
-                found.push(format!("{}:{line}:{column}: {at}: {e}", path.display()));
+                let (line, column) = locate::locate(src, &at).unwrap_or((1, 1));
+                found.push((
+                    format!("{}:{line}:{column}: {at}", path.display()),
+                    e.to_string(),
+                ));
             }
         }
         found
