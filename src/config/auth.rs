@@ -62,6 +62,24 @@ pub(super) fn mirror(
     Ok((primary, secondary))
 }
 
+/// With `credentials: aws_chain`, the first of the `*_env` fields
+/// (`access_key_id_env`, `secret_access_key_env`, `session_token_env`, as
+/// given) that is set, and why that is an error: a bucket's and a private
+/// origin's credentials take the same check.
+pub(super) fn env_beside_chain(env: [&Option<String>; 3]) -> Option<(&'static str, &'static str)> {
+    const FIELDS: [&str; 3] = [
+        "access_key_id_env",
+        "secret_access_key_env",
+        "session_token_env",
+    ];
+    let (field, _) = FIELDS.into_iter().zip(env).find(|(_, v)| v.is_some())?;
+    Some((
+        field,
+        "does not go with `credentials: aws_chain` (the chain reads AWS_ACCESS_KEY_ID and the \
+         other sources itself)",
+    ))
+}
+
 /// Headers a credential may not replace: they frame or route the request,
 /// or (`range`) would make the origin send part of an object to store.
 const RESERVED: [&str; 10] = [
@@ -166,18 +184,13 @@ fn sigv4(
         // The process's chain, shared with `aws_chain` buckets and renewed
         // by `crate::credentials`: an origin bucket read with the role the
         // proxy runs as (instance profile, IRSA, Pod Identity).
-        let env_fields = [
-            ("access_key_id_env", raw.access_key_id_env.is_some()),
-            ("secret_access_key_env", raw.secret_access_key_env.is_some()),
-            ("session_token_env", raw.session_token_env.is_some()),
+        let env = [
+            &raw.access_key_id_env,
+            &raw.secret_access_key_env,
+            &raw.session_token_env,
         ];
-        if let Some((f, _)) = env_fields.iter().find(|(_, set)| *set) {
-            return Err((
-                path.key(f),
-                "does not go with `credentials: aws_chain` (the chain reads AWS_ACCESS_KEY_ID \
-                 and the other sources itself)"
-                    .into(),
-            ));
+        if let Some((f, why)) = env_beside_chain(env) {
+            return Err((path.key(f), why.into()));
         }
         return Ok(OriginAuth::SigV4(Arc::new(Signer::aws_chain(
             region, service,

@@ -364,18 +364,14 @@ fn credential_source(
     path: &FieldPath,
     rb: &RawBucket,
 ) -> Result<CredentialSource, ConfigError> {
-    let env_fields = [
-        ("access_key_id_env", rb.access_key_id_env.is_some()),
-        ("secret_access_key_env", rb.secret_access_key_env.is_some()),
-        ("session_token_env", rb.session_token_env.is_some()),
-    ];
     if rb.credentials == Some(RawCredentials::AwsChain) {
-        if let Some((f, _)) = env_fields.iter().find(|(_, set)| *set) {
-            return Err(cx.err(
-                &path.key(f),
-                "does not go with `credentials: aws_chain` (the chain reads AWS_ACCESS_KEY_ID \
-                 and the other sources itself)",
-            ));
+        let env = [
+            &rb.access_key_id_env,
+            &rb.secret_access_key_env,
+            &rb.session_token_env,
+        ];
+        if let Some((f, why)) = super::auth::env_beside_chain(env) {
+            return Err(cx.err(&path.key(f), why));
         }
         return Ok(CredentialSource::AwsChain);
     }
