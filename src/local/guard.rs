@@ -116,7 +116,9 @@ fn fits(dir: &Path, bucket: &str, key: &str, access: Access) -> Result<(), Unfit
     if access != Access::Read {
         let mut above = path.parent();
         while let Some(p) = above.filter(|p| p.starts_with(dir) && *p != dir) {
-            if p.symlink_metadata().is_ok_and(|m| !m.is_dir()) && !p.is_dir() {
+            // Followed through symlinks, as `stays_inside` (which ran
+            // first, and refused dangling ones) judged them.
+            if p.exists() && !p.is_dir() {
                 return Err(Unfit::Folder);
             }
             above = p.parent();

@@ -165,9 +165,6 @@ pub async fn complete(job: &Job, upload_id: &str, etags: &[String]) -> Result<()
     Ok(())
 }
 
-/// Aborts a failed multipart upload, so its parts don't linger (and cost).
-/// Retried with backoff; a final failure is logged, and the bucket's
-/// `AbortIncompleteMultipartUpload` lifecycle rule is the safety net.
 /// One AbortMultipartUpload: Ok(true) aborted, Ok(false) already gone
 /// (`NoSuchUpload`: aborted, expired, or completed meanwhile).
 pub async fn abort_once(job: &Job, upload_id: &str) -> Result<bool, WriteBackError> {
@@ -193,6 +190,9 @@ pub async fn abort_once(job: &Job, upload_id: &str) -> Result<bool, WriteBackErr
     }
 }
 
+/// Aborts a failed multipart upload, so its parts don't linger (and cost).
+/// Retried with backoff; a final failure is logged, and the bucket's
+/// `AbortIncompleteMultipartUpload` lifecycle rule is the safety net.
 pub async fn abort(job: &Job, upload_id: &str) {
     let mut pause = ABORT_BACKOFF;
     for attempt in 1..=ABORT_ATTEMPTS {
