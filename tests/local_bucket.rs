@@ -276,12 +276,7 @@ fn an_expires_that_is_not_a_date_does_not_stop_the_write_back() {
         "/dated.txt",
         Reply::ok(b"DATED", "text/plain").header("Expires", dated),
     );
-    let yaml = format!(
-        "listen: [\"127.0.0.1:{{port}}\"]\nsites:\n  - name: local\n    bucket: {{ local: \"{}\" }}\n    rules:\n      - condition: {{ key_prefix: \"\" }}\n        mirror: {{ url: \"{}\" }}\n",
-        folder.display(),
-        origin.url()
-    );
-    let proxy = Proxy::start(&yaml);
+    let proxy = Proxy::start(&mirror_yaml(&folder, &origin.url()));
     for (key, body) in [("zero.txt", "ZERO"), ("dated.txt", "DATED")] {
         let resp = client().get(proxy.url(&format!("/{key}"))).send().unwrap();
         assert_eq!(resp.status(), 200);
@@ -318,12 +313,7 @@ fn keys_that_cannot_be_files_are_served_from_the_origin() {
     );
     origin.set("/a/b.txt", Reply::ok(b"B", "text/plain"));
     origin.set("/a", Reply::ok(b"A", "text/plain"));
-    let yaml = format!(
-        "listen: [\"127.0.0.1:{{port}}\"]\nsites:\n  - name: local\n    bucket: {{ local: \"{}\" }}\n    rules:\n      - condition: {{ key_prefix: \"\" }}\n        mirror: {{ url: \"{}\" }}\n",
-        folder.display(),
-        origin.url()
-    );
-    let proxy = Proxy::start(&yaml);
+    let proxy = Proxy::start(&mirror_yaml(&folder, &origin.url()));
     for round in 0..2 {
         let resp = client().get(proxy.url(&format!("/{long}"))).send().unwrap();
         assert_eq!(resp.status(), 200, "round {round}");
@@ -345,4 +335,13 @@ fn keys_that_cannot_be_files_are_served_from_the_origin() {
     assert_eq!(resp.text().unwrap(), "A");
     assert!(folder.join("a").is_dir());
     assert_eq!(origin.hits("/a"), 1);
+}
+
+/// One site on the embedded bucket in `folder`, every key mirrored from
+/// `origin`.
+fn mirror_yaml(folder: &std::path::Path, origin: &str) -> String {
+    format!(
+        "listen: [\"127.0.0.1:{{port}}\"]\nsites:\n  - name: local\n    bucket: {{ local: \"{}\" }}\n    rules:\n      - condition: {{ key_prefix: \"\" }}\n        mirror: {{ url: \"{origin}\" }}\n",
+        folder.display()
+    )
 }
