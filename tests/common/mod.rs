@@ -53,7 +53,10 @@ impl Proxy {
             cmd.env(k, v);
         }
         let mut child = cmd.spawn().expect("spawn origin-pull");
-        let ready = wait_for_port(port, || child.try_wait().ok().flatten().is_none());
+        // Its own socket, not another test's server on a reused port.
+        let pid = child.id();
+        let ready = wait_for_port(port, || child.try_wait().ok().flatten().is_none())
+            && net::wait_for_own_listener(pid, port, || child.try_wait().ok().flatten().is_none());
         let proxy = Proxy { child, port, dir };
         if !ready {
             panic!("origin-pull did not start:\n{}", proxy.log());

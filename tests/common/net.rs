@@ -30,6 +30,51 @@ pub fn wait_for_port(port: u16, mut alive: impl FnMut() -> bool) -> bool {
     false
 }
 
+/// Whether process `pid` holds a socket listening on 127.0.0.1:`port`
+/// (from `/proc/net/tcp` and the process's fds). A port from
+/// [`free_port`] is free only until someone binds it: another test's
+/// server may take it before the proxy does, and a connect would then
+/// reach that server (and be refused once it closes).
+pub fn listens_on(pid: u32, port: u16) -> bool {
+    let local = format!("0100007F:{port:04X}");
+    let Ok(table) = std::fs::read_to_string("/proc/net/tcp") else {
+        return false;
+    };
+    let inodes: Vec<String> = table
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.get(1) == Some(&local.as_str()) && f.get(3) == Some(&"0A"))
+                .then(|| f.get(9).map(|s| format!("socket:[{s}]")))
+                .flatten()
+        })
+        .collect();
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    fds.flatten().any(|fd| {
+        std::fs::read_link(fd.path())
+            .is_ok_and(|l| inodes.iter().any(|i| l.to_string_lossy() == *i))
+    })
+}
+
+/// Polls until `pid` listens on `port` itself ([`listens_on`], true), or
+/// `alive` says it died or 60 s pass (false).
+pub fn wait_for_own_listener(pid: u32, port: u16, mut alive: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if listens_on(pid, port) {
+            return true;
+        }
+        if !alive() {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
 /// Sends `request` verbatim (for paths a URL library would normalise) and
 /// returns the status and the whole response text.
 pub fn raw_request(port: u16, request: &str) -> (u16, String) {
