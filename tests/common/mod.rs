@@ -34,7 +34,22 @@ impl Proxy {
         Proxy::start_env(yaml, &[])
     }
 
+    /// [`Proxy::start`] with environment variables. A port from
+    /// [`free_port`] is free only until someone binds it: when another
+    /// test's server took it first (the proxy refuses to start beside it),
+    /// the start is tried again on another port.
     pub fn start_env(yaml: &str, env: &[(&str, &str)]) -> Proxy {
+        for _ in 0..3 {
+            match Proxy::try_start(yaml, env) {
+                Ok(p) => return p,
+                Err(p) if p.lost_its_port() => continue,
+                Err(p) => panic!("origin-pull did not start:\n{}", p.log()),
+            }
+        }
+        panic!("origin-pull did not start: its listen port was taken three times");
+    }
+
+    fn try_start(yaml: &str, env: &[(&str, &str)]) -> Result<Proxy, Proxy> {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         let path = dir.path().join("origin-pull.yaml");
@@ -53,15 +68,24 @@ impl Proxy {
             cmd.env(k, v);
         }
         let mut child = cmd.spawn().expect("spawn origin-pull");
-        // Its own socket, not another test's server on a reused port.
+        // Its own socket: a connect alone may reach another test's server
+        // that took the port, and be refused once that one closes.
         let pid = child.id();
         let ready = wait_for_port(port, || child.try_wait().ok().flatten().is_none())
             && net::wait_for_own_listener(pid, port, || child.try_wait().ok().flatten().is_none());
         let proxy = Proxy { child, port, dir };
-        if !ready {
-            panic!("origin-pull did not start:\n{}", proxy.log());
+        if ready {
+            Ok(proxy)
+        } else {
+            Err(proxy)
         }
-        proxy
+    }
+
+    /// Whether the start failed because its listen port was taken.
+    fn lost_its_port(&self) -> bool {
+        let log = self.log();
+        log.contains(&format!("127.0.0.1:{}", self.port))
+            && log.contains("another process listens there")
     }
 
     pub fn url(&self, path: &str) -> String {
