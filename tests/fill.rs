@@ -173,6 +173,49 @@ fn async_mode_redirects_to_the_origin_and_stores_in_the_background() {
         .contains("write-back stored"));
 }
 
+/// An async object larger than the spool budget: nobody reads it, so it
+/// goes from the origin straight into the bucket (one origin GET). It was
+/// never stored: the fill stopped at the header, waiting for a client
+/// that would take the plain path, and async has none.
+#[test]
+fn async_mode_stores_an_object_the_spool_cannot_hold() {
+    let b = garage().bucket("asyncbig");
+    use base64::Engine;
+    let o = Origin::start();
+    let body = pattern(12 << 20, 41);
+    o.set("/big.bin", Reply::ok(&body, "application/octet-stream"));
+    // A Content-MD5 the body does not have: checked, never stored.
+    let wrong = base64::engine::general_purpose::STANDARD.encode([0u8; 16]);
+    o.set(
+        "/bad.bin",
+        Reply::ok(&body, "application/octet-stream").header("Content-MD5", &wrong),
+    );
+    let (_spool, spool_cfg) = spool_dir();
+    let p = fill_proxy(
+        &b,
+        &o.url(),
+        ", mode: async, check_md5: true",
+        &format!("{spool_cfg}, max_spool_bytes: 1000"),
+    );
+    let (head, _) = Conn::open(p.port).get("/big.bin", &[]);
+    assert_eq!(head.status, 302);
+    let outcome = p.write_back_outcome("big.bin");
+    assert!(outcome.contains("write-back stored"), "{outcome}");
+    assert_eq!(b.stored_matches("big.bin", &body), Ok(()));
+    assert_eq!(o.hits("/big.bin"), 1);
+    // And now a hit.
+    let (head, got) = Conn::open(p.port).get("/big.bin", &[]);
+    assert_eq!(head.status, 200);
+    assert!(got.unwrap() == body, "body differs");
+    assert_eq!(o.hits("/big.bin"), 1);
+
+    let (head, _) = Conn::open(p.port).get("/bad.bin", &[]);
+    assert_eq!(head.status, 302);
+    let outcome = p.write_back_outcome("bad.bin");
+    assert!(outcome.contains("failed"), "{outcome}");
+    assert!(!b.exists("bad.bin"));
+}
+
 /// The bucket takes 10 MB/s (a throttling relay in front of Garage's S3
 /// port); the origin and the client are on loopback. Asserted by what had
 /// reached the bucket when the client finished (not by the clock): with

@@ -138,25 +138,6 @@ async fn fetch(hold: &Hold, job: &FetchJob, publisher: &Publisher) -> Result<boo
     let tag = oss_tag(&tag_url);
     headers.push(("x-oss-tag".into(), tag.clone()));
     let head = Arc::new(Head { headers, len });
-    if let Some(n) = len {
-        if !fill.spool.reserve(n) {
-            log::info!(
-                "fill fallback key={:?}: {n} bytes exceed the spool budget ({} in use)",
-                job.key,
-                fills.budget.used()
-            );
-            publisher.set(State::Answer(Outcome::Fallback));
-            return Ok(false);
-        }
-    }
-    publisher.set(State::Body {
-        head: head.clone(),
-        written: 0,
-    });
-    // The upload starts once the first bytes went out, not with the
-    // header: creating a multipart upload costs the bucket and this
-    // machine a few ms of CPU that the first client's TTFB would pay
-    // (measured: +3 to +7 ms on a 64 MiB miss when started here).
     let mut upload = job
         .store
         .clone()
@@ -170,6 +151,32 @@ async fn fetch(hold: &Hold, job: &FetchJob, publisher: &Publisher) -> Result<boo
             md5: None, // checked here, before the fill may end well
             request_id: job.request_id,
         });
+    if let Some(n) = len {
+        if !fill.spool.reserve(n) {
+            log::info!(
+                "fill fallback key={:?}: {n} bytes exceed the spool budget ({} in use)",
+                job.key,
+                fills.budget.used()
+            );
+            // Clients that join go the plain way.
+            publisher.set(State::Answer(Outcome::Fallback));
+            return match upload.take().filter(|_| fill.background) {
+                Some(mut wb) => {
+                    wb.md5 = want_md5; // checked by the uploader this time
+                    super::direct::store(hold, job, resp, wb).await
+                }
+                None => Ok(false),
+            };
+        }
+    }
+    publisher.set(State::Body {
+        head: head.clone(),
+        written: 0,
+    });
+    // The upload starts once the first bytes went out, not with the
+    // header: creating a multipart upload costs the bucket and this
+    // machine a few ms of CPU that the first client's TTFB would pay
+    // (measured: +3 to +7 ms on a 64 MiB miss when started here).
     let mut body = resp.bytes_stream();
     let mut md5 = Md5::new();
     let (mut written, mut published) = (0u64, 0u64);

@@ -12,6 +12,7 @@
 //! live fill so later clients join it instead of asking the bucket.
 
 mod answers;
+mod direct;
 mod fetch;
 mod hold;
 pub mod policy;

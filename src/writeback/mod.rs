@@ -131,18 +131,43 @@ impl Tee {
     /// uploader would run only while the request's task waits, and the
     /// channel would fill in one read burst.
     pub fn start(job: Job, rt: &tokio::runtime::Handle) -> Tee {
-        let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
+        Tee::start_settled(job, rt, |_| ())
+    }
+
+    /// [`Tee::start`], telling `settled` whether the object is in the
+    /// bucket before the outcome is logged (see [`store_from_fill`]).
+    pub fn start_settled(
+        job: Job,
+        rt: &tokio::runtime::Handle,
+        settled: impl FnOnce(bool) + Send + 'static,
+    ) -> Tee {
+        let (tee, rx) = Tee::channel();
         let reader = Reader::new(rx, job.expected_len, job.md5);
         let counted = InFlight::new(&METRICS.writebacks_in_flight);
         rt.spawn(async move {
-            upload_logged(job, reader, counted, |_| ()).await;
+            upload_logged(job, reader, counted, settled).await;
         });
-        Tee {
+        tee
+    }
+
+    /// The producer and the uploader's end. One slot more than the data
+    /// may take: the end marker always finds room, so a body whose last
+    /// chunk filled the channel is not taken for an abandoned one.
+    fn channel() -> (Tee, mpsc::Receiver<Msg>) {
+        let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS + 1);
+        let tee = Tee {
             tx: Some(tx),
             abandoned: false,
             paced: Duration::ZERO,
             passed: 0,
-        }
+        };
+        (tee, rx)
+    }
+
+    fn give_up(&mut self) {
+        // Dropping the sender makes the uploader abort rather than store.
+        self.tx = None;
+        self.abandoned = true;
     }
 
     /// Passes a chunk on without waiting, and says how long the origin
@@ -157,20 +182,36 @@ impl Tee {
         if data.is_empty() {
             return None;
         }
-        if tx.try_send(Msg::Data(data.clone())).is_err() {
-            // Full or closed (upload failed): drop the sender so the
-            // uploader aborts rather than stores.
-            self.tx = None;
-            self.abandoned = true;
+        // Full (the end marker's slot aside) or closed (upload failed).
+        if tx.capacity() <= 1 || tx.try_send(Msg::Data(data.clone())).is_err() {
+            self.give_up();
             return None;
         }
         self.passed += data.len() as u64;
-        let pause = pace(CHANNEL_CHUNKS - tx.capacity());
+        let pause = pace(CHANNEL_CHUNKS + 1 - tx.capacity());
         if may_pause && pause > Duration::ZERO && self.paced < pacing_budget(self.passed) {
             self.paced += pause;
             return Some(pause);
         }
         None
+    }
+
+    /// Passes a chunk on, waiting while the channel is full: for a
+    /// transfer no client waits for, whose origin read may follow the
+    /// bucket's pace. False when the uploader is gone (it failed).
+    pub async fn send(&mut self, data: Bytes) -> bool {
+        let Some(tx) = self.tx.as_ref() else {
+            return false;
+        };
+        // Room for this chunk and the end marker after it.
+        let sent = match tx.reserve_many(2).await {
+            Ok(mut permits) => permits.next().map(|p| p.send(Msg::Data(data))).is_some(),
+            Err(_) => false,
+        };
+        if !sent {
+            self.give_up();
+        }
+        sent
     }
 
     /// The tee gave up (channel full or uploader gone).
@@ -282,6 +323,50 @@ mod tests {
         assert_eq!(pacing_budget(40 << 20), Duration::from_secs(20));
         // 1 GiB: waited for as long as the bucket takes >= 4 MiB/s.
         assert_eq!(pacing_budget(1 << 30), Duration::from_secs(10 + 256));
+    }
+
+    /// The end marker after a body whose last chunk filled the channel:
+    /// it was dropped (`try_send` on a full channel), and the uploader
+    /// took the complete body for an abandoned one.
+    #[test]
+    fn the_end_marker_fits_after_a_full_channel() {
+        let (mut tee, mut rx) = Tee::channel();
+        let chunk = Bytes::from_static(b"x");
+        for _ in 0..CHANNEL_CHUNKS {
+            tee.push(&chunk, false);
+        }
+        assert!(!tee.abandoned());
+        tee.finish();
+        let mut got = Vec::new();
+        while let Ok(m) = rx.try_recv() {
+            got.push(matches!(m, Msg::End));
+        }
+        assert_eq!(got.len(), CHANNEL_CHUNKS + 1);
+        assert_eq!(got.last(), Some(&true), "no end marker");
+        // One more chunk than the channel holds gives up instead.
+        let (mut tee, _rx) = Tee::channel();
+        for _ in 0..=CHANNEL_CHUNKS {
+            tee.push(&chunk, false);
+        }
+        assert!(tee.abandoned());
+    }
+
+    #[tokio::test]
+    async fn send_leaves_room_for_the_end_marker() {
+        let (mut tee, mut rx) = Tee::channel();
+        let chunk = Bytes::from_static(b"x");
+        for _ in 0..CHANNEL_CHUNKS {
+            assert!(tee.send(chunk.clone()).await);
+        }
+        tee.finish();
+        let mut n = 0;
+        while let Ok(m) = rx.try_recv() {
+            n += 1;
+            if n == CHANNEL_CHUNKS + 1 {
+                assert!(matches!(m, Msg::End), "no end marker");
+            }
+        }
+        assert_eq!(n, CHANNEL_CHUNKS + 1);
     }
 
     #[test]

@@ -1,0 +1,56 @@
+//! A `mode: async` object the spool budget cannot hold: no client reads
+//! it, so nothing needs the spool. The origin's body goes straight into
+//! the bucket, the origin read following the upload's pace. (A fill a
+//! client reads falls back to the plain path instead, which streams to
+//! that client with a tee.) Without this, such an object was never
+//! stored: every later miss was another 302 and another origin GET.
+
+use super::hold::Hold;
+use super::FetchJob;
+use futures_util::StreamExt;
+
+/// Streams `resp`'s body into the write-back `wb`. Ok(true): the origin's
+/// body was passed on whole (the uploader checks its length and MD5 and
+/// stores it or not); Ok(false): the uploader stopped first (its failure
+/// is logged and counted by the write-back); Err: the origin broke off.
+pub(super) async fn store(
+    hold: &Hold,
+    job: &FetchJob,
+    resp: reqwest::Response,
+    wb: crate::writeback::Job,
+) -> Result<bool, String> {
+    log::info!(
+        "fill key={:?}: background fill streams to the bucket without a spool",
+        job.key
+    );
+    // The fill stays joinable until the object is in the bucket, and a
+    // bucket 404 that raced the commit asks the bucket again.
+    let upload = hold.another();
+    let mut tee = crate::writeback::Tee::start_settled(wb, &hold.fills.rt, move |stored| {
+        if stored {
+            upload.fills.stored(&upload.fill);
+            upload.fills.retire(&upload.fill);
+        }
+        drop(upload);
+    });
+    let mut body = resp.bytes_stream();
+    loop {
+        let next = tokio::time::timeout(job.timeout, body.next())
+            .await
+            .map_err(|_| format!("origin stalled for {:?}", job.timeout))?;
+        let chunk = match next {
+            None => break,
+            Some(Ok(c)) => c,
+            // Dropping the tee unfinished aborts the upload.
+            Some(Err(e)) => return Err(format!("origin body: {}", crate::errors::chain(&e))),
+        };
+        if let Some(m) = &job.metrics {
+            m.bytes.inc_by(chunk.len() as u64);
+        }
+        if !tee.send(chunk).await {
+            return Ok(false);
+        }
+    }
+    tee.finish();
+    Ok(true)
+}
