@@ -153,28 +153,45 @@ impl Config {
     /// service name); a start that failed on one names it at its line.
     /// Origins are not resolved: each miss resolves its own.
     pub fn unresolved_endpoints(&self, path: &Path) -> Vec<(String, String)> {
-        let mut src = None;
-        let mut found = Vec::new();
-        for (i, site) in self.sites.iter().enumerate() {
-            let BucketSource::Remote(b) = &site.bucket else {
-                continue;
-            };
-            if let Err(e) = crate::bucket::lookup(b) {
-                let src =
-                    src.get_or_insert_with(|| std::fs::read_to_string(path).unwrap_or_default());
+        // Looked up side by side: a resolver that times out instead of
+        // answering costs its timeout once, not once per site.
+        let failed: Vec<(usize, String)> = std::thread::scope(|scope| {
+            let lookups: Vec<_> = self
+                .sites
+                .iter()
+                .enumerate()
+                .filter_map(|(i, site)| match &site.bucket {
+                    BucketSource::Remote(b) => {
+                        Some((i, scope.spawn(move || crate::bucket::lookup(b))))
+                    }
+                    BucketSource::Local(_) => None,
+                })
+                .collect();
+            lookups
+                .into_iter()
+                .filter_map(|(i, h)| match h.join() {
+                    Ok(Ok(_)) => None,
+                    Ok(Err(e)) => Some((i, e.to_string())),
+                    Err(_) => Some((i, "the lookup failed".to_string())),
+                })
+                .collect()
+        });
+        if failed.is_empty() {
+            return Vec::new();
+        }
+        let src = std::fs::read_to_string(path).unwrap_or_default();
+        failed
+            .into_iter()
+            .map(|(i, why)| {
                 let at = locate::FieldPath::default()
                     .key("sites")
                     .index(i)
                     .key("bucket")
                     .key("endpoint");
-                let (line, column) = locate::locate(src, &at).unwrap_or((1, 1));
-                found.push((
-                    format!("{}:{line}:{column}: {at}", path.display()),
-                    e.to_string(),
-                ));
-            }
-        }
-        found
+                let (line, column) = locate::locate(&src, &at).unwrap_or((1, 1));
+                (format!("{}:{line}:{column}: {at}", path.display()), why)
+            })
+            .collect()
     }
 
     /// Parses and validates YAML text. `file` only names the source in

@@ -35,7 +35,11 @@ impl Site {
 }
 
 /// The proxy. Build it from a validated [`Config`] and hand it to
-/// `pingora::proxy::http_proxy_service`. Clones share the routing state,
+/// `pingora::proxy::http_proxy_service`, on a server whose
+/// `ServerConf::max_retries` is at least [`MAX_TRIES`](super::MAX_TRIES):
+/// every reroute (bucket 404 to origin, redirect hops, the secondary)
+/// is one of Pingora's tries, and its default of 16 ends the longest
+/// routes the rules allow in a 500 (`server::build` sets it). Clones share the routing state,
 /// buckets (with their write-back clients) and the fills (one clone per
 /// worker, see `server`).
 ///
