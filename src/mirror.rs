@@ -367,11 +367,14 @@ pub fn content_md5(headers: &HeaderMap) -> Option<[u8; 16]> {
 
 /// The address to connect to for `target`, resolved asynchronously (an
 /// origin may be any host a redirect names).
-pub async fn resolve(target: &OriginTarget) -> std::io::Result<std::net::SocketAddr> {
-    tokio::net::lookup_host((target.host.as_str(), target.port))
+pub async fn resolve(target: &OriginTarget) -> std::io::Result<Vec<std::net::SocketAddr>> {
+    let addrs: Vec<_> = tokio::net::lookup_host((target.host.as_str(), target.port))
         .await?
-        .next()
-        .ok_or_else(|| std::io::Error::other("no address"))
+        .collect();
+    if addrs.is_empty() {
+        return Err(std::io::Error::other("no address"));
+    }
+    Ok(addrs)
 }
 
 /// A Pingora peer for `target` at `addr` (from [`resolve`], and checked

@@ -28,10 +28,32 @@ fn unreachable_bucket_cases(bucket: &str, env: &[(&str, &str)]) {
     assert_eq!(status, 200, "{text}");
     assert!(text.ends_with("from origin"));
     assert_eq!(o.hits("/k"), 1);
-    let line = p.wait_log("mirror key=\"k\"");
+    p.wait_log("fill key=\"k\"");
+
+    // GETs of one object during the outage share one origin fetch, as
+    // misses do: the second joins the first's fill.
+    let body = pattern(2 << 20, 42);
+    o.set(
+        "/hot",
+        Reply::ok(&body, "application/octet-stream").gate_at(1 << 20),
+    );
+    let first = {
+        let url = p.url("/hot");
+        std::thread::spawn(move || client().get(url).send().unwrap().bytes().unwrap())
+    };
+    o.wait("the first half sent", |o| o.sent("/hot") >= 1 << 20);
+    // Its header is out (the proxy took it up) before the gate opens.
+    let second = client().get(p.url("/hot")).send().unwrap();
+    assert_eq!(second.status(), 200);
+    o.release();
+    assert!(first.join().unwrap() == body, "first body differs");
+    assert!(second.bytes().unwrap() == body, "second body differs");
+    assert_eq!(o.hits("/hot"), 1, "the second GET asked the origin again");
+    p.wait_log("fill key=\"hot\" joined=true");
     assert!(
-        line.contains("write_back=none"),
-        "no write-back when the bucket is down: {line}"
+        !p.log().contains("write-back"),
+        "a write-back while the bucket is down:\n{}",
+        p.log()
     );
     errors_keep_the_connection(bucket, env, &o);
 }
@@ -69,8 +91,9 @@ fn errors_keep_the_connection(bucket: &str, env: &[(&str, &str)], o: &Origin) {
     assert_eq!(h.status, 502, "the same connection still answers");
     xml(&h, &body.unwrap(), "BadGateway");
 
-    // The plain path (the bucket is down, so no fill): an origin 404 and a
-    // failed origin, then an object, on one connection.
+    // The origin while the bucket is down (a fill that stores nothing):
+    // an origin 404 and a failed origin, then an object, on one
+    // connection.
     let p = Proxy::start_env(&yaml(", mirror_on_bucket_error: true"), env);
     let mut c = Conn::open(p.port);
     let (h, body) = c.get("/missing", &[]);
@@ -167,7 +190,7 @@ fn bodiless_answers_keep_the_connection() {
     o.set("/a/x", Reply::ok(b"async", "text/plain"));
     o.set("/here", Reply::ok(b"here", "text/plain"));
     let yaml = format!(
-        "listen: [\"127.0.0.1:{{port}}\"]\nsites:\n  - name: s\n    bucket: {}\n    rules:\n      - condition: {{ key_prefix: \"r/\", http_error_code: 404 }}\n        redirect: {{ host: r.example.com }}\n      - condition: {{ key_prefix: \"a/\" }}\n        mirror: {{ url: \"{}\", mode: async }}\n      - condition: {{ key_prefix: \"\" }}\n        mirror: {{ url: \"{}\", allow_head: true }}\n",
+        "listen: [\"127.0.0.1:{{port}}\"]\naccess_log: {{ path: stdout, format: json }}\nsites:\n  - name: s\n    bucket: {}\n    rules:\n      - condition: {{ key_prefix: \"r/\", http_error_code: 404 }}\n        redirect: {{ host: r.example.com }}\n      - condition: {{ key_prefix: \"a/\" }}\n        mirror: {{ url: \"{}\", mode: async }}\n      - condition: {{ key_prefix: \"\" }}\n        mirror: {{ url: \"{}\", allow_head: true }}\n",
         b.yaml(),
         o.url(),
         o.url()
@@ -198,5 +221,11 @@ fn bodiless_answers_keep_the_connection() {
     assert_eq!(h.status, 200);
     assert_eq!(body.unwrap(), b"here");
     assert_eq!(o.hits("/gone"), 1);
+    // The access log names the rule that answered without an origin
+    // transfer of the client's own.
+    for (key, rule) in [("r/x", 0), ("a/x", 1)] {
+        let line = p.wait_log(&format!("\"key\":\"{key}\",\"status\""));
+        assert!(line.contains(&format!("\"rule\":{rule},")), "{line}");
+    }
     p.wait_log("mirror key=\"broken\"");
 }

@@ -416,3 +416,33 @@ fn head_and_uncovered_keys() {
     assert_eq!(status, 200, "{text}");
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
 }
+
+/// The plain path (a HEAD here) tries each address the origin's name
+/// resolves to, as the fill path's client and nginx do: a dual-stack
+/// origin listed with an IPv6 address first that refuses (or is
+/// unreachable from the proxy) was a 424 for HEAD while GET worked.
+#[test]
+fn every_address_of_an_origin_name_is_tried() {
+    let b = garage().bucket("two-addrs");
+    let o = Origin::start();
+    o.set("/h", Reply::ok(b"0123456789", "text/plain"));
+    let port = o.port;
+    let yaml = format!(
+        "listen: [\"127.0.0.1:{{port}}\"]\nsites:\n  - name: s\n    bucket: {}\n    rules:\n      - mirror: {{ url: \"http://two.test:{port}\", timeout_seconds: 3, allow_head: true }}\n",
+        b.yaml()
+    );
+    // The origin listens on 127.0.0.1 only; ::1 sorts first and refuses.
+    let hosts = "127.0.0.1 localhost\n::1 two.test\n127.0.0.1 two.test\n";
+    let p = Proxy::start_with_hosts(&yaml, &b.proxy_env(), Some(hosts));
+    let r = client().head(p.url("/h")).send().unwrap();
+    assert_eq!(r.status(), 200, "{}", p.log());
+    assert_eq!(o.hits("/h"), 1);
+    assert!(p.log().contains("trying its next address"), "{}", p.log());
+    // GET (a fill) reaches it too, and stores it.
+    let r = client().get(p.url("/h")).send().unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.bytes().unwrap().as_ref(), b"0123456789");
+    wait_until("stored", std::time::Duration::from_secs(30), || {
+        b.exists("h")
+    });
+}

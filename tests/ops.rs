@@ -309,6 +309,8 @@ fn access_log_has_one_json_line_per_request_and_no_secrets() {
     assert_eq!(requests[0]["bytes_sent"], 13);
     assert_eq!(requests[1]["bucket_status"], 404);
     assert_eq!(requests[1]["rule"], 0);
+    // A redirect rule's answer names its rule too.
+    assert_eq!(requests[2]["rule"], 1);
     assert_eq!(requests[3]["status"], 400);
     // The write-back's result comes back under the mirror's request id.
     let wb = lines.iter().find(|l| l["event"] == "write_back").unwrap();

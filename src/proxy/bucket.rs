@@ -87,7 +87,7 @@ impl OriginPull {
                     return None; // HEAD of a missing key: the bucket's 404
                 }
                 if !head {
-                    return Some(fill::start(&self.fills, &site, ctx, idx, caps, req));
+                    return Some(fill::start(&self.fills, &site, ctx, idx, caps, req, true));
                 }
                 if let Err(e) = origin::start(&site, ctx, idx, &caps, req.uri.query(), false) {
                     return Some(origin::answer(ctx, Answer::Error(S3Error::InvalidUri(e))));
@@ -95,7 +95,11 @@ impl OriginPull {
                 Some(origin::reroute(ctx, "bucket 404: mirroring"))
             }
             // The bucket's body is never read, so it cannot leak.
-            Action::Redirect(_) => Some(origin::answer(ctx, redirect?)),
+            Action::Redirect(_) => {
+                let answer = redirect?;
+                ctx.answered_by = Some(idx);
+                Some(origin::answer(ctx, answer))
+            }
         }
     }
 
@@ -113,7 +117,11 @@ impl OriginPull {
             if let Some((idx, rule, caps, _)) = acting_rule(session, &site, &ctx.key, &probe) {
                 if let Action::Mirror(m) = &rule.action {
                     let head = req.method == http::Method::HEAD;
-                    if m.mirror_on_bucket_error && (!head || m.allow_head) {
+                    if m.mirror_on_bucket_error && !head {
+                        // Coalesced like a miss; nothing stored.
+                        return fill::start(&self.fills, &site, ctx, idx, caps, req, false);
+                    }
+                    if m.mirror_on_bucket_error && m.allow_head {
                         return match origin::start(&site, ctx, idx, &caps, req.uri.query(), false) {
                             Ok(()) => {
                                 origin::reroute(ctx, "bucket unreachable: serving from origin")

@@ -28,6 +28,20 @@ impl OriginPull {
             let why = format!("cannot reach the fill peer: {}", e.etype().as_str());
             return origin::answer_here(ctx, Answer::Error(S3Error::Internal(why)));
         }
+        if let Some(run) = ctx.mirror.as_mut() {
+            if run.more_addrs && run.addr_fallbacks < origin::MAX_ADDR_FALLBACKS {
+                run.addr_index += 1;
+                run.addr_fallbacks += 1;
+                log::info!(
+                    "{} mirror key={:?}: cannot connect to {} ({}); trying its next address",
+                    ctx.request_id,
+                    ctx.key,
+                    run.target.authority,
+                    e.etype().as_str()
+                );
+                return origin::reroute(ctx, "next origin address");
+            }
+        }
         if let (Some(run), Some(site)) = (&ctx.mirror, &ctx.site) {
             let r = if matches!(e.etype(), ErrorType::ConnectTimedout) {
                 OriginResult::Timeout

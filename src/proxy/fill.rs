@@ -28,6 +28,9 @@ pub struct FillRun {
     pub started: Instant,
     /// The configured origin's host (for the access log).
     pub origin_host: String,
+    /// A fallback to the plain path stores the object (not while the
+    /// bucket is unreachable).
+    pub write_back: bool,
 }
 
 /// The fill a GET of `key` under rule `idx` would read; an error when
@@ -107,6 +110,7 @@ impl FillRun {
             bytes: 0,
             started: Instant::now(),
             origin_host,
+            write_back: true,
         }
     }
 }
@@ -114,6 +118,9 @@ impl FillRun {
 /// A bucket 404 under mirror rule `idx` for a GET: read the fill (or,
 /// `mode: async`, answer 302 and fill in the background); or, when a
 /// fill of this object committed it moments ago, ask the bucket again.
+/// Without `store` (the bucket could not be reached and the rule has
+/// `mirror_on_bucket_error`): read a fill that stores nothing, so GETs
+/// of one object during an outage still cost one origin fetch.
 pub fn start(
     fills: &Arc<Fills>,
     site: &Arc<Site>,
@@ -121,12 +128,16 @@ pub fn start(
     idx: usize,
     captures: Vec<String>,
     req: &RequestHeader,
+    store: bool,
 ) -> Box<Error> {
     let mut job = match job(site, &ctx.key, idx, &captures, req) {
         Ok(j) => j,
         Err(e) => return origin::answer(ctx, Answer::Error(e)),
     };
-    if !ctx.rechecked && fills.recently_stored(&job.fill_key) {
+    if !store {
+        job.store = None;
+    }
+    if store && !ctx.rechecked && fills.recently_stored(&job.fill_key) {
         // This 404 left the bucket before a fill of the same object
         // committed it (the fill has retired since, or it would have been
         // joined): ask the bucket once more instead of fetching the object
@@ -140,8 +151,9 @@ pub fn start(
         return origin::reroute(ctx, "bucket 404 raced a write-back");
     }
     job.request_id = Some(ctx.request_id);
-    let asynchronous =
-        origin::rule(site, idx).is_some_and(|m| m.mode == crate::config::MirrorMode::Async);
+    // Nothing to store: the client reads the fill rather than a 302.
+    let asynchronous = store
+        && origin::rule(site, idx).is_some_and(|m| m.mode == crate::config::MirrorMode::Async);
     if asynchronous {
         let location = job.primary.full_url();
         if !fills.start_background(job) {
@@ -151,6 +163,7 @@ pub fn start(
                 ctx.key
             );
         }
+        ctx.answered_by = Some(idx);
         return origin::answer(
             ctx,
             Answer::Redirect {
@@ -163,12 +176,14 @@ pub fn start(
     let host = job.primary.authority.clone();
     match fills.join_or_start(job) {
         Some(att) => {
-            ctx.fill = Some(FillRun::new(att, false, idx, captures, host));
+            let mut run = FillRun::new(att, false, idx, captures, host);
+            run.write_back = store;
+            ctx.fill = Some(run);
             origin::reroute(ctx, "bucket 404: reading the fill")
         }
         None => {
             log::info!("fill fallback key={key:?}: spool budget or disk; plain mirror");
-            if let Err(e) = origin::start(site, ctx, idx, &captures, req.uri.query(), true) {
+            if let Err(e) = origin::start(site, ctx, idx, &captures, req.uri.query(), store) {
                 return origin::answer(ctx, Answer::Error(S3Error::InvalidUri(e)));
             }
             origin::reroute(ctx, "bucket 404: mirroring (no fill)")
@@ -274,7 +289,9 @@ pub fn on_response(
             let Some(run) = ctx.fill.take() else {
                 return Ok(());
             };
-            if let Err(e) = origin::start(site, ctx, run.rule, &run.captures, req.uri.query(), true)
+            let store = run.write_back;
+            if let Err(e) =
+                origin::start(site, ctx, run.rule, &run.captures, req.uri.query(), store)
             {
                 return Err(origin::answer(ctx, Answer::Error(S3Error::InvalidUri(e))));
             }

@@ -100,7 +100,9 @@ fn record(
                 None,
                 Some(if run.joined { "joined_fill" } else { "fill" }),
             ),
-            _ => (None, None, None, None, None),
+            // A redirect rule's answer, or an async mirror's 302 (its
+            // fill is logged when its write-back ends).
+            _ => (ctx.answered_by, None, None, None, None),
         };
     Record {
         at: std::time::SystemTime::now(),

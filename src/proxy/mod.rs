@@ -90,6 +90,9 @@ pub struct RequestCtx {
     /// The bucket's status, and when its request was sent.
     pub bucket_status: Option<u16>,
     bucket_sent: Option<Instant>,
+    /// The rule that answered without an origin transfer of this client's
+    /// (a redirect, an async mirror's 302), for the access log.
+    pub answered_by: Option<usize>,
     /// Counted in `origin_pull_requests_in_flight` while it lives.
     _in_flight: InFlight,
 }
@@ -125,6 +128,7 @@ impl ProxyHttp for OriginPull {
             outcome: None,
             bucket_status: None,
             bucket_sent: None,
+            answered_by: None,
             _in_flight: InFlight::new(&METRICS.requests_in_flight),
         }
     }
@@ -168,11 +172,14 @@ impl ProxyHttp for OriginPull {
         // A redirect to the request's own URL passes to the next rule.
         let probe = Probe::new(&ctx.key, req, None);
         let redirect =
-            matching(&site.rules, &probe).find_map(|(_, rule, caps)| match &rule.action {
-                Action::Redirect(r) => redirect_answer(session, &ctx.key, r, &caps),
+            matching(&site.rules, &probe).find_map(|(idx, rule, caps)| match &rule.action {
+                Action::Redirect(r) => {
+                    redirect_answer(session, &ctx.key, r, &caps).map(|a| (idx, a))
+                }
                 Action::Mirror(_) => None,
             });
-        if let Some(answer) = redirect {
+        if let Some((idx, answer)) = redirect {
+            ctx.answered_by = Some(idx);
             return respond(session, ctx, answer).await;
         }
         // Only a redirect answers the empty key (a site's root); the
@@ -215,13 +222,16 @@ impl ProxyHttp for OriginPull {
         let timeout = origin::rule(&site, run.rule)
             .map(|m| m.timeout)
             .unwrap_or(Duration::from_secs(10));
-        let addr = match crate::mirror::resolve(&run.target).await {
-            Ok(a) => a,
+        let addrs = match crate::mirror::resolve(&run.target).await {
+            Ok(addrs) => addrs,
             Err(e) => {
                 let why = format!("cannot resolve the origin: {e}");
                 return Err(origin::origin_failed(ctx, why));
             }
         };
+        // After a failed connect, the name's next address (`connect_failed`).
+        let i = run.addr_index.min(addrs.len() - 1);
+        let (addr, more) = (addrs[i], i + 1 < addrs.len());
         // A redirect hop may not lead into the internal network unless the
         // configured origin is there too (the fill path checks the same),
         // judged on the address the peer connects to.
@@ -234,7 +244,11 @@ impl ProxyHttp for OriginPull {
                 return Err(origin::origin_failed(ctx, why));
             }
         }
-        Ok(Box::new(crate::mirror::peer_at(&run.target, addr, timeout)))
+        let peer = crate::mirror::peer_at(&run.target, addr, timeout);
+        if let Some(run) = ctx.mirror.as_mut() {
+            run.more_addrs = more;
+        }
+        Ok(Box::new(peer))
     }
 
     async fn upstream_request_filter(

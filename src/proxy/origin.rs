@@ -33,7 +33,14 @@ pub const MAX_HOPS: u8 = 10;
 /// peer again to write an error answer; plus a few for Pingora retrying a
 /// pooled connection the peer had closed. At 16, such a route ended in a
 /// 500 although the contract allows it.
-pub const MAX_TRIES: usize = 4 + 2 * (MAX_HOPS as usize + 1) + 1 + 4;
+/// And the origin addresses tried after a failed connect.
+pub const MAX_TRIES: usize = 4 + 2 * (MAX_HOPS as usize + 1) + 1 + 4 + MAX_ADDR_FALLBACKS as usize;
+
+/// Further addresses of an origin name tried after a connect failed, per
+/// request (as nginx and the fill path's client try each address a name
+/// resolves to): a dual-stack origin whose IPv6 address is unreachable
+/// from here, or one address of a round-robin name down.
+pub const MAX_ADDR_FALLBACKS: u8 = 3;
 
 /// State of one mirror attempt.
 pub struct MirrorRun {
@@ -59,6 +66,12 @@ pub struct MirrorRun {
     pub status: u16,
     pub bytes: u64,
     pub started: Instant,
+    /// The address of `target` this attempt connects to (its index in
+    /// the resolver's answer), and whether the answer had more.
+    pub addr_index: usize,
+    pub more_addrs: bool,
+    /// Connects moved on to a further address, this request.
+    pub addr_fallbacks: u8,
 }
 
 /// The mirror settings of rule `idx`.
@@ -93,6 +106,9 @@ impl MirrorRun {
             status: 0,
             bytes: 0,
             started: Instant::now(),
+            addr_index: 0,
+            more_addrs: false,
+            addr_fallbacks: 0,
         }
     }
 
@@ -102,6 +118,7 @@ impl MirrorRun {
             (Some(url), false) => {
                 self.on_secondary = true;
                 self.hops = 0;
+                self.addr_index = 0;
                 self.target = configured_target(
                     url,
                     m.secondary_auth.as_ref(),
@@ -342,6 +359,7 @@ pub fn on_response(
                 Some(t) => {
                     run.hops += 1;
                     run.target = t;
+                    run.addr_index = 0;
                     Err(reroute(ctx, "origin redirect"))
                 }
                 None => {

@@ -39,8 +39,15 @@ impl Proxy {
     /// test's server took it first (the proxy refuses to start beside it),
     /// the start is tried again on another port.
     pub fn start_env(yaml: &str, env: &[(&str, &str)]) -> Proxy {
+        Proxy::start_with_hosts(yaml, env, None)
+    }
+
+    /// [`Proxy::start_env`] with `hosts` as the proxy's `/etc/hosts` (a
+    /// private mount namespace: `unshare -m`, which needs root), so names
+    /// can resolve to several loopback addresses.
+    pub fn start_with_hosts(yaml: &str, env: &[(&str, &str)], hosts: Option<&str>) -> Proxy {
         for _ in 0..3 {
-            match Proxy::try_start(yaml, env) {
+            match Proxy::try_start(yaml, env, hosts) {
                 Ok(p) => return p,
                 Err(p) if p.lost_its_port() => continue,
                 Err(p) => panic!("origin-pull did not start:\n{}", p.log()),
@@ -49,7 +56,7 @@ impl Proxy {
         panic!("origin-pull did not start: its listen port was taken three times");
     }
 
-    fn try_start(yaml: &str, env: &[(&str, &str)]) -> Result<Proxy, Proxy> {
+    fn try_start(yaml: &str, env: &[(&str, &str)], hosts: Option<&str>) -> Result<Proxy, Proxy> {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         let path = dir.path().join("origin-pull.yaml");
@@ -57,7 +64,21 @@ impl Proxy {
         f.write_all(yaml.replace("{port}", &port.to_string()).as_bytes())
             .unwrap();
         let log = std::fs::File::create(dir.path().join("proxy.log")).unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_origin-pull"));
+        let mut cmd = match hosts {
+            None => Command::new(env!("CARGO_BIN_EXE_origin-pull")),
+            Some(hosts) => {
+                let file = dir.path().join("hosts");
+                std::fs::write(&file, hosts).expect("hosts file");
+                // `exec`: the proxy keeps the pid the harness watches.
+                let mut c = Command::new("unshare");
+                c.args(["-m", "sh", "-c"])
+                    .arg("mount --bind \"$1\" /etc/hosts && shift && exec \"$@\"")
+                    .arg("sh")
+                    .arg(&file)
+                    .arg(env!("CARGO_BIN_EXE_origin-pull"));
+                c
+            }
+        };
         cmd.arg("-c")
             .arg(&path)
             .stdin(Stdio::null())
