@@ -446,3 +446,40 @@ fn every_address_of_an_origin_name_is_tried() {
         b.exists("h")
     });
 }
+
+/// Interim answers (103 Early Hints, 100 Continue) before the origin's
+/// 200: the plain path took the first header for the origin's answer and
+/// gave 424; the fill path's client already skipped them.
+#[test]
+fn interim_answers_before_the_origin_s_200_are_skipped() {
+    let b = garage().bucket("interim");
+    let o = Origin::start();
+    o.set("/e", Reply::ok(b"early", "text/plain").interim(103));
+    o.set(
+        "/c",
+        Reply::ok(b"continue", "text/plain")
+            .interim(100)
+            .interim(103),
+    );
+    let p = mirror_proxy(&b, &o.url(), ", allow_head: true");
+    for path in ["/e", "/c"] {
+        let (status, text) = raw_request(
+            p.port,
+            &format!("HEAD {path} HTTP/1.1\r\nHost: e\r\nConnection: close\r\n\r\n"),
+        );
+        assert_eq!(status, 200, "HEAD {path}: {text}");
+        assert!(
+            !text.contains("Interim"),
+            "the interim answer was passed on: {text}"
+        );
+        let r = client().get(p.url(path)).send().unwrap();
+        assert_eq!(r.status(), 200, "GET {path}");
+    }
+    assert_eq!(
+        client().get(p.url("/e")).send().unwrap().text().unwrap(),
+        "early"
+    );
+    wait_until("stored", std::time::Duration::from_secs(30), || {
+        b.exists("c")
+    });
+}

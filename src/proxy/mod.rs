@@ -280,6 +280,14 @@ impl ProxyHttp for OriginPull {
         resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        if resp.status.is_informational() && resp.status != http::StatusCode::SWITCHING_PROTOCOLS {
+            // An interim answer (103 Early Hints, 100 Continue) before the
+            // origin's final one (RFC 9110 §15.2): not the origin's answer,
+            // and not passed on (HTTP/2 clients never get one from Pingora
+            // either). It failed the plain path as "origin answered 103".
+            session.set_ignore_info_resp(true);
+            return Ok(());
+        }
         if let Some(pa) = ctx.peer_answer.as_mut() {
             let ours = resp
                 .headers
@@ -401,6 +409,9 @@ impl ProxyHttp for OriginPull {
         resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        if resp.status.is_informational() {
+            return Ok(()); // ignored (`upstream_response_filter`)
+        }
         ctx.ttfb.get_or_insert_with(|| ctx.started.elapsed());
         self.state.load().limits.bound_send(session, resp);
         framing::for_client_version(session, resp);

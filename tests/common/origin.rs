@@ -49,6 +49,8 @@ pub struct Plan {
     /// with `reset`); a chunked body then lacks its last chunk.
     pub stop_at: Option<u64>,
     pub reset: bool,
+    /// Interim answers (e.g. 103 Early Hints) sent before the final one.
+    pub interim: Vec<u16>,
 }
 
 impl Fault {
@@ -163,6 +165,10 @@ impl Reply {
             p.chunked = true;
             p.transfer_encoding = Some(te.into());
         })
+    }
+    /// An interim `status` answer (100, 103) before the final one.
+    pub fn interim(self, status: u16) -> Reply {
+        self.edit_plan(|p| p.interim.push(status))
     }
     /// Nothing is sent until `Origin::release_header`.
     pub fn hold_header(self) -> Reply {
@@ -363,6 +369,10 @@ fn write_reply(
         wait_for(|s| s.header_open);
     }
     let version = if plan.http10 { "1.0" } else { "1.1" };
+    for status in &plan.interim {
+        let hint = "Link: </style.css>; rel=preload; as=style\r\n";
+        conn.write_all(format!("HTTP/1.1 {status} Interim\r\n{hint}\r\n").as_bytes())?;
+    }
     let mut head = format!("HTTP/{version} {} X\r\nConnection: close\r\n", r.status);
     for (k, v) in &r.headers {
         head.push_str(&format!("{k}: {v}\r\n"));
