@@ -41,12 +41,17 @@ pub enum TlsError {
 }
 
 /// A set of trusted roots: the platform store plus extra CA files.
-/// Cheap to clone; equal when built from the same CA files.
+/// Cheap to clone; equal when built from the same CA files holding the
+/// same certificates.
 #[derive(Clone)]
 pub struct TrustRoots(Arc<Inner>);
 
 struct Inner {
     ca_files: Vec<PathBuf>,
+    /// What the CA files held when loaded: a reload that finds other
+    /// certificates under the same paths (a rotated CA) builds new
+    /// clients instead of keeping the old ones (`PartialEq`).
+    extra: Vec<CertificateDer<'static>>,
     store: Arc<RootCertStore>,
     /// The same certificates for Pingora's per-peer list, or `None` when
     /// there are no CA files (see the module notes).
@@ -70,6 +75,7 @@ impl TrustRoots {
                 let roots = platform_roots();
                 TrustRoots(Arc::new(Inner {
                     ca_files: Vec::new(),
+                    extra: Vec::new(),
                     store: Arc::new(store_of(roots)),
                     pingora: None,
                 }))
@@ -97,6 +103,7 @@ impl TrustRoots {
             .collect();
         Ok(TrustRoots(Arc::new(Inner {
             ca_files: ca_files.to_vec(),
+            extra: extra.iter().map(|r| r.der.clone()).collect(),
             store: Arc::new(store_of(roots)),
             pingora: Some(Arc::from(pingora)),
         })))
@@ -135,7 +142,7 @@ impl Default for TrustRoots {
 
 impl PartialEq for TrustRoots {
     fn eq(&self, other: &TrustRoots) -> bool {
-        self.0.ca_files == other.0.ca_files
+        self.0.ca_files == other.0.ca_files && self.0.extra == other.0.extra
     }
 }
 
@@ -149,6 +156,21 @@ impl std::fmt::Debug for TrustRoots {
             self.0.ca_files,
             self.0.store.len()
         )
+    }
+}
+
+/// What to do about a TLS failure whose text (`why`) names a cause users
+/// meet when they trust a self-made certificate with `tls.ca_file`.
+pub fn hint(why: &str) -> &'static str {
+    if why.contains("CaUsedAsEndEntity") {
+        // `openssl req -x509` marks its certificate CA:TRUE by default;
+        // curl and nginx accept such a certificate as the server's own,
+        // rustls (webpki) does not.
+        "; the server's certificate is a CA certificate (basicConstraints CA:TRUE), \
+         which is refused as a server's own: issue it with CA:FALSE (openssl: \
+         -addext basicConstraints=critical,CA:FALSE), or sign it with a CA in ca_file"
+    } else {
+        ""
     }
 }
 
@@ -272,6 +294,39 @@ mod tests {
         assert_ne!(roots, platform);
         // reqwest takes the config (a rustls version mismatch would not).
         assert!(reqwest_client_builder(&roots).build().is_ok());
+    }
+
+    /// A CA rotated under the same path is another set of roots: a reload
+    /// compared paths only, kept the fills' origin client built with the
+    /// old CA and failed every https miss until a restart.
+    #[test]
+    fn roots_differ_when_a_ca_file_s_certificates_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("ca.pem");
+        let ca = || {
+            let key = rcgen::KeyPair::generate().unwrap();
+            let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+            params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+            params.self_signed(&key).unwrap().pem()
+        };
+        std::fs::write(&file, ca()).unwrap();
+        let first = TrustRoots::load(std::slice::from_ref(&file)).unwrap();
+        assert_eq!(
+            first,
+            TrustRoots::load(std::slice::from_ref(&file)).unwrap()
+        );
+        std::fs::write(&file, ca()).unwrap();
+        assert_ne!(
+            first,
+            TrustRoots::load(std::slice::from_ref(&file)).unwrap()
+        );
+    }
+
+    #[test]
+    fn a_ca_used_as_the_server_s_certificate_is_explained() {
+        let why = "invalid peer certificate: Other(OtherError(CaUsedAsEndEntity))";
+        assert!(hint(why).contains("CA:FALSE"));
+        assert_eq!(hint("connection refused"), "");
     }
 
     #[test]

@@ -134,6 +134,54 @@ fn https_origin_with_its_ca_is_mirrored_and_stored() {
     assert!(!b.exists("img/other.png"));
 }
 
+/// The origin's CA is rotated and the new one written over the same
+/// `ca_file`; a reload must trust the new one. It compared the paths
+/// only, kept the old origin client and failed every https miss with
+/// `BadSignature` until a restart.
+#[test]
+fn a_reload_reads_a_rotated_origin_ca_file() {
+    let (old, new) = (TestPki::new(), TestPki::new());
+    let b = garage().bucket("tlsrotate");
+    let o = Origin::start();
+    o.set("/dir/a", Reply::ok(b"a", "text/plain"));
+    o.set("/dir/b", Reply::ok(b"b", "text/plain"));
+    let relay = TlsRelay::start(o.port, &old);
+    let origin_url = format!("https://localhost:{}/dir/", relay.port);
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("origin-ca.pem");
+    std::fs::copy(old.ca_file(), &ca_file).unwrap();
+    let extra = format!(", {}", tls_yaml(&ca_file));
+    let p = Proxy::start_env(&proxy_yaml(&b.yaml(), &origin_url, &extra), &b.proxy_env());
+    assert_eq!(client().get(p.url("/a")).send().unwrap().status(), 200);
+
+    relay.rotate(&new);
+    std::fs::copy(new.ca_file(), &ca_file).unwrap();
+    p.signal("HUP");
+    p.wait_log("is in force");
+    let r = client().get(p.url("/b")).send().unwrap();
+    assert_eq!(r.status(), 200, "{}", p.log());
+    assert_eq!(r.text().unwrap(), "b");
+}
+
+/// A self-signed certificate made the usual way (`openssl req -x509`
+/// marks it CA:TRUE) is refused as a server's own by rustls: the 424
+/// says so and how to fix it, instead of `CaUsedAsEndEntity` alone.
+#[test]
+fn a_ca_certificate_as_the_origin_s_own_is_explained() {
+    let pki = TestPki::self_signed_ca_leaf();
+    let b = garage().bucket("tlscaleaf");
+    let o = Origin::start();
+    o.set("/dir/a", Reply::ok(b"a", "text/plain"));
+    let relay = TlsRelay::start(o.port, &pki);
+    let origin_url = format!("https://localhost:{}/dir/", relay.port);
+    let extra = format!(", {}", tls_yaml(&pki.ca_file()));
+    let p = Proxy::start_env(&proxy_yaml(&b.yaml(), &origin_url, &extra), &b.proxy_env());
+    let r = client().get(p.url("/a")).send().unwrap();
+    assert_eq!(r.status(), 424);
+    let text = r.text().unwrap();
+    assert!(text.contains("CA:FALSE"), "{text}");
+}
+
 /// Credentials for `-t` runs (their values are never used).
 const KEYS: [(&str, &str); 2] = [("AWS_ACCESS_KEY_ID", "k"), ("AWS_SECRET_ACCESS_KEY", "s")];
 

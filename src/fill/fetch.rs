@@ -401,10 +401,9 @@ async fn request(
             } else {
                 "no readable answer from the origin"
             };
-            Err((
-                e.is_timeout(),
-                format!("{what}: {}", crate::errors::chain(&e)),
-            ))
+            let why = crate::errors::chain(&e);
+            let hint = crate::tls::hint(&why);
+            Err((e.is_timeout(), format!("{what}: {why}{hint}")))
         }
         Ok(Ok(r)) => Ok(r),
     }

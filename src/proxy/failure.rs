@@ -51,7 +51,11 @@ impl OriginPull {
             origin::count(site, run.rule, r);
             return origin::origin_failed(
                 ctx,
-                format!("cannot connect to the origin: {}", e.etype().as_str()),
+                format!(
+                    "cannot connect to the origin: {}{}",
+                    e.etype().as_str(),
+                    crate::tls::hint(&e.to_string())
+                ),
             );
         }
         self.on_bucket_unreachable(session, ctx, e.etype().as_str())

@@ -52,6 +52,24 @@ impl TestPki {
         }
     }
 
+    /// A self-signed certificate for `localhost` marked CA:TRUE, used as
+    /// the server's own and as the `ca_file` (what `openssl req -x509`
+    /// makes by default).
+    pub fn self_signed_ca_leaf() -> TestPki {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+        let key = KeyPair::generate().expect("key");
+        let mut params = CertificateParams::new(vec!["localhost".to_string()]).expect("params");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let cert = params.self_signed(&key).expect("certificate");
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("ca.pem"), cert.pem()).expect("write ca.pem");
+        TestPki {
+            dir,
+            leaf_der: cert.der().to_vec(),
+            leaf_key_der: key.serialize_der(),
+        }
+    }
+
     /// PEM file with the CA certificate.
     pub fn ca_file(&self) -> PathBuf {
         self.dir.path().join("ca.pem")
@@ -83,6 +101,7 @@ pub struct TlsRelay {
     pub port: u16,
     /// The SNI of every completed handshake, in order.
     handshakes: Arc<Mutex<Vec<String>>>,
+    acceptor: Arc<Mutex<tokio_rustls::TlsAcceptor>>,
 }
 
 impl TlsRelay {
@@ -92,7 +111,9 @@ impl TlsRelay {
         // `localhost` may resolve to ::1 first on some machines: listen
         // there too when the same port is free.
         let v6 = TcpListener::bind(SocketAddr::from((Ipv6Addr::LOCALHOST, port))).ok();
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(pki.server_config()));
+        let acceptor = Arc::new(Mutex::new(tokio_rustls::TlsAcceptor::from(Arc::new(
+            pki.server_config(),
+        ))));
         let handshakes = Arc::new(Mutex::new(Vec::new()));
         for listener in std::iter::once(v4).chain(v6) {
             let acceptor = acceptor.clone();
@@ -106,7 +127,17 @@ impl TlsRelay {
                 rt.block_on(relay(listener, acceptor, target, seen));
             });
         }
-        TlsRelay { port, handshakes }
+        TlsRelay {
+            port,
+            handshakes,
+            acceptor,
+        }
+    }
+
+    /// Serves `pki`'s certificate from the next handshake on (a rotation).
+    pub fn rotate(&self, pki: &TestPki) {
+        *self.acceptor.lock().unwrap() =
+            tokio_rustls::TlsAcceptor::from(Arc::new(pki.server_config()));
     }
 
     /// SNI names of the handshakes so far.
@@ -117,7 +148,7 @@ impl TlsRelay {
 
 async fn relay(
     listener: TcpListener,
-    acceptor: tokio_rustls::TlsAcceptor,
+    acceptor: Arc<Mutex<tokio_rustls::TlsAcceptor>>,
     target: u16,
     seen: Arc<Mutex<Vec<String>>>,
 ) {
@@ -126,7 +157,7 @@ async fn relay(
         let Ok((down, _)) = listener.accept().await else {
             continue;
         };
-        let acceptor = acceptor.clone();
+        let acceptor = acceptor.lock().unwrap().clone();
         let seen = seen.clone();
         tokio::spawn(async move {
             // A client that rejects our certificate ends here.
