@@ -90,6 +90,28 @@ fn range_conditional_head_and_missing() {
     let r = c.get(p.url("/nothing-here")).send().unwrap();
     assert_eq!(r.status(), 404);
     assert!(r.text().unwrap().contains("<Code>NoSuchKey</Code>"));
+
+    // A Range of another unit or a bad syntax, and a date condition that
+    // is no date, are ignored (RFC 9110 §14.2, §13.1.3): the whole
+    // object, as a miss answers. Garage said 416 and 400.
+    for (name, value) in [
+        ("range", "items=0-5"),
+        ("range", "bytes=abc"),
+        ("range", "bytes=10-5"),
+        ("if-modified-since", "garbage"),
+        ("if-unmodified-since", "Mon, 30 Nov 2026 04:21:24 +0000"),
+    ] {
+        let r = c.get(p.url("/obj")).header(name, value).send().unwrap();
+        assert_eq!(r.status(), 200, "{name}: {value}");
+        assert_eq!(r.bytes().unwrap().as_ref(), &body[..], "{name}: {value}");
+    }
+    // A real date still decides.
+    let r = c
+        .get(p.url("/obj"))
+        .header("if-modified-since", "Fri, 01 Jan 2100 00:00:00 GMT")
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 304);
 }
 
 #[test]

@@ -16,7 +16,7 @@ mod direct;
 mod fetch;
 mod hold;
 pub mod policy;
-mod range;
+pub mod range;
 mod reader;
 mod serve;
 mod spool;

@@ -76,10 +76,67 @@ pub fn resolve(header: Option<&str>, len: Option<u64>) -> RangeAnswer {
     }
 }
 
+/// Whether `h` is a `bytes` range set as RFC 9110 §14.1.1 writes it
+/// (`first-last` with first <= last, `first-`, `-suffix`, separated by
+/// commas). A hit passes only such a Range to the bucket: RFC 9110 §14.2
+/// says a Range with another unit or a bad syntax is ignored (the whole
+/// object), where S3 buckets answer 416, so a hit and a miss disagreed.
+pub fn is_byte_range_set(h: &str) -> bool {
+    let h = h.trim();
+    let Some(set) = h
+        .get(..6)
+        .filter(|p| p.eq_ignore_ascii_case("bytes="))
+        .map(|_| &h[6..])
+    else {
+        return false;
+    };
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|c| c.is_ascii_digit());
+    set.split(',').all(|spec| {
+        let Some((a, b)) = spec.trim().split_once('-') else {
+            return false;
+        };
+        match (a.is_empty(), b.is_empty()) {
+            (true, false) => digits(b),
+            (false, true) => digits(a),
+            (false, false) if digits(a) && digits(b) => {
+                // Compared as numbers; a position past u64 is no range.
+                matches!((a.parse::<u64>(), b.parse::<u64>()), (Ok(x), Ok(y)) if x <= y)
+            }
+            _ => false,
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::RangeAnswer::*;
     use super::*;
+
+    #[test]
+    fn byte_range_set_syntax() {
+        for ok in [
+            "bytes=0-5",
+            "bytes=-5",
+            "bytes=5-",
+            "bytes=0-0,2-3",
+            "BYTES=1-2",
+            " bytes=1-1 ",
+        ] {
+            assert!(is_byte_range_set(ok), "{ok}");
+        }
+        for bad in [
+            "items=0-5",
+            "bytes=abc",
+            "bytes=10-5",
+            "bytes=",
+            "bytes=-",
+            "bytes=1",
+            "bytes=0-1,",
+            "0-5",
+        ] {
+            assert!(!is_byte_range_set(bad), "{bad}");
+        }
+    }
 
     #[test]
     fn single_ranges() {

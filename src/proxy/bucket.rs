@@ -23,6 +23,18 @@ const FORWARDED_TO_BUCKET: [HeaderName; 5] = [
     header::IF_UNMODIFIED_SINCE,
 ];
 
+/// Whether a client's conditional header goes to the bucket: a date
+/// condition that is not an HTTP-date is ignored (RFC 9110 §13.1.3,
+/// §13.1.4), where S3 buckets answer 400, so a hit and a miss disagreed.
+fn forwardable(name: &HeaderName, value: &http::HeaderValue) -> bool {
+    if name == header::IF_MODIFIED_SINCE || name == header::IF_UNMODIFIED_SINCE {
+        return value
+            .to_str()
+            .is_ok_and(|v| httpdate::parse_http_date(v).is_ok());
+    }
+    true
+}
+
 /// User metadata under which the mirror source is stored with an object.
 pub const TAG_META: &str = "x-amz-meta-x-oss-tag";
 /// User metadata under which the origin's `Access-Control-Allow-Origin` is
@@ -164,10 +176,13 @@ pub fn request(
             range = Some(value);
         } else if name == header::IF_RANGE {
             validator = Some(value);
-        } else if FORWARDED_TO_BUCKET.contains(name) {
+        } else if FORWARDED_TO_BUCKET.contains(name) && forwardable(name, value) {
             req.append_header(name.as_str().to_owned(), value.clone())?;
         }
     }
+    // A Range with another unit or a bad syntax is ignored (RFC 9110
+    // §14.2): the whole object, as a miss answers it. S3 buckets say 416.
+    let range = range.filter(|r| r.to_str().is_ok_and(crate::fill::range::is_byte_range_set));
     if let Some(range) = range {
         match validator {
             None => {
