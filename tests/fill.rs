@@ -58,6 +58,8 @@ fn range_on_a_miss_is_served_from_the_whole_fill() {
                 let want = format!("bytes {a}-{z}/{LEN}");
                 assert_eq!(head.header("content-range"), Some(want.as_str()), "{range}");
             }
+            // As a hit says it: ranges of this object are served.
+            assert_eq!(head.header("accept-ranges"), Some("bytes"), "{range}");
         }
         let seen: Vec<_> = o.seen().into_iter().filter(|s| s.target == path).collect();
         assert_eq!(seen.len(), 1, "{range}: origin GETs");

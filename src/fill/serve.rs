@@ -181,6 +181,11 @@ async fn handle(fills: Weak<Fills>, req: Request<Incoming>) -> Result<Response<B
     for (k, v) in &head.headers {
         resp = resp.header(k.as_str(), v.as_str());
     }
+    if head.len.is_some() {
+        // A range of this answer is served (as hits say): a download
+        // manager may resume the first download too.
+        resp = resp.header(http::header::ACCEPT_RANGES, "bytes");
+    }
     let (start, end) = match resolve(range, head.len) {
         RangeAnswer::Unsatisfiable => {
             // As S3 answers it: `InvalidRange` in XML (not the object's
