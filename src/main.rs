@@ -154,11 +154,21 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    let fills = proxy.fills().clone();
     if let Err(e) = origin_pull::control::start(&cli.config, config, proxy, edge) {
         eprintln!("origin-pull: {e}");
         return ExitCode::from(1);
     }
-    server.run_forever()
+    // SIGTERM and SIGQUIT start Pingora's graceful stop, which the control
+    // thread ends as soon as nothing is in flight; SIGINT is the control
+    // thread's alone (`control::PingoraSignals`).
+    server.run(pingora::server::RunArgs {
+        shutdown_signal: Box::new(origin_pull::control::PingoraSignals),
+    });
+    // Pingora's grace period ran out before the control thread exited.
+    origin_pull::access_log::flush();
+    fills.remove_socket();
+    ExitCode::SUCCESS
 }
 
 fn healthcheck(url: &str, timeout: std::time::Duration) -> ExitCode {

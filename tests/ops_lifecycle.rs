@@ -157,23 +157,48 @@ fn a_reload_drops_the_series_of_what_it_removed() {
     assert!(after.contains("rule=\"0\",site=\"kept\""), "{after}");
 }
 
+/// The fill peer's socket folders of process `pid` (`origin-pull-<pid>-*`).
+fn socket_folders(pid: u32) -> Vec<std::path::PathBuf> {
+    let prefix = format!("origin-pull-{pid}-");
+    std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .map(|e| e.path())
+        .collect()
+}
+
+/// SIGTERM, and SIGQUIT as nginx means it (graceful stop: Pingora's
+/// meaning, handing the sockets to a new process, is not offered): an
+/// idle proxy exits at once and leaves no socket folder behind. SIGQUIT
+/// sent Pingora down its upgrade path: listeners closed while `/readyz`
+/// said ready, the whole grace period waited, uploads left open.
 #[test]
 fn an_idle_proxy_exits_promptly_on_sigterm() {
     let bucket = garage().bucket("life-idle");
-    let admin = free_port();
-    let mut proxy = Proxy::start_env(
-        &yaml(&bucket, "http://127.0.0.1:9/", admin, ""),
-        &bucket.proxy_env(),
-    );
-    assert_eq!(status(&proxy, "/x"), 404);
-    let sent = Instant::now();
-    proxy.signal("TERM");
-    wait_until("exit", Duration::from_secs(10), || proxy.exited());
-    assert!(
-        sent.elapsed() < Duration::from_secs(2),
-        "took {:?}",
-        sent.elapsed()
-    );
+    for sig in ["TERM", "QUIT", "INT"] {
+        let admin = free_port();
+        let mut proxy = Proxy::start_env(
+            &yaml(&bucket, "http://127.0.0.1:9/", admin, ""),
+            &bucket.proxy_env(),
+        );
+        assert_eq!(status(&proxy, "/x"), 404);
+        let pid = proxy.pid();
+        assert_eq!(socket_folders(pid).len(), 1, "{sig}");
+        let sent = Instant::now();
+        proxy.signal(sig);
+        wait_until("exit", Duration::from_secs(10), || proxy.exited());
+        assert!(
+            sent.elapsed() < Duration::from_secs(2),
+            "{sig}: took {:?}",
+            sent.elapsed()
+        );
+        assert_eq!(
+            socket_folders(pid),
+            Vec::<std::path::PathBuf>::new(),
+            "{sig}"
+        );
+    }
 }
 
 #[test]
@@ -218,18 +243,32 @@ fn sigterm_waits_for_a_mirror_in_flight_and_its_write_back() {
 
 /// Past `shutdown_timeout_seconds` the process exits with a write-back
 /// unfinished: its multipart upload is aborted first (logged with its
-/// upload id), not left in the bucket with its parts billed.
+/// upload id), not left in the bucket with its parts billed. The same
+/// after SIGQUIT, and at once on a SIGINT during the drain (which
+/// Pingora no longer listened for: only SIGKILL ended a long drain).
 #[test]
 fn a_shutdown_timeout_aborts_unfinished_uploads() {
+    for (signals, timeout) in [
+        (&["TERM"][..], 1),
+        (&["QUIT"][..], 1),
+        (&["TERM", "INT"][..], 60),
+    ] {
+        unfinished_upload_aborted(signals, timeout);
+    }
+}
+
+fn unfinished_upload_aborted(signals: &[&str], timeout: u64) {
     const LEN: usize = 24 << 20;
-    let bucket = garage().bucket("life-abort");
+    let bucket = garage().bucket(&format!("life-abort-{}", signals.join("-").to_lowercase()));
     let origin = Origin::start();
     let body = std::sync::Arc::new(pattern(LEN, 10));
     origin.set("/m/held.bin", Reply::shared(&body).gate_at(LEN as u64 / 2));
     let admin = free_port();
     let mut proxy = Proxy::start_env(
-        &yaml(&bucket, &origin.url(), admin, "")
-            .replace("sites:", "shutdown_timeout_seconds: 1\nsites:"),
+        &yaml(&bucket, &origin.url(), admin, "").replace(
+            "sites:",
+            &format!("shutdown_timeout_seconds: {timeout}\nsites:"),
+        ),
         &bucket.proxy_env(),
     );
     let port = proxy.port;
@@ -246,12 +285,24 @@ fn a_shutdown_timeout_aborts_unfinished_uploads() {
             ) && !l.ends_with(" 0")
         })
     });
-    proxy.signal("TERM");
-    wait_until("exit after the timeout", Duration::from_secs(30), || {
-        proxy.exited()
-    });
+    let sent = Instant::now();
+    for sig in signals {
+        proxy.signal(sig);
+        if *sig != "INT" {
+            wait_until("draining", Duration::from_secs(10), || {
+                let (s, text) = admin_text(admin, "/readyz");
+                s == 503 && text.contains("draining")
+            });
+        }
+    }
+    wait_until("exit", Duration::from_secs(30), || proxy.exited());
+    assert!(
+        sent.elapsed() < Duration::from_secs(timeout.min(10) + 5),
+        "{signals:?}: took {:?}",
+        sent.elapsed()
+    );
     let line = proxy.wait_log("upload_id=");
-    assert!(line.contains("aborted (not stored)"), "{line}");
+    assert!(line.contains("aborted (not stored)"), "{signals:?}: {line}");
     let id = line
         .split("upload_id=")
         .nth(1)
@@ -259,7 +310,7 @@ fn a_shutdown_timeout_aborts_unfinished_uploads() {
         .unwrap();
     assert!(
         !bucket.upload_open("m/held.bin", id),
-        "upload {id} left open"
+        "{signals:?}: upload {id} left open"
     );
     assert!(!bucket.exists("m/held.bin"));
     origin.release();

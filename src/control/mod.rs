@@ -116,12 +116,16 @@ pub fn start(
 
 async fn signals(c: Arc<Control>) {
     use tokio::signal::unix::{signal, SignalKind};
-    let (hup, term, usr1) = (
+    let (hup, term, quit, int, usr1) = (
         signal(SignalKind::hangup()),
         signal(SignalKind::terminate()),
+        signal(SignalKind::quit()),
+        signal(SignalKind::interrupt()),
         signal(SignalKind::user_defined1()),
     );
-    let (Ok(mut hup), Ok(mut term), Ok(mut usr1)) = (hup, term, usr1) else {
+    let (Ok(mut hup), Ok(mut term), Ok(mut quit), Ok(mut int), Ok(mut usr1)) =
+        (hup, term, quit, int, usr1)
+    else {
         return log::error!("cannot watch signals: reload and prompt shutdown are off");
     };
     loop {
@@ -131,12 +135,45 @@ async fn signals(c: Arc<Control>) {
                 let _ = reload::run(&c).await;
             }
             Some(()) = term.recv() => {
-                shutdown::drain(c.clone());
+                shutdown::drain(c.clone(), "SIGTERM");
+            }
+            Some(()) = quit.recv() => {
+                shutdown::drain(c.clone(), "SIGQUIT");
+            }
+            Some(()) = int.recv() => {
+                shutdown::stop_now(&c).await;
             }
             Some(()) = usr1.recv() => {
                 log::info!("SIGUSR1: reopening the access log");
                 crate::access_log::reopen();
             }
         }
+    }
+}
+
+/// What Pingora's main loop waits for, in place of its own signal watch
+/// (pass it in `RunArgs`): SIGTERM and SIGQUIT both start the graceful
+/// stop, SIGQUIT as nginx means it. Pingora's own SIGQUIT hands the
+/// listening sockets to a new process through a socket this binary never
+/// sets up (`--share-port` is its upgrade): it closed the listeners
+/// while `/readyz` said ready, waited the whole grace period and left
+/// uploads open. SIGINT is not watched here: [`signals`] stops at once,
+/// also during a drain, when Pingora's loop no longer listens.
+pub struct PingoraSignals;
+
+#[async_trait::async_trait]
+impl pingora::server::ShutdownSignalWatch for PingoraSignals {
+    async fn recv(&self) -> pingora::server::ShutdownSignal {
+        use tokio::signal::unix::{signal, SignalKind};
+        match (signal(SignalKind::terminate()), signal(SignalKind::quit())) {
+            (Ok(mut term), Ok(mut quit)) => tokio::select! {
+                _ = term.recv() => {}
+                _ = quit.recv() => {}
+            },
+            // Not expected (the control thread watches the same signals):
+            // the control thread still drains and exits.
+            _ => std::future::pending::<()>().await,
+        }
+        pingora::server::ShutdownSignal::GracefulTerminate
     }
 }

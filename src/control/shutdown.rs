@@ -21,13 +21,14 @@ const SETTLE: Duration = Duration::from_millis(100);
 /// (`server::build`), after which Pingora ends the process itself.
 const ABORT_WITHIN: Duration = Duration::from_secs(3);
 
-pub fn drain(c: Arc<Control>) {
+/// SIGTERM or SIGQUIT (`signal` names it in the log).
+pub fn drain(c: Arc<Control>, signal: &str) {
     if c.draining.swap(true, Ordering::SeqCst) {
         return; // already draining
     }
     let limit = c.config().shutdown_timeout;
     log::info!(
-        "SIGTERM: draining ({} in flight), exiting when idle or after {limit:?}",
+        "{signal}: draining ({} in flight), exiting when idle or after {limit:?}",
         work_in_flight()
     );
     tokio::spawn(async move {
@@ -53,7 +54,25 @@ pub fn drain(c: Arc<Control>) {
             }
             tokio::time::sleep(TICK).await;
         }
-        crate::access_log::flush();
-        std::process::exit(0);
+        exit(&c);
     });
+}
+
+/// SIGINT: stop now, waiting for nothing (a drain under way included),
+/// but for the aborts of unfinished multipart uploads.
+pub async fn stop_now(c: &Control) {
+    log::warn!(
+        "SIGINT: exiting now with {} requests, fills or write-backs in flight",
+        work_in_flight()
+    );
+    c.draining.store(true, Ordering::SeqCst);
+    crate::writeback::abort_open_uploads(ABORT_WITHIN).await;
+    exit(c);
+}
+
+/// The process's end: what a destructor would do, had `exit` run them.
+fn exit(c: &Control) -> ! {
+    crate::access_log::flush();
+    c.proxy.fills().remove_socket();
+    std::process::exit(0);
 }

@@ -177,6 +177,16 @@ impl Fills {
         &self.socket
     }
 
+    /// Removes the fill peer's socket and its private folder, as the
+    /// process ends (it exits without running destructors): each stop
+    /// left one `origin-pull-<pid>-*` folder in the temp dir.
+    pub fn remove_socket(&self) {
+        let _ = std::fs::remove_file(&self.socket);
+        if let Some(dir) = self.socket.parent() {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+
     /// Whether any fill is live (one atomic load: what a hit pays).
     pub fn any_live(&self) -> bool {
         self.live.load(Ordering::Acquire) > 0
