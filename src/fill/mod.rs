@@ -211,10 +211,12 @@ impl Fills {
         Some(Attached::attach(fill))
     }
 
-    /// Joins the live fill for `job`'s key or starts one. `None` when no
-    /// fill can take it (spool budget or disk): serve it the plain way.
-    pub fn join_or_start(self: &Arc<Self>, job: FetchJob) -> Option<Attached> {
-        self.start_fill(job, false).map(Attached::attach)
+    /// Joins the live fill for `job`'s key or starts one (true: started
+    /// here). `None` when no fill can take it (spool budget or disk):
+    /// serve it the plain way.
+    pub fn join_or_start(self: &Arc<Self>, job: FetchJob) -> Option<(Attached, bool)> {
+        self.start_fill(job, false)
+            .map(|(fill, started)| (Attached::attach(fill), started))
     }
 
     /// `mode: async`: starts (or finds) the fill with nobody reading it.
@@ -223,7 +225,7 @@ impl Fills {
             return false;
         }
         match self.start_fill(job, true) {
-            Some(fill) => {
+            Some((fill, _)) => {
                 if fill.readers.load(Ordering::Acquire) == 0 {
                     self.left_alone(&fill);
                 }
@@ -233,9 +235,9 @@ impl Fills {
         }
     }
 
-    fn start_fill(self: &Arc<Self>, job: FetchJob, background: bool) -> Option<Arc<Fill>> {
+    fn start_fill(self: &Arc<Self>, job: FetchJob, background: bool) -> Option<(Arc<Fill>, bool)> {
         if let Some(f) = lock(&self.inner).by_key.get(&job.fill_key) {
-            return Some(f.clone());
+            return Some((f.clone(), false));
         }
         if !self.budget.has_room() {
             return None;
@@ -253,7 +255,7 @@ impl Fills {
         // Another miss of the same object may have started it meanwhile:
         // join that one (this spool, still empty, goes away).
         if let Some(f) = inner.by_key.get(&job.fill_key) {
-            return Some(f.clone());
+            return Some((f.clone(), false));
         }
         let (tx, rx) = watch::channel(State::Waiting);
         let fill = Arc::new(Fill {
@@ -279,7 +281,7 @@ impl Fills {
         self.rt.spawn(async move {
             fetch::run(me, f, job, fetch::Publisher::new(tx)).await;
         });
-        Some(fill)
+        Some((fill, true))
     }
 
     /// The write-back of `fill` committed its object.

@@ -98,13 +98,25 @@ fn racing_starts_make_one_fill() {
         metrics: None,
         request_id: None,
     };
-    let ids: Vec<String> = std::thread::scope(|s| {
+    let got: Vec<(String, bool)> = std::thread::scope(|s| {
         let hs: Vec<_> = (0..8)
-            .map(|_| s.spawn(|| fills.join_or_start(job()).unwrap().fill.id.clone()))
+            .map(|_| {
+                s.spawn(|| {
+                    let (att, started) = fills.join_or_start(job()).unwrap();
+                    (att.fill.id.clone(), started)
+                })
+            })
             .collect();
         hs.into_iter().map(|h| h.join().unwrap()).collect()
     });
-    assert!(ids.iter().all(|i| *i == ids[0]), "{ids:?}");
+    assert!(got.iter().all(|(i, _)| *i == got[0].0), "{got:?}");
+    // One of them started it; the access log says `fill` for that one
+    // only (it said so for every request whose bucket 404 came first).
+    assert_eq!(
+        got.iter().filter(|(_, started)| *started).count(),
+        1,
+        "{got:?}"
+    );
     assert!(fills.any_live() && fills.has_key("k"));
     let other = FillKey::new("other-site", "k", "u", &[]);
     assert!(fills.join(&other).is_none());

@@ -31,6 +31,9 @@ pub struct FillRun {
     /// A fallback to the plain path stores the object (not while the
     /// bucket is unreachable).
     pub write_back: bool,
+    /// This request started the fill (a bucket 404 may also find one
+    /// another request started meanwhile: then it joined).
+    pub started_it: bool,
 }
 
 /// The fill a GET of `key` under rule `idx` would read; an error when
@@ -111,6 +114,7 @@ impl FillRun {
             started: Instant::now(),
             origin_host,
             write_back: true,
+            started_it: false,
         }
     }
 }
@@ -175,9 +179,10 @@ pub fn start(
     let key = ctx.key.clone();
     let host = job.primary.authority.clone();
     match fills.join_or_start(job) {
-        Some(att) => {
+        Some((att, started)) => {
             let mut run = FillRun::new(att, false, idx, captures, host);
             run.write_back = store;
+            run.started_it = started;
             ctx.fill = Some(run);
             origin::reroute(ctx, "bucket 404: reading the fill")
         }

@@ -98,7 +98,11 @@ fn record(
                 Some(run.origin_host.clone()),
                 Some(run.status),
                 None,
-                Some(if run.joined { "joined_fill" } else { "fill" }),
+                Some(if run.started_it {
+                    "fill"
+                } else {
+                    "joined_fill"
+                }),
             ),
             // A redirect rule's answer, or an async mirror's 302 (its
             // fill is logged when its write-back ends).
