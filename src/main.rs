@@ -186,7 +186,14 @@ fn healthcheck(url: &str, timeout: std::time::Duration) -> ExitCode {
             ExitCode::from(1)
         }
         Ok(Err(e)) => {
-            eprintln!("origin-pull healthcheck: {url}: {e}");
+            // The whole chain: reqwest's own text ("error sending request")
+            // does not tell a refused connection from a timeout.
+            let why = if e.is_timeout() {
+                format!("no answer within {timeout:?}")
+            } else {
+                origin_pull::errors::chain(&e)
+            };
+            eprintln!("origin-pull healthcheck: {url}: {why}");
             ExitCode::from(1)
         }
         Err(e) => {

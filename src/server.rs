@@ -114,10 +114,17 @@ pub fn build(config: &Config) -> Result<(Server, OriginPull, EdgeTls), StartErro
 /// the admin listener is always checked: it can't be shared.
 pub fn check_addresses_free(config: &Config, share_port: bool) -> Result<(), StartError> {
     let listen = config.listen.iter().filter(|_| !share_port);
-    let admin = config.admin.iter().map(|a| a.listen.to_string());
-    for addr in listen.map(|l| l.addr.clone()).chain(admin) {
+    let admin = config.admin.iter().map(|a| (a.listen.to_string(), true));
+    for (addr, is_admin) in listen.map(|l| (l.addr.clone(), false)).chain(admin) {
         if let Err(e) = bind_only(&addr) {
             let why = match e.kind() {
+                // `--share-port` shares the `listen` ports only.
+                std::io::ErrorKind::AddrInUse if is_admin => {
+                    "admin.listen: another process listens there (is an origin-pull already \
+                     running? The admin port can't be shared: give this one another \
+                     admin.listen, or none)"
+                        .into()
+                }
                 std::io::ErrorKind::AddrInUse => {
                     "another process listens there (is an origin-pull already running? \
                      `--share-port` starts beside it, for a binary upgrade)"

@@ -233,4 +233,10 @@ fn the_binary_serves_from_a_root_with_only_its_libraries_config_and_ca_bundle() 
     let _ = server.kill();
     let _ = server.wait();
     assert_eq!(body, "served from an empty root");
+    // A failed check says why (reqwest's own text alone, "error sending
+    // request", did not tell a refused connection from a timeout).
+    let out = in_root(&["healthcheck", &ready_url]).output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("Connection refused"), "{stderr}");
 }

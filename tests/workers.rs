@@ -79,6 +79,25 @@ fn a_port_another_process_listens_on_is_refused_at_start() {
             "{stderr}"
         );
     }
+    // The admin port: named as such, and not sharable.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("admin.yaml");
+    let admin_taken = yaml.replace("{port}", &free_port().to_string()).replace(
+        "threads: 1",
+        &format!("threads: 1\nadmin: {{ listen: \"127.0.0.1:{held}\" }}"),
+    );
+    std::fs::write(&path, admin_taken).unwrap();
+    let out = std::process::Command::new(binary())
+        .args(["--share-port", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("admin.listen: another process listens there"),
+        "{stderr}"
+    );
     // A binary upgrade starts the new process beside the old one.
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("upgrade.yaml");

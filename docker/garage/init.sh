@@ -37,8 +37,11 @@ case "${1:-serve}" in
     rm -f "$READY"
     $GARAGE server &
     pid=$!
+    # The shell is PID 1: pass `docker stop`'s SIGTERM on to Garage, or
+    # Docker waits its timeout and SIGKILLs it.
+    trap 'kill -TERM "$pid" 2>/dev/null' TERM INT
     setup
-    wait "$pid"
+    wait "$pid" || wait "$pid"
     ;;
   *) echo "usage: $0 serve|setup" >&2; exit 2 ;;
 esac
