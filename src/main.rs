@@ -157,6 +157,7 @@ fn main() -> ExitCode {
     let fills = proxy.fills().clone();
     if let Err(e) = origin_pull::control::start(&cli.config, config, proxy, edge) {
         eprintln!("origin-pull: {e}");
+        fills.remove_socket();
         return ExitCode::from(1);
     }
     // SIGTERM and SIGQUIT start Pingora's graceful stop, which the control

@@ -48,10 +48,11 @@ pub struct TrustRoots(Arc<Inner>);
 
 struct Inner {
     ca_files: Vec<PathBuf>,
-    /// What the CA files held when loaded: a reload that finds other
-    /// certificates under the same paths (a rotated CA) builds new
-    /// clients instead of keeping the old ones (`PartialEq`).
-    extra: Vec<CertificateDer<'static>>,
+    /// A digest of what the CA files held when loaded: a reload that
+    /// finds other certificates under the same paths (a rotated CA)
+    /// builds new clients instead of keeping the old ones (`PartialEq`,
+    /// asked on every miss: a digest, not a bundle's bytes, compared).
+    digest: [u8; 16],
     store: Arc<RootCertStore>,
     /// The same certificates for Pingora's per-peer list, or `None` when
     /// there are no CA files (see the module notes).
@@ -75,7 +76,7 @@ impl TrustRoots {
                 let roots = platform_roots();
                 TrustRoots(Arc::new(Inner {
                     ca_files: Vec::new(),
-                    extra: Vec::new(),
+                    digest: [0; 16],
                     store: Arc::new(store_of(roots)),
                     pingora: None,
                 }))
@@ -103,7 +104,7 @@ impl TrustRoots {
             .collect();
         Ok(TrustRoots(Arc::new(Inner {
             ca_files: ca_files.to_vec(),
-            extra: extra.iter().map(|r| r.der.clone()).collect(),
+            digest: digest(&extra),
             store: Arc::new(store_of(roots)),
             pingora: Some(Arc::from(pingora)),
         })))
@@ -142,7 +143,8 @@ impl Default for TrustRoots {
 
 impl PartialEq for TrustRoots {
     fn eq(&self, other: &TrustRoots) -> bool {
-        self.0.ca_files == other.0.ca_files && self.0.extra == other.0.extra
+        Arc::ptr_eq(&self.0, &other.0)
+            || (self.0.ca_files == other.0.ca_files && self.0.digest == other.0.digest)
     }
 }
 
@@ -157,6 +159,18 @@ impl std::fmt::Debug for TrustRoots {
             self.0.store.len()
         )
     }
+}
+
+/// MD5 over the certificates (length-prefixed): tells two loads of the
+/// same files apart when their contents changed.
+fn digest(certs: &[Root]) -> [u8; 16] {
+    use md5::{Digest, Md5};
+    let mut h = Md5::new();
+    for c in certs {
+        h.update((c.der.len() as u64).to_be_bytes());
+        h.update(c.der.as_ref());
+    }
+    h.finalize().into()
 }
 
 /// What to do about a TLS failure whose text (`why`) names a cause users

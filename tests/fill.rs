@@ -185,7 +185,10 @@ fn async_mode_stores_an_object_the_spool_cannot_hold() {
     use base64::Engine;
     let o = Origin::start();
     let body = pattern(12 << 20, 41);
-    o.set("/big.bin", Reply::ok(&body, "application/octet-stream"));
+    o.set(
+        "/big.bin",
+        Reply::ok(&body, "application/octet-stream").gate_at(6 << 20),
+    );
     // A Content-MD5 the body does not have: checked, never stored.
     let wrong = base64::engine::general_purpose::STANDARD.encode([0u8; 16]);
     o.set(
@@ -201,6 +204,13 @@ fn async_mode_stores_an_object_the_spool_cannot_hold() {
     );
     let (head, _) = Conn::open(p.port).get("/big.bin", &[]);
     assert_eq!(head.status, 302);
+    // While it streams into the bucket, a GET is answered as the first
+    // was: 302, no second origin GET (it was served through the proxy,
+    // with an upload of its own).
+    o.wait("half of it sent", |o| o.sent("/big.bin") >= 6 << 20);
+    let (head, _) = Conn::open(p.port).get("/big.bin", &[]);
+    assert_eq!(head.status, 302);
+    o.release();
     let outcome = p.write_back_outcome("big.bin");
     assert!(outcome.contains("write-back stored"), "{outcome}");
     assert_eq!(b.stored_matches("big.bin", &body), Ok(()));

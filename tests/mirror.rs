@@ -432,8 +432,33 @@ fn every_address_of_an_origin_name_is_tried() {
         b.yaml()
     );
     // The origin listens on 127.0.0.1 only; ::1 sorts first and refuses.
-    let hosts = "127.0.0.1 localhost\n::1 two.test\n127.0.0.1 two.test\n";
-    let p = Proxy::start_with_hosts(&yaml, &b.proxy_env(), Some(hosts));
+    let hosts = format!(
+        "{}\n::1 two.test\n127.0.0.1 two.test\n",
+        std::fs::read_to_string("/etc/hosts").unwrap_or_default()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("hosts");
+    std::fs::write(&file, &hosts).unwrap();
+    let order = std::process::Command::new("unshare")
+        .args([
+            "-m",
+            "sh",
+            "-c",
+            "mount --bind \"$1\" /etc/hosts && getent ahosts two.test",
+            "sh",
+        ])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let order = String::from_utf8_lossy(&order.stdout).to_string();
+    assert!(
+        order
+            .lines()
+            .find(|l| l.contains("STREAM"))
+            .is_some_and(|l| l.starts_with("::1")),
+        "this test needs `unshare -m` (root) and ::1 sorted first for a name with both: {order}"
+    );
+    let p = Proxy::start_with_hosts(&yaml, &b.proxy_env(), Some(&hosts));
     let r = client().head(p.url("/h")).send().unwrap();
     assert_eq!(r.status(), 200, "{}", p.log());
     assert_eq!(o.hits("/h"), 1);

@@ -73,7 +73,7 @@ const READ_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The host the bucket's requests go to: the endpoint's, or with
 /// `addressing: virtual` the bucket's name under it.
-fn host_name(cfg: &RemoteBucket) -> String {
+pub fn host_name(cfg: &RemoteBucket) -> String {
     match cfg.addressing {
         Addressing::Path => cfg.endpoint.host.clone(),
         Addressing::Virtual => format!("{}.{}", cfg.name, cfg.endpoint.host),

@@ -153,29 +153,59 @@ impl Config {
     /// service name); a start that failed on one names it at its line.
     /// Origins are not resolved: each miss resolves its own.
     pub fn unresolved_endpoints(&self, path: &Path) -> Vec<(String, String)> {
-        // Looked up side by side: a resolver that times out instead of
-        // answering costs its timeout once, not once per site.
-        let failed: Vec<(usize, String)> = std::thread::scope(|scope| {
-            let lookups: Vec<_> = self
-                .sites
-                .iter()
-                .enumerate()
-                .filter_map(|(i, site)| match &site.bucket {
-                    BucketSource::Remote(b) => {
-                        Some((i, scope.spawn(move || crate::bucket::lookup(b))))
-                    }
-                    BucketSource::Local(_) => None,
-                })
-                .collect();
-            lookups
-                .into_iter()
-                .filter_map(|(i, h)| match h.join() {
-                    Ok(Ok(_)) => None,
-                    Ok(Err(e)) => Some((i, e.to_string())),
-                    Err(_) => Some((i, "the lookup failed".to_string())),
-                })
-                .collect()
-        });
+        // Looked up side by side (a resolver that times out costs its
+        // timeout once, not once per site), each endpoint once, at most
+        // `LOOKUPS` at a time; inline when no thread can be made.
+        const LOOKUPS: usize = 16;
+        let remote: Vec<(usize, &RemoteBucket)> = self
+            .sites
+            .iter()
+            .enumerate()
+            .filter_map(|(i, site)| match &site.bucket {
+                BucketSource::Remote(b) => Some((i, b)),
+                BucketSource::Local(_) => None,
+            })
+            .collect();
+        let target = |b: &RemoteBucket| (crate::bucket::host_name(b), b.endpoint.port);
+        let mut endpoints: Vec<&RemoteBucket> = Vec::new();
+        for (_, b) in &remote {
+            if !endpoints.iter().any(|e| target(e) == target(b)) {
+                endpoints.push(b);
+            }
+        }
+        let mut results: Vec<Option<String>> = Vec::new();
+        for batch in endpoints.chunks(LOOKUPS) {
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = batch
+                    .iter()
+                    .map(|b| {
+                        let b = *b;
+                        std::thread::Builder::new()
+                            .spawn_scoped(scope, move || crate::bucket::lookup(b))
+                            .map_err(|_| b)
+                    })
+                    .collect();
+                for h in handles {
+                    let r = match h {
+                        Ok(h) => h.join().unwrap_or_else(|_| {
+                            Err(crate::bucket::BucketError::Resolve(
+                                String::new(),
+                                "the lookup failed".into(),
+                            ))
+                        }),
+                        Err(b) => crate::bucket::lookup(b),
+                    };
+                    results.push(r.err().map(|e| e.to_string()));
+                }
+            });
+        }
+        let failed: Vec<(usize, String)> = remote
+            .iter()
+            .filter_map(|(i, b)| {
+                let at = endpoints.iter().position(|e| target(e) == target(b))?;
+                results.get(at)?.clone().map(|why| (*i, why))
+            })
+            .collect();
         if failed.is_empty() {
             return Vec::new();
         }

@@ -8,6 +8,7 @@
 use super::hold::Hold;
 use super::FetchJob;
 use futures_util::StreamExt;
+use md5::{Digest, Md5};
 
 /// Streams `resp`'s body into the write-back `wb`. Ok(true): the origin's
 /// body was passed on whole (the uploader checks its length and MD5 and
@@ -19,6 +20,11 @@ pub(super) async fn store(
     resp: reqwest::Response,
     wb: crate::writeback::Job,
 ) -> Result<bool, String> {
+    // The uploader checks the MD5 too (and stores nothing on a mismatch);
+    // checked here as well, so the origin's metrics count it as the spool
+    // path does.
+    let want_md5 = wb.md5;
+    let mut md5 = Md5::new();
     log::info!(
         "fill key={:?}: background fill streams to the bucket without a spool",
         job.key
@@ -47,10 +53,16 @@ pub(super) async fn store(
         if let Some(m) = &job.metrics {
             m.bytes.inc_by(chunk.len() as u64);
         }
+        if want_md5.is_some() {
+            md5.update(&chunk);
+        }
         if !tee.send(chunk).await {
             return Ok(false);
         }
     }
     tee.finish();
+    if want_md5.is_some_and(|want| md5.finalize().as_slice() != want) {
+        return Err("MD5 mismatch with the origin's Content-MD5".into());
+    }
     Ok(true)
 }

@@ -55,6 +55,9 @@ pub struct Fill {
     unattended: AtomicBool,
     /// Background fills (`mode: async`) are never cancelled for size.
     background: bool,
+    /// It writes the object back (not while the bucket is unreachable):
+    /// one that doesn't is of no use once nobody reads it.
+    stores: bool,
     cancel: tokio::sync::Notify,
     fills: Weak<Fills>,
 }
@@ -68,6 +71,11 @@ impl Drop for Fill {
 }
 
 impl Fill {
+    /// Whether the object is written back (see `stores`).
+    pub fn stores(&self) -> bool {
+        self.stores
+    }
+
     pub fn state(&self) -> State {
         self.state.borrow().clone()
     }
@@ -268,6 +276,7 @@ impl Fills {
             holds: AtomicUsize::new(1),
             unattended: AtomicBool::new(false),
             background,
+            stores: job.store.is_some(),
             cancel: tokio::sync::Notify::new(),
             fills: Arc::downgrade(self),
         });
@@ -346,6 +355,7 @@ impl Fills {
         };
         let room = self.unattended.load(Ordering::Acquire) < self.cfg.max_unattended;
         let small = fill.background || remaining <= self.cfg.unattended_max_bytes;
+        let small = small && fill.stores;
         if room && small {
             if !fill.unattended.swap(true, Ordering::AcqRel) {
                 self.unattended.fetch_add(1, Ordering::AcqRel);

@@ -16,6 +16,7 @@ fn bare_fill(dir: &std::path::Path) -> (Arc<Fill>, fetch::Publisher) {
         holds: AtomicUsize::new(1),
         unattended: AtomicBool::new(false),
         background: false,
+        stores: true,
         cancel: tokio::sync::Notify::new(),
         fills: Weak::new(),
     });

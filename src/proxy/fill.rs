@@ -92,7 +92,11 @@ pub fn try_join(fills: &Fills, site: &Site, ctx: &mut RequestCtx, session: &Sess
     };
     if let Some(att) = fills.join(&job.fill_key) {
         let host = job.primary.authority.clone();
-        ctx.fill = Some(FillRun::new(att, true, idx, caps, host));
+        let mut run = FillRun::new(att, true, idx, caps, host);
+        // A fill that stores nothing (bucket unreachable): its fallback
+        // does not write back either.
+        run.write_back = run.att.fill.stores();
+        ctx.fill = Some(run);
     }
 }
 
@@ -181,7 +185,7 @@ pub fn start(
     match fills.join_or_start(job) {
         Some((att, started)) => {
             let mut run = FillRun::new(att, false, idx, captures, host);
-            run.write_back = store;
+            run.write_back = store && run.att.fill.stores();
             run.started_it = started;
             ctx.fill = Some(run);
             origin::reroute(ctx, "bucket 404: reading the fill")
@@ -294,6 +298,25 @@ pub fn on_response(
             let Some(run) = ctx.fill.take() else {
                 return Ok(());
             };
+            // Unless the rule is async: its background fill streams into
+            // the bucket meanwhile (`fill::direct`), and a GET gets the
+            // 302 to the origin as the first one did.
+            let asynchronous = run.write_back
+                && origin::rule(site, run.rule)
+                    .is_some_and(|m| m.mode == crate::config::MirrorMode::Async);
+            if asynchronous {
+                if let Ok(job) = job(site, &ctx.key, run.rule, &run.captures, req) {
+                    ctx.answered_by = Some(run.rule);
+                    let location = job.primary.full_url();
+                    return Err(origin::answer(
+                        ctx,
+                        Answer::Redirect {
+                            code: 302,
+                            location,
+                        },
+                    ));
+                }
+            }
             let store = run.write_back;
             if let Err(e) =
                 origin::start(site, ctx, run.rule, &run.captures, req.uri.query(), store)

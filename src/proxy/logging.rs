@@ -98,10 +98,11 @@ fn record(
                 Some(run.origin_host.clone()),
                 Some(run.status),
                 None,
-                Some(if run.started_it {
-                    "fill"
-                } else {
-                    "joined_fill"
+                Some(match (run.att.fill.stores(), run.started_it) {
+                    // The bucket was unreachable: nothing is written back.
+                    (false, _) => "none",
+                    (true, true) => "fill",
+                    (true, false) => "joined_fill",
                 }),
             ),
             // A redirect rule's answer, or an async mirror's 302 (its

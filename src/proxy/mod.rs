@@ -222,13 +222,18 @@ impl ProxyHttp for OriginPull {
         let timeout = origin::rule(&site, run.rule)
             .map(|m| m.timeout)
             .unwrap_or(Duration::from_secs(10));
-        let addrs = match crate::mirror::resolve(&run.target).await {
-            Ok(addrs) => addrs,
-            Err(e) => {
-                let why = format!("cannot resolve the origin: {e}");
-                return Err(origin::origin_failed(ctx, why));
+        let resolved = if run.addrs.is_empty() {
+            match crate::mirror::resolve(&run.target).await {
+                Ok(addrs) => Some(addrs),
+                Err(e) => {
+                    let why = format!("cannot resolve the origin: {e}");
+                    return Err(origin::origin_failed(ctx, why));
+                }
             }
+        } else {
+            None
         };
+        let addrs = resolved.as_deref().unwrap_or(&run.addrs);
         // After a failed connect, the name's next address (`connect_failed`).
         let i = run.addr_index.min(addrs.len() - 1);
         let (addr, more) = (addrs[i], i + 1 < addrs.len());
@@ -247,6 +252,9 @@ impl ProxyHttp for OriginPull {
         let peer = crate::mirror::peer_at(&run.target, addr, timeout);
         if let Some(run) = ctx.mirror.as_mut() {
             run.more_addrs = more;
+            if let Some(addrs) = resolved {
+                run.addrs = addrs;
+            }
         }
         Ok(Box::new(peer))
     }
@@ -306,7 +314,8 @@ impl ProxyHttp for OriginPull {
         }
         if ctx.fill.is_some() {
             let site = ctx.site.clone().ok_or_else(|| Error::new(InternalError))?;
-            return fill::on_response(&site, resp, ctx, session.req_header());
+            let r = fill::on_response(&site, resp, ctx, session.req_header());
+            return in_place(session, resp, ctx, r);
         }
         if ctx.mirror.is_some() {
             let r = origin::on_response(session, resp, ctx, self.fills.runtime());

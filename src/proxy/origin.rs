@@ -66,8 +66,10 @@ pub struct MirrorRun {
     pub status: u16,
     pub bytes: u64,
     pub started: Instant,
-    /// The address of `target` this attempt connects to (its index in
-    /// the resolver's answer), and whether the answer had more.
+    /// `target`'s addresses, resolved once per target (a name whose
+    /// answer rotates would otherwise give the failed address again),
+    /// and the one this attempt connects to.
+    pub addrs: Vec<std::net::SocketAddr>,
     pub addr_index: usize,
     pub more_addrs: bool,
     /// Connects moved on to a further address, this request.
@@ -106,6 +108,7 @@ impl MirrorRun {
             status: 0,
             bytes: 0,
             started: Instant::now(),
+            addrs: Vec::new(),
             addr_index: 0,
             more_addrs: false,
             addr_fallbacks: 0,
@@ -119,6 +122,7 @@ impl MirrorRun {
                 self.on_secondary = true;
                 self.hops = 0;
                 self.addr_index = 0;
+                self.addrs.clear();
                 self.target = configured_target(
                     url,
                     m.secondary_auth.as_ref(),
@@ -360,6 +364,7 @@ pub fn on_response(
                     run.hops += 1;
                     run.target = t;
                     run.addr_index = 0;
+                    run.addrs.clear();
                     Err(reroute(ctx, "origin redirect"))
                 }
                 None => {
