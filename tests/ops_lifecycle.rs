@@ -267,7 +267,9 @@ fn unfinished_upload_aborted(signals: &[&str], timeout: u64) {
     let mut proxy = Proxy::start_env(
         &yaml(&bucket, &origin.url(), admin, "").replace(
             "sites:",
-            &format!("shutdown_timeout_seconds: {timeout}\nsites:"),
+            &format!(
+                "shutdown_timeout_seconds: {timeout}\naccess_log: {{ path: stdout, format: json }}\nsites:"
+            ),
         ),
         &bucket.proxy_env(),
     );
@@ -313,6 +315,12 @@ fn unfinished_upload_aborted(signals: &[&str], timeout: u64) {
         "{signals:?}: upload {id} left open"
     );
     assert!(!bucket.exists("m/held.bin"));
+    // Its end is in the access log too, as a write-back's end always is.
+    let event = proxy.wait_log("\"event\":\"write_back\"");
+    assert!(
+        event.contains("\"key\":\"m/held.bin\"") && event.contains("\"write_back\":\"aborted\""),
+        "{signals:?}: {event}"
+    );
     origin.release();
     let _ = download.join();
 }

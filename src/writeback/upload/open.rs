@@ -5,14 +5,16 @@
 
 use super::s3;
 use crate::bucket::Bucket;
+use crate::errors::RequestId;
 use crate::writeback::Job;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-/// Bucket, key and upload id of an open upload.
-type Entry = (Arc<Bucket>, String, String);
+/// Bucket, key and upload id of an open upload, and the request that
+/// caused it (an abort at shutdown is logged under its id).
+type Entry = (Arc<Bucket>, String, String, Option<RequestId>);
 
 static OPEN: Mutex<Option<HashMap<u64, Entry>>> = Mutex::new(None);
 static NEXT: AtomicU64 = AtomicU64::new(0);
@@ -29,7 +31,12 @@ pub struct OpenUpload {
 impl OpenUpload {
     pub fn new(job: &Job, id: String) -> OpenUpload {
         let slot = NEXT.fetch_add(1, Ordering::Relaxed);
-        let entry = (job.bucket.clone(), job.key.clone(), id.clone());
+        let entry = (
+            job.bucket.clone(),
+            job.key.clone(),
+            id.clone(),
+            job.request_id,
+        );
         let mut open = OPEN.lock().unwrap_or_else(PoisonError::into_inner);
         open.get_or_insert_with(HashMap::new).insert(slot, entry);
         OpenUpload {
@@ -56,7 +63,7 @@ impl Drop for OpenUpload {
         }
         // Neither completed nor aborted: abort it now, or leave it for a
         // shutdown's `abort_all` where no runtime is at hand.
-        let Some((bucket, key, id)) = entry else {
+        let Some((bucket, key, id, request_id)) = entry else {
             return;
         };
         match tokio::runtime::Handle::try_current() {
@@ -66,7 +73,7 @@ impl Drop for OpenUpload {
             Err(_) => {
                 let mut open = OPEN.lock().unwrap_or_else(PoisonError::into_inner);
                 open.get_or_insert_with(HashMap::new)
-                    .insert(self.slot, (bucket, key, id));
+                    .insert(self.slot, (bucket, key, id, request_id));
             }
         }
     }
@@ -95,9 +102,14 @@ pub async fn abort_all(within: Duration) -> usize {
             .unwrap_or_default()
     };
     let n = open.len();
-    let aborts = open.into_iter().map(|(bucket, key, id)| async move {
+    let aborts = open.into_iter().map(|(bucket, key, id, request_id)| async move {
         let job = job_for(bucket, key);
         let done = tokio::time::timeout(within, s3::abort_once(&job, &id)).await;
+        if matches!(done, Ok(Ok(true))) {
+            // The upload's own task never reports it: the process ends.
+            let result = crate::metrics::WriteBackResult::Aborted;
+            crate::writeback::record(&job.bucket, &job.key, request_id, result, 0);
+        }
         match done {
             Ok(Ok(true)) => log::warn!(
                 "shutdown: write-back key={:?} not finished; upload_id={id} aborted (not stored)",
