@@ -226,6 +226,32 @@ fn async_mode_stores_an_object_the_spool_cannot_hold() {
     let outcome = p.write_back_outcome("bad.bin");
     assert!(outcome.contains("failed"), "{outcome}");
     assert!(!b.exists("bad.bin"));
+
+    // A body of unknown length skips the spool too: a chunked body grows
+    // its reservation past the budget, which a fill nobody reads must
+    // not do (a 1000-byte budget held 60 MiB of spool).
+    o.set(
+        "/chunked.bin",
+        Reply::ok(&body, "application/octet-stream").chunked(),
+    );
+    let (head, _) = Conn::open(p.port).get("/chunked.bin", &[]);
+    assert_eq!(head.status, 302);
+    let outcome = p.write_back_outcome("chunked.bin");
+    assert!(outcome.contains("write-back stored"), "{outcome}");
+    assert_eq!(b.stored_matches("chunked.bin", &body), Ok(()));
+    p.wait_log("fill key=\"chunked.bin\": background fill streams to the bucket without a spool (a body of unknown length)");
+
+    // An origin that breaks off: nothing stored, counted as the spool
+    // path counts it (the origin failed; not `abandoned`).
+    o.set(
+        "/cut.bin",
+        Reply::ok(&body, "application/octet-stream").truncate_at(1 << 20),
+    );
+    let (head, _) = Conn::open(p.port).get("/cut.bin", &[]);
+    assert_eq!(head.status, 302);
+    let outcome = p.write_back_outcome("cut.bin");
+    assert!(outcome.contains("the origin fetch failed"), "{outcome}");
+    assert!(!b.exists("cut.bin"));
 }
 
 /// The bucket takes 10 MB/s (a throttling relay in front of Garage's S3

@@ -1,5 +1,6 @@
-//! A `mode: async` object the spool budget cannot hold: no client reads
-//! it, so nothing needs the spool. The origin's body goes straight into
+//! A `mode: async` object the spool budget cannot hold, or one of
+//! unknown length (chunked), which could outgrow it: no client reads it,
+//! so nothing needs the spool. The origin's body goes straight into
 //! the bucket, the origin read following the upload's pace. (A fill a
 //! client reads falls back to the plain path instead, which streams to
 //! that client with a tee.) Without this, such an object was never
@@ -19,6 +20,7 @@ pub(super) async fn store(
     job: &FetchJob,
     resp: reqwest::Response,
     wb: crate::writeback::Job,
+    why: &str,
 ) -> Result<bool, String> {
     // The uploader checks the MD5 too (and stores nothing on a mismatch);
     // checked here as well, so the origin's metrics count it as the spool
@@ -26,7 +28,7 @@ pub(super) async fn store(
     let want_md5 = wb.md5;
     let mut md5 = Md5::new();
     log::info!(
-        "fill key={:?}: background fill streams to the bucket without a spool",
+        "fill key={:?}: background fill streams to the bucket without a spool ({why})",
         job.key
     );
     // The fill stays joinable until the object is in the bucket, and a
@@ -41,14 +43,20 @@ pub(super) async fn store(
     });
     let mut body = resp.bytes_stream();
     loop {
-        let next = tokio::time::timeout(job.timeout, body.next())
-            .await
-            .map_err(|_| format!("origin stalled for {:?}", job.timeout))?;
+        let next = match tokio::time::timeout(job.timeout, body.next()).await {
+            Ok(n) => n,
+            Err(_) => {
+                tee.fail();
+                return Err(format!("origin stalled for {:?}", job.timeout));
+            }
+        };
         let chunk = match next {
             None => break,
             Some(Ok(c)) => c,
-            // Dropping the tee unfinished aborts the upload.
-            Some(Err(e)) => return Err(format!("origin body: {}", crate::errors::chain(&e))),
+            Some(Err(e)) => {
+                tee.fail(); // the upload is aborted, counted as on the spool path
+                return Err(format!("origin body: {}", crate::errors::chain(&e)));
+            }
         };
         if let Some(m) = &job.metrics {
             m.bytes.inc_by(chunk.len() as u64);

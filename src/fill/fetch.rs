@@ -151,23 +151,27 @@ async fn fetch(hold: &Hold, job: &FetchJob, publisher: &Publisher) -> Result<boo
             md5: None, // checked here, before the fill may end well
             request_id: job.request_id,
         });
-    if let Some(n) = len {
-        if !fill.spool.reserve(n) {
-            log::info!(
-                "fill fallback key={:?}: {n} bytes exceed the spool budget ({} in use)",
-                job.key,
-                fills.budget.used()
-            );
-            // Clients that join go the plain way.
-            publisher.set(State::Answer(Outcome::Fallback));
-            return match upload.take().filter(|_| fill.background) {
-                Some(mut wb) => {
-                    wb.md5 = want_md5; // checked by the uploader this time
-                    super::direct::store(hold, job, resp, wb).await
-                }
-                None => Ok(false),
-            };
+    // A background fill (async) of unknown length skips the spool: a
+    // chunked body grows its reservation past the budget if it must
+    // (`Spool`), which a fill nobody reads, never cancelled for size,
+    // must not do.
+    let unspooled = match len {
+        Some(n) if !fill.spool.reserve(n) => Some(format!(
+            "{n} bytes exceed the spool budget ({} in use)",
+            fills.budget.used()
+        )),
+        None if fill.background => Some("a body of unknown length".to_string()),
+        _ => None,
+    };
+    if let Some(why) = unspooled {
+        // Clients that join go the plain way (async rules: a 302).
+        publisher.set(State::Answer(Outcome::Fallback));
+        if let Some(mut wb) = upload.take().filter(|_| fill.background) {
+            wb.md5 = want_md5; // checked by the uploader this time
+            return super::direct::store(hold, job, resp, wb, &why).await;
         }
+        log::info!("fill fallback key={:?}: {why}", job.key);
+        return Ok(false);
     }
     publisher.set(State::Body {
         head: head.clone(),

@@ -182,7 +182,19 @@ pub fn request(
     }
     // A Range with another unit or a bad syntax is ignored (RFC 9110
     // §14.2): the whole object, as a miss answers it. S3 buckets say 416.
-    let range = range.filter(|r| r.to_str().is_ok_and(crate::fill::range::is_byte_range_set));
+    // The unit is case-insensitive (RFC 9110 §14.1): sent as `bytes=`,
+    // since S3 buckets refuse `Bytes=` with 416.
+    let range = range
+        .and_then(|r| r.to_str().ok())
+        .filter(|r| crate::fill::range::is_byte_range_set(r))
+        .and_then(|r| {
+            let r = r.trim();
+            if r.starts_with("bytes=") {
+                Some(http::HeaderValue::from_str(r).ok()?)
+            } else {
+                http::HeaderValue::from_str(&format!("bytes={}", &r[6..])).ok()
+            }
+        });
     if let Some(range) = range {
         match validator {
             None => {

@@ -72,6 +72,9 @@ pub(crate) enum Msg {
     Data(Bytes),
     /// The origin body ended cleanly.
     End,
+    /// The origin fetch failed: counted `aborted`, as on the spool path
+    /// (a channel closed without either is `abandoned`: the tee gave up).
+    Failed,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -217,6 +220,13 @@ impl Tee {
     /// The tee gave up (channel full or uploader gone).
     pub fn abandoned(&self) -> bool {
         self.abandoned
+    }
+
+    /// Marks a failed origin fetch (the end marker's slot takes it).
+    pub fn fail(&mut self) {
+        if let Some(tx) = self.tx.take() {
+            let _ = tx.try_send(Msg::Failed);
+        }
     }
 
     /// Marks a clean end of the origin body.

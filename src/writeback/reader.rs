@@ -142,6 +142,7 @@ impl Reader {
                 }
                 Ok(Some(b))
             }
+            Some(Msg::Failed) => Err(WriteBackError::Fill("the origin fetch failed".into())),
             Some(Msg::End) => {
                 self.ended = true;
                 if let Some(want) = self.expected {
