@@ -216,47 +216,10 @@ impl ProxyHttp for OriginPull {
             run.status = 0;
         }
         let site = ctx.site.clone().ok_or_else(|| Error::new(InternalError))?;
-        let Some(run) = ctx.mirror.as_ref() else {
+        if ctx.mirror.is_none() {
             return Ok(Box::new(site.bucket.peer()));
-        };
-        let timeout = origin::rule(&site, run.rule)
-            .map(|m| m.timeout)
-            .unwrap_or(Duration::from_secs(10));
-        let resolved = if run.addrs.is_empty() {
-            match crate::mirror::resolve(&run.target).await {
-                Ok(addrs) => Some(addrs),
-                Err(e) => {
-                    let why = format!("cannot resolve the origin: {e}");
-                    return Err(origin::origin_failed(ctx, why));
-                }
-            }
-        } else {
-            None
-        };
-        let addrs = resolved.as_deref().unwrap_or(&run.addrs);
-        // After a failed connect, the name's next address (`connect_failed`).
-        let i = run.addr_index.min(addrs.len() - 1);
-        let (addr, more) = (addrs[i], i + 1 < addrs.len());
-        // A redirect hop may not lead into the internal network unless the
-        // configured origin is there too (the fill path checks the same),
-        // judged on the address the peer connects to.
-        if run.hops > 0 {
-            let (configured, target) = (&run.configured, &run.target);
-            let allowed = crate::fill::policy::check_hop_addr(configured, target, addr.ip());
-            if let Err(why) = allowed.await {
-                // As the fill path counts a refused hop.
-                origin::count(&site, run.rule, crate::metrics::OriginResult::BadStatus);
-                return Err(origin::origin_failed(ctx, why));
-            }
         }
-        let peer = crate::mirror::peer_at(&run.target, addr, timeout);
-        if let Some(run) = ctx.mirror.as_mut() {
-            run.more_addrs = more;
-            if let Some(addrs) = resolved {
-                run.addrs = addrs;
-            }
-        }
-        Ok(Box::new(peer))
+        origin::peer(ctx, &site).await.map(Box::new)
     }
 
     async fn upstream_request_filter(
