@@ -31,16 +31,7 @@ pub(super) async fn store(
         "fill key={:?}: background fill streams to the bucket without a spool ({why})",
         job.key
     );
-    // The fill stays joinable until the object is in the bucket, and a
-    // bucket 404 that raced the commit asks the bucket again.
-    let upload = hold.another();
-    let mut tee = crate::writeback::Tee::start_settled(wb, &hold.fills.rt, move |stored| {
-        if stored {
-            upload.fills.stored(&upload.fill);
-            upload.fills.retire(&upload.fill);
-        }
-        drop(upload);
-    });
+    let mut tee = crate::writeback::Tee::start_settled(wb, &hold.fills.rt, hold.write_back());
     let mut body = resp.bytes_stream();
     loop {
         let next = match tokio::time::timeout(job.timeout, body.next()).await {

@@ -253,21 +253,9 @@ async fn fetch(hold: &Hold, job: &FetchJob, publisher: &Publisher) -> Result<boo
 fn start_upload(hold: &Hold, job: Option<crate::writeback::Job>) {
     let Some(wb) = job else { return };
     let cursor = Cursor::new(hold.fill.clone(), 0);
-    // The fill stays joinable until the object is in the bucket.
-    let upload = hold.another();
+    let settled = hold.write_back();
     let counted = crate::writeback::counted();
     hold.fills.rt.spawn(crate::writeback::store_from_fill(
-        wb,
-        cursor,
-        counted,
-        move |stored| {
-            if stored {
-                upload.fills.stored(&upload.fill);
-                // Out of the registry now, even if the fetch task has not
-                // dropped its hold yet: the object is in the bucket.
-                upload.fills.retire(&upload.fill);
-            }
-            drop(upload);
-        },
+        wb, cursor, counted, settled,
     ));
 }

@@ -29,6 +29,22 @@ impl Hold {
             fill: self.fill.clone(),
         }
     }
+
+    /// A write-back's claim, as the `settled` callback of its upload: the
+    /// fill stays joinable until the object is in the bucket; once it
+    /// is, the fill is remembered as stored (a bucket 404 that raced the
+    /// commit asks the bucket again) and leaves the registry at once,
+    /// even if the fetch task has not dropped its claim yet.
+    pub(super) fn write_back(&self) -> impl FnOnce(bool) + Send + 'static {
+        let upload = self.another();
+        move |stored| {
+            if stored {
+                upload.fills.stored(&upload.fill);
+                upload.fills.retire(&upload.fill);
+            }
+            drop(upload);
+        }
+    }
 }
 
 impl Drop for Hold {

@@ -187,14 +187,7 @@ pub fn request(
     let range = range
         .and_then(|r| r.to_str().ok())
         .filter(|r| crate::fill::range::is_byte_range_set(r))
-        .and_then(|r| {
-            let r = r.trim();
-            if r.starts_with("bytes=") {
-                Some(http::HeaderValue::from_str(r).ok()?)
-            } else {
-                http::HeaderValue::from_str(&format!("bytes={}", &r[6..])).ok()
-            }
-        });
+        .and_then(|r| http::HeaderValue::from_str(&format!("bytes={}", &r.trim()[6..])).ok());
     if let Some(range) = range {
         match validator {
             None => {

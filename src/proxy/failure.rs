@@ -29,8 +29,7 @@ impl OriginPull {
             return origin::answer_here(ctx, Answer::Error(S3Error::Internal(why)));
         }
         if let Some(run) = ctx.mirror.as_mut() {
-            if run.more_addrs && run.addr_fallbacks < origin::MAX_ADDR_FALLBACKS {
-                run.addr_index += 1;
+            if run.addr_fallbacks < origin::MAX_ADDR_FALLBACKS && run.next_addr() {
                 run.addr_fallbacks += 1;
                 log::info!(
                     "{} mirror key={:?}: cannot connect to {} ({}); trying its next address",

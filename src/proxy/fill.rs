@@ -160,9 +160,7 @@ pub fn start(
     }
     job.request_id = Some(ctx.request_id);
     // Nothing to store: the client reads the fill rather than a 302.
-    let asynchronous = store
-        && origin::rule(site, idx).is_some_and(|m| m.mode == crate::config::MirrorMode::Async);
-    if asynchronous {
+    if store && is_async(site, idx) {
         let location = job.primary.full_url();
         if !fills.start_background(job) {
             log::warn!(
@@ -171,14 +169,7 @@ pub fn start(
                 ctx.key
             );
         }
-        ctx.answered_by = Some(idx);
-        return origin::answer(
-            ctx,
-            Answer::Redirect {
-                code: 302,
-                location,
-            },
-        );
+        return async_redirect(ctx, idx, location);
     }
     let key = ctx.key.clone();
     let host = job.primary.authority.clone();
@@ -198,6 +189,24 @@ pub fn start(
             origin::reroute(ctx, "bucket 404: mirroring (no fill)")
         }
     }
+}
+
+/// Whether mirror rule `idx` is `mode: async`.
+fn is_async(site: &Site, idx: usize) -> bool {
+    origin::rule(site, idx).is_some_and(|m| m.mode == crate::config::MirrorMode::Async)
+}
+
+/// An async mirror's answer: 302 to the origin's URL of the object, the
+/// fill running in the background.
+fn async_redirect(ctx: &mut RequestCtx, idx: usize, location: String) -> Box<Error> {
+    ctx.answered_by = Some(idx);
+    origin::answer(
+        ctx,
+        Answer::Redirect {
+            code: 302,
+            location,
+        },
+    )
 }
 
 /// The fill peer; no read timeout: the fill's own origin timeout decides
@@ -301,20 +310,9 @@ pub fn on_response(
             // Unless the rule is async: its background fill streams into
             // the bucket meanwhile (`fill::direct`), and a GET gets the
             // 302 to the origin as the first one did.
-            let asynchronous = run.write_back
-                && origin::rule(site, run.rule)
-                    .is_some_and(|m| m.mode == crate::config::MirrorMode::Async);
-            if asynchronous {
+            if run.write_back && is_async(site, run.rule) {
                 if let Ok(job) = job(site, &ctx.key, run.rule, &run.captures, req) {
-                    ctx.answered_by = Some(run.rule);
-                    let location = job.primary.full_url();
-                    return Err(origin::answer(
-                        ctx,
-                        Answer::Redirect {
-                            code: 302,
-                            location,
-                        },
-                    ));
+                    return Err(async_redirect(ctx, run.rule, job.primary.full_url()));
                 }
             }
             let store = run.write_back;

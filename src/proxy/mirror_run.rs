@@ -32,9 +32,8 @@ pub struct MirrorRun {
     /// `target`'s addresses, resolved once per target (a name whose
     /// answer rotates would otherwise give the failed address again),
     /// and the one this attempt connects to.
-    pub addrs: Vec<std::net::SocketAddr>,
-    pub addr_index: usize,
-    pub more_addrs: bool,
+    addrs: Vec<std::net::SocketAddr>,
+    addr_index: usize,
     /// Connects moved on to a further address, this request.
     pub addr_fallbacks: u8,
 }
@@ -65,9 +64,26 @@ impl MirrorRun {
             started: Instant::now(),
             addrs: Vec::new(),
             addr_index: 0,
-            more_addrs: false,
             addr_fallbacks: 0,
         }
+    }
+
+    /// The next attempt goes to `target` (a redirect hop, the secondary):
+    /// its addresses are looked up afresh.
+    pub fn move_to(&mut self, target: OriginTarget) {
+        self.target = target;
+        self.addrs.clear();
+        self.addr_index = 0;
+    }
+
+    /// After a failed connect: moves to the target's next address, if
+    /// its name has one more.
+    pub fn next_addr(&mut self) -> bool {
+        if self.addr_index + 1 >= self.addrs.len() {
+            return false;
+        }
+        self.addr_index += 1;
+        true
     }
 
     /// Moves to the secondary origin if there is one not yet tried.
@@ -76,15 +92,14 @@ impl MirrorRun {
             (Some(url), false) => {
                 self.on_secondary = true;
                 self.hops = 0;
-                self.addr_index = 0;
-                self.addrs.clear();
-                self.target = configured_target(
+                let target = configured_target(
                     url,
                     m.secondary_auth.as_ref(),
                     &self.origin_key,
                     self.query.as_deref(),
                 );
-                self.configured = self.target.clone();
+                self.configured = target.clone();
+                self.move_to(target);
                 self.tag_url = self.target.url.clone();
                 true
             }
@@ -171,7 +186,7 @@ pub async fn peer(ctx: &mut RequestCtx, site: &Arc<Site>) -> Result<HttpPeer> {
     let addrs = resolved.as_deref().unwrap_or(&run.addrs);
     // After a failed connect, the name's next address (`connect_failed`).
     let i = run.addr_index.min(addrs.len() - 1);
-    let (addr, more) = (addrs[i], i + 1 < addrs.len());
+    let addr = addrs[i];
     // A redirect hop may not lead into the internal network unless the
     // configured origin is there too (the fill path checks the same),
     // judged on the address the peer connects to.
@@ -186,7 +201,6 @@ pub async fn peer(ctx: &mut RequestCtx, site: &Arc<Site>) -> Result<HttpPeer> {
     }
     let peer = crate::mirror::peer_at(&run.target, addr, timeout);
     if let Some(run) = ctx.mirror.as_mut() {
-        run.more_addrs = more;
         if let Some(addrs) = resolved {
             run.addrs = addrs;
         }

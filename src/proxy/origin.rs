@@ -224,9 +224,7 @@ pub fn on_response(
             match next {
                 Some(t) => {
                     run.hops += 1;
-                    run.target = t;
-                    run.addr_index = 0;
-                    run.addrs.clear();
+                    run.move_to(t);
                     Err(reroute(ctx, "origin redirect"))
                 }
                 None => {
